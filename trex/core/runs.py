@@ -1,0 +1,350 @@
+"""Run bookkeeping shared by every stage: CLI errors, config files, atomic writes,
+locked CSV appends, seeding and logging.
+
+A stage module calls :func:`parse_args` and wraps its body with :func:`cli_entry`, so a
+user mistake (:class:`UserError`) ends in one line on stderr and exit status 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import functools
+import io
+import json
+import logging
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("trex")
+
+USER_ERROR_EXIT = 2
+
+
+class UserError(Exception):
+    """A mistake in the user's input (flag, file, id): reported as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- CLI plumbing
+
+
+def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Decorate a stage's ``main(argv=None)``: UserError and Ctrl-C become clean exits.
+
+    Returns the exit status (0 on success) instead of raising, so ``sys.exit(main())``
+    works for scripts and console entry points alike.
+    """
+
+    @functools.wraps(main)
+    def wrapper(argv: Sequence[str] | None = None) -> int:
+        try:
+            status = main(argv)
+        except UserError as err:
+            logging.shutdown()
+            sys.stderr.write(f"error: {err}\n")
+            sys.stderr.flush()
+            return USER_ERROR_EXIT
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted\n")
+            return 130
+        return 0 if status is None else int(status)
+
+    return wrapper
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``-c/--config FILE.yaml``: a YAML mapping of flag names to values."""
+    parser.add_argument(
+        "-c", "--config", default=None, metavar="FILE.yaml",
+        help="YAML file setting any flag (dest names, e.g. env_name: starpilot); "
+        "flags given on the command line win",
+    )
+
+
+def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping of flag values; a clear UserError for any problem."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"config file {p} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {p} must hold a mapping of flag names to values")
+    if isinstance(data.get("args"), dict) and "versions" in data:
+        # a run's config.json: repeat that run with its recorded arguments
+        data = {k: v for k, v in data["args"].items() if k != "config"}
+    return {str(k).lstrip("-").replace("-", "_"): v for k, v in data.items()}
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` with values from ``-c/--config`` as defaults (command line wins).
+
+    argparse's own usage errors exit with status 2 and a one-line message, as for any
+    user mistake. Unknown keys in the config file are a UserError naming them.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("-c", "--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        values = load_yaml_config(known.config)
+        dests = {a.dest for a in parser._actions}
+        unknown = sorted(set(values) - dests)
+        if unknown:
+            raise UserError(f"config file {known.config}: unknown flag(s) {', '.join(unknown)}")
+        for action in parser._actions:
+            if action.dest in values:
+                action.required = False
+        parser.set_defaults(**values)
+    return parser.parse_args(argv)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def str2bool(text: str | bool) -> bool:
+    """argparse type for the seed's ``--flag True/False`` style booleans."""
+    if isinstance(text, bool):
+        return text
+    low = text.strip().lower()
+    if low in {"1", "true", "t", "yes", "y"}:
+        return True
+    if low in {"0", "false", "f", "no", "n"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def check_positive(**values: float | int | None) -> None:
+    """Raise UserError naming the first value that is set and not > 0 (for config files)."""
+    for name, value in values.items():
+        if value is not None and not value > 0:
+            raise UserError(f"--{name} must be positive, got {value}")
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr, and to ``log_file`` too when given (the run's ``log.txt``)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_trex", False):
+            root.removeHandler(handler)
+            handler.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    stream._trex = True  # type: ignore[attr-defined]
+    root.addHandler(stream)
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file)
+        fh.setFormatter(fmt)
+        fh._trex = True  # type: ignore[attr-defined]
+        root.addHandler(fh)
+    root.setLevel(level)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` only on success.
+
+    An exception (or Ctrl-C) removes the temporary file, so no half-written file is ever
+    visible under the final name. ``suffix`` keeps an extension for writers that need one.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    sfx = final.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{sfx}", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
+    """Write a JSON object to ``path`` atomically (sorted keys, indented)."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def _lock_for(path: Path):
+    from filelock import FileLock
+
+    return FileLock(str(path) + ".lock", timeout=600)
+
+
+def append_csv_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
+                    columns: Sequence[str] | None = None) -> None:
+    """Append whole rows to a CSV under a file lock, writing the header if the file is new.
+
+    Safe with many writers at once (processes on one machine or on a shared file system):
+    the lock serialises appends and each row is written in one ``write`` call. The header
+    of an existing file decides the column order; a row's missing keys are left empty;
+    keys not in an existing header are an error (the file would become ragged).
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with _lock_for(p):
+        header: list[str] | None = None
+        if p.exists() and p.stat().st_size > 0:
+            with p.open(newline="") as f:
+                header = next(csv.reader(f), None)
+        if header is None:
+            header = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+            write_header = True
+        else:
+            write_header = False
+        extra = sorted({k for r in rows for k in r} - set(header))
+        if extra:
+            raise UserError(f"{p}: rows have columns the file does not ({', '.join(extra)})")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
+        if write_header:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_value(v) for k, v in row.items()})
+        with p.open("a", newline="") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, float) and not np.isfinite(v):
+        return "nan" if np.isnan(v) else v
+    return v
+
+
+# ----------------------------------------------------------------------------- seeds & provenance
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (the environments take the seed separately)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a run's results depend on."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("trex-procgen", "torch", "stable-baselines3", "numpy", "gymnasium",
+                 "procgen", "procgen-mirror", "safetensors"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def git_commit() -> str | None:
+    """The git commit of the toolkit's checkout, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_config(args: argparse.Namespace | Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """Everything needed to repeat a run: all arguments, versions, git commit, time, host."""
+    values = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
+    return {
+        "args": values,
+        **extra,
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "argv": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+    }
+
+
+def write_run_config(path: str | os.PathLike, args: argparse.Namespace | Mapping[str, Any],
+                     **extra: Any) -> dict[str, Any]:
+    """Write ``config.json`` for a run (atomically) and return what was written.
+
+    ``config.json['args']`` can be given back with ``-c`` (JSON is YAML) to repeat the run.
+    """
+    cfg = run_config(args, **extra)
+    write_json_atomic(path, cfg)
+    return cfg
