@@ -1,0 +1,202 @@
+"""PPO training, checkpoints, manifest, resume, loading, testing and video on toy sizes."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY_PPO_FLAGS
+from trex.core.envs import make_procgen_env
+from trex.core.policy import (
+    ImpalaCNN, ImpalaPolicy, action_logits, act, load_policy, read_checkpoint_meta, read_manifest,
+)
+from trex.core.runs import UserError
+
+
+def test_training_writes_checkpoints_manifest_and_logs(tiny_expert):
+    manifest = read_manifest(tiny_expert)
+    assert list(manifest["timesteps"]) == [32, 64, 96]
+    assert all((tiny_expert / f).is_file() for f in manifest["file"])
+    progress = pd.read_csv(tiny_expert / "progress.csv")
+    assert list(progress["timesteps"]) == [32, 64, 96]
+    cfg = json.loads((tiny_expert / "config.json").read_text())
+    assert cfg["args"]["env_name"] == "coinrun" and cfg["args"]["seed"] == 1
+    assert "torch" in cfg["versions"]
+    meta = read_checkpoint_meta(tiny_expert / manifest["file"].iloc[-1])
+    assert meta["env_name"] == "coinrun" and meta["timesteps"] == 96
+    assert not list(tiny_expert.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_checkpoint_has_no_need_for_unpickling(tiny_expert):
+    path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+    assert {"policy.pth", "policy.optimizer.pth", "trex_checkpoint.json"} <= names
+    policy, meta = load_policy(path, device="cpu")
+    obs = make_procgen_env("coinrun", 3, seed=0).reset()
+    actions = act(policy, obs, deterministic=True)
+    assert actions.shape == (3,) and actions.dtype == np.int64
+    assert ((actions >= 0) & (actions < 15)).all()
+    np.testing.assert_array_equal(actions, act(policy, obs, deterministic=True))
+
+
+def test_resume_continues_to_the_total(tiny_expert, tmp_path):
+    import shutil
+
+    from trex.train_policy import main
+
+    run = tmp_path / "coinrun" / "easy"
+    shutil.copytree(tiny_expert, run)
+    assert main(["--env_name", "coinrun", *TINY_PPO_FLAGS, "--timesteps_per_proc", "160",
+                 "--log_dir", str(tmp_path), "--load_path", str(run)]) == 0
+    manifest = read_manifest(run)
+    assert list(manifest["timesteps"]) == [32, 64, 96, 128, 160]
+    assert (run / "config_resume.json").is_file()
+    meta = read_checkpoint_meta(run / manifest["file"].iloc[-1])
+    assert meta["timesteps"] == 160
+
+
+def test_fast_path_matches_fp32_logits(tiny_expert):
+    path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
+    fast, _ = load_policy(path, device="cpu", precision="bf16")
+    plain, _ = load_policy(path, device="cpu", precision="fp32")
+    assert fast.features_extractor.bf16 and fast.features_extractor.channels_last
+    assert not plain.features_extractor.bf16
+    obs = make_procgen_env("coinrun", 8, seed=2).reset()
+    lf, lp = action_logits(fast, obs), action_logits(plain, obs)
+    assert lf.dtype == torch.float32
+    assert torch.allclose(lf, lp, atol=0.05), (lf - lp).abs().max()
+    probs_f, probs_p = lf.softmax(-1), lp.softmax(-1)
+    assert (probs_f - probs_p).abs().max() < 0.02
+
+
+def test_impala_shapes():
+    from gymnasium import spaces
+
+    fx = ImpalaCNN(spaces.Box(0, 255, (3, 64, 64), np.uint8))
+    out = fx(torch.rand(5, 3, 64, 64))
+    assert out.shape == (5, 256) and out.dtype == torch.float32
+    n_params = sum(p.numel() for p in fx.parameters())
+    assert 500_000 < n_params < 700_000  # IMPALA 16-32-32 + 2048x256 dense
+
+
+def test_test_policy_reports_train_and_unseen_levels(tiny_expert, tmp_path):
+    from trex.test_policy import main
+
+    out = tmp_path / "results.csv"
+    path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
+    assert main(["--load_path", str(path), "--num_runs", "2", "--num_envs", "2",
+                 "--max_steps", "20", "--out_csv", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert list(df["level_set"]) == ["train", "test"]
+    assert (df["episodes"] == 2).all()
+    assert (df["length_mean"] <= 20).all()
+    assert df.loc[1, "start_level"] == 1_000_000_000
+    # random baseline through the same path
+    assert main(["--load_path", "random", "--env_name", "coinrun", "--num_runs", "2",
+                 "--num_envs", "2", "--max_steps", "10", "--level_sets", "test",
+                 "--out_csv", str(out)]) == 0
+    assert len(pd.read_csv(out)) == 3
+
+
+def test_episode_quotas_sum():
+    from trex.core.evaluation import episode_quotas
+
+    q = episode_quotas(10, 4)
+    assert q.sum() == 10 and q.max() - q.min() <= 1
+
+
+def test_visualize_policy_writes_watchable_mp4(tiny_expert, tmp_path):
+    from trex.core.video import read_mp4
+    from trex.visualize_policy import main
+
+    path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
+    out = tmp_path / "v.mp4"
+    assert main(["--load_path", str(path), "--video_length", "6", "--num_screens", "2",
+                 "--out", str(out)]) == 0
+    frames = read_mp4(out)
+    assert frames.shape[0] == 6 and frames.shape[1] >= 256 and frames.shape[3] == 3
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _run(stage, argv, capsys):
+    status = stage(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return status, err[-1] if err else ""
+
+
+def test_bad_inputs_give_one_clear_line(tiny_expert, tmp_path, capsys):
+    from trex.test_policy import main as test_main
+    from trex.train_policy import main as train_main
+    from trex.visualize_policy import main as vis_main
+
+    ckpt = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
+    corrupt = tmp_path / "corrupt.zip"
+    corrupt.write_bytes(b"not a zip at all")
+    cases = [
+        (train_main, ["--env_name", "pong", "--log_dir", str(tmp_path / "a")], "unknown env_name"),
+        (train_main, ["--distribution_mode", "medium", "--log_dir", str(tmp_path / "a")], "distribution_mode"),
+        (train_main, ["--env_name", "starpilot", "--load_path", str(ckpt), "--log_dir",
+                      str(tmp_path / "a")], "checkpoint of 'coinrun'"),
+        (train_main, ["--load_path", str(tmp_path / "missing.zip"), "--log_dir", str(tmp_path / "a")], "not found"),
+        (test_main, ["--load_path", str(corrupt)], "not a procgen-trex policy checkpoint"),
+        (test_main, ["--load_path", str(tmp_path / "nope.zip")], "not found"),
+        (test_main, ["--load_path", str(ckpt), "--env_name", "bigfish"], "checkpoint of 'coinrun'"),
+        (vis_main, ["--load_path", str(ckpt), "--env_name", "maze"], "checkpoint of 'coinrun'"),
+        (test_main, ["--load_path", "random"], "--env_name is required"),
+    ]
+    for stage, argv, expected in cases:
+        status, line = _run(stage, argv, capsys)
+        assert status == 2, (argv, line)
+        assert line.startswith("error:") and expected in line, (argv, line)
+    assert not (tmp_path / "a").exists(), "a failed run left files behind"
+
+
+def test_negative_sizes_are_rejected_by_the_parser(capsys):
+    from trex.train_policy import main
+
+    for flag in ["--num_envs", "--nsteps", "--timesteps_per_proc", "--num_levels"]:
+        with pytest.raises(SystemExit) as exc:
+            main([flag, "-3"])
+        assert exc.value.code == 2
+        assert "error:" in capsys.readouterr().err
+
+
+def test_existing_run_dir_is_not_mixed(tiny_expert, tmp_path, capsys):
+    from trex.train_policy import main
+
+    log_dir = tiny_expert.parent.parent
+    status, line = _run(main, ["--env_name", "coinrun", "--log_dir", str(log_dir)], capsys)
+    assert status == 2 and "already holds a training run" in line
+
+
+def test_corrupt_weights_in_checkpoint(tiny_expert, tmp_path, capsys):
+    from trex.test_policy import main
+
+    src = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for item in zin.namelist():
+            data = zin.read(item)
+            zout.writestr(item, data[: len(data) // 2] if item == "policy.pth" else data)
+    status, line = _run(main, ["--load_path", str(bad), "--num_runs", "1"], capsys)
+    assert status == 2 and "corrupt" in line
+
+
+def test_config_file_sets_flags(tmp_path, capsys):
+    from trex.train_policy import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("env_name: nosuchgame\n")
+    status, line = _run(main, ["-c", str(cfg), "--log_dir", str(tmp_path)], capsys)
+    assert status == 2 and "nosuchgame" in line
+    cfg.write_text("no_such_flag: 1\n")
+    status, line = _run(main, ["-c", str(cfg)], capsys)
+    assert status == 2 and "no_such_flag" in line

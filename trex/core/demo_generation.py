@@ -1,0 +1,543 @@
+"""Collecting demonstrations: many Procgen environments in parallel, one batched policy
+forward per step, each finished episode written to the demo store as soon as it ends.
+
+Why the demos are not biased toward short episodes. With N environments running at
+once, "keep the first ``num_dems`` episodes that finish" favours short episodes (they
+finish first). Here every demo is a *job* fixed in advance (which policy, which noise);
+a job is handed to an environment the moment that environment starts a fresh episode,
+and that episode is kept whatever its length. Exactly one episode is started per job and
+collection runs until every started episode has ended (or been cut at ``max_ep_len``),
+so the kept set is the set of started episodes: nothing is selected by length. An
+environment with no job left plays on (its episodes are discarded, never stored).
+
+Skill spread (T-REX, Brown et al. 2019, arXiv 1904.06387, ranks demos of varied
+quality): checkpoints are picked per demo so the demos' expected returns are evenly
+spaced between the worst and best checkpoint's training return, instead of drawing
+checkpoints uniformly (the seed's way), which over-samples the many late checkpoints of
+a saturated learning curve. Noise: epsilon-greedy injection, a uniformly random action
+with probability epsilon, else the policy's (D-REX, Brown et al. 2019, arXiv 1907.03976).
+
+Auto-reset: the observation returned with ``done=True`` is the first of the next episode
+and the reward returned with it is the last of the finished one (see trex/core/envs.py),
+so an episode's frames are the observations *before* each of its steps: T frames, T
+actions, T rewards, never spliced across levels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trex.core.demos import (
+    DEFAULT_FILES_DIR, DEFAULT_INDEX_NAME, DEMO_COLUMNS, append_index, read_index_ids,
+    write_demo,
+)
+from trex.core.envs import NUM_ACTIONS, OBS_SHAPE_HWC, level_range, make_procgen_env
+from trex.core.runs import UserError
+
+log = logging.getLogger(__name__)
+
+RANDOM_POLICY = "random"
+#: noise recorded for demos of the random policy (every action is random)
+RANDOM_POLICY_NOISE = 1.0
+_INITIAL_CAPACITY = 256
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class PolicySource:
+    """Where a demo's actions come from: a checkpoint file, or the random policy (path None)."""
+
+    name: str                  # what the index's ``policy`` column records
+    path: Path | None          # checkpoint .zip, None for the random policy
+    timesteps: int = -1        # training steps of the checkpoint (-1: random policy)
+    mean_return: float = float("nan")  # the manifest's mean training return
+
+    @property
+    def is_random(self) -> bool:
+        return self.path is None
+
+
+@dataclass(frozen=True)
+class DemoJob:
+    """One demo to collect: its policy and its epsilon-greedy noise."""
+
+    policy: PolicySource
+    noise: float
+
+
+def random_policy() -> PolicySource:
+    """The uniformly random policy (no checkpoint)."""
+    return PolicySource(RANDOM_POLICY, None)
+
+
+def checkpoint_source(path: str | os.PathLike, env_name: str | None = None) -> PolicySource:
+    """A single checkpoint file as a policy source (reads its metadata, checks its game)."""
+    from trex.core.policy import check_checkpoint_env, read_checkpoint_meta
+
+    meta = read_checkpoint_meta(path)
+    check_checkpoint_env(meta, path, env_name)
+    return PolicySource(str(path), Path(path), int(meta.get("timesteps", -1)),
+                        float(meta.get("mean_return", float("nan"))))
+
+
+def manifest_sources(models_dir: str | os.PathLike, env_name: str | None = None) -> list[PolicySource]:
+    """All checkpoints listed in ``<models_dir>/checkpoints.csv``, oldest first.
+
+    Each one's metadata is read (and its game checked) before any demo is collected.
+    """
+    from trex.core.policy import check_checkpoint_env, read_checkpoint_meta, read_manifest
+
+    models_dir = Path(models_dir)
+    manifest = read_manifest(models_dir).sort_values("timesteps", kind="stable")
+    sources = []
+    for row in manifest.itertuples(index=False):
+        path = models_dir / str(row.file)
+        check_checkpoint_env(read_checkpoint_meta(path), path, env_name)
+        sources.append(PolicySource(str(path), path, int(row.timesteps), float(row.mean_return)))
+    return sources
+
+
+def skill_pool(sources: Sequence[PolicySource]) -> tuple[list[PolicySource], np.ndarray]:
+    """The checkpoints usable for spreading and their skill (float64): the manifest's mean
+    training return; checkpoints without one are skipped, and if none has one, training
+    timesteps stand in for skill."""
+    if not sources:
+        raise UserError("no checkpoint to collect demos from")
+    skill = np.array([s.mean_return for s in sources], dtype=np.float64)
+    if np.isfinite(skill).all():
+        return list(sources), skill
+    if np.isfinite(skill).any():
+        keep = np.isfinite(skill)
+        log.warning("%d checkpoint(s) have no recorded mean return and are not used", int((~keep).sum()))
+        return [s for s, k in zip(sources, keep) if k], skill[keep]
+    log.warning("no checkpoint has a recorded mean return: spreading demos over training steps")
+    return list(sources), np.array([s.timesteps for s in sources], dtype=np.float64)
+
+
+def spread_over_skill(sources: Sequence[PolicySource], num: int,
+                      skill: np.ndarray | None = None) -> list[PolicySource]:
+    """Pick a checkpoint for each of ``num`` demos so their skill is spread evenly.
+
+    Targets are ``num`` values evenly spaced from the lowest to the highest skill (see
+    :func:`skill_pool`); each demo gets the checkpoint whose skill is nearest its target.
+    """
+    if skill is None:
+        sources, skill = skill_pool(sources)
+    if num <= 0:
+        return []
+    targets = np.linspace(skill.min(), skill.max(), num)
+    nearest = np.abs(targets[:, None] - skill[None, :]).argmin(axis=1)
+    return [sources[i] for i in nearest]
+
+
+def split_evenly(total: int, parts: int) -> np.ndarray:
+    """int64 (parts,): ``total`` split into ``parts`` near-equal counts (larger first)."""
+    counts = np.full(parts, total // parts, dtype=np.int64)
+    counts[: total % parts] += 1
+    return counts
+
+
+def plan_jobs(num_dems: int, noise: Sequence[float], sources: Sequence[PolicySource] | None) -> list[DemoJob]:
+    """The demos to collect: ``num_dems`` split evenly over the noise levels; within each
+    noise level, checkpoints spread over the skill range (:func:`spread_over_skill`).
+    ``sources=None`` means the random policy. Jobs come grouped by policy (oldest
+    checkpoint first), so at any time the running environments share one or two policies.
+    """
+    if num_dems <= 0:
+        raise UserError(f"--num_dems must be positive, got {num_dems}")
+    jobs: list[DemoJob] = []
+    if sources is None:
+        return [DemoJob(random_policy(), RANDOM_POLICY_NOISE) for _ in range(num_dems)]
+    pool, skill = skill_pool(sources)
+    for eps, count in zip(noise, split_evenly(num_dems, len(noise))):
+        jobs.extend(DemoJob(src, float(eps)) for src in spread_over_skill(pool, int(count), skill))
+    order = {s.name: i for i, s in enumerate(sources)}
+    jobs.sort(key=lambda j: (order[j.policy.name], j.noise))
+    return jobs
+
+
+def check_noise(noise: Sequence[float]) -> list[float]:
+    """Epsilons must lie in [0, 1]."""
+    out = [float(e) for e in noise]
+    if not out:
+        raise UserError("--noise needs at least one value")
+    for e in out:
+        if not 0.0 <= e <= 1.0:
+            raise UserError(f"--noise values must be in [0, 1], got {e}")
+    return out
+
+
+# ----------------------------------------------------------------------------- collection
+
+
+@dataclass
+class EpisodeRecord:
+    """A finished episode: observations uint8 (T, 64, 64, 3) (the frame before each step),
+    actions int64 (T,), rewards float32 (T,); ``done`` False when cut at max_ep_len."""
+
+    job: DemoJob
+    level_seed: int
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    done: bool
+
+    @property
+    def ret(self) -> float:
+        return float(self.rewards.sum(dtype=np.float64))
+
+
+@dataclass
+class CollectConfig:
+    """Environment and acting settings of a collection run."""
+
+    env_name: str
+    distribution_mode: str = "easy"
+    test_set: bool = False
+    sequential: int = 0
+    use_backgrounds: bool = True
+    max_ep_len: int = 1000
+    num_envs: int = 64
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+
+
+@dataclass
+class CollectStats:
+    """What a collection run did: demos, stored frames, env steps (all envs), seconds."""
+
+    demos: int = 0
+    demo_steps: int = 0
+    env_steps: int = 0
+    forwards: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def demo_steps_per_s(self) -> float:
+        return self.demo_steps / self.seconds if self.seconds > 0 else float("nan")
+
+
+class _PolicyCache:
+    """Loads checkpoints on first use and drops them once no job needs them."""
+
+    def __init__(self, cfg: CollectConfig) -> None:
+        self.cfg = cfg
+        self.loaded: dict[str, Any] = {}
+
+    def get(self, src: PolicySource) -> Any:
+        if src.name not in self.loaded:
+            from trex.core.device import pick_device
+            from trex.core.policy import load_policy
+
+            policy, _ = load_policy(src.path, device=pick_device(self.cfg.device),
+                                    precision=self.cfg.precision, expected_env=self.cfg.env_name)
+            self.loaded[src.name] = policy
+            log.debug("loaded %s", src.name)
+        return self.loaded[src.name]
+
+    def keep_only(self, names: set[str]) -> None:
+        for name in list(self.loaded):
+            if name not in names:
+                del self.loaded[name]
+
+
+def collect_episodes(jobs: Sequence[DemoJob], cfg: CollectConfig,
+                     sink: Callable[[EpisodeRecord], None], progress: bool = True) -> CollectStats:
+    """Play one episode per job on ``min(num_envs, len(jobs))`` parallel environments.
+
+    Per step: the frames of the recording environments go into preallocated per-env
+    buffers (N, capacity, 64, 64, 3), one policy forward per distinct running policy
+    (one, except while jobs switch checkpoint), epsilon-greedy noise, one env step.
+    A finished episode is handed to ``sink`` (which must copy or consume it at once)
+    and the environment takes the next job. Episodes cut at ``max_ep_len`` are handed over
+    with ``done=False``; that environment then plays on with random actions until the
+    game ends the episode, so the next job starts at a level's beginning.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    from trex.core.policy import act
+
+    if not jobs:
+        return CollectStats()
+    if cfg.max_ep_len <= 0:
+        raise UserError(f"--max_ep_len must be positive, got {cfg.max_ep_len}")
+    n = max(1, min(cfg.num_envs, len(jobs)))
+    start, count = level_range(cfg.test_set)
+    env = make_procgen_env(cfg.env_name, n, cfg.distribution_mode, start, count,
+                           bool(cfg.sequential), cfg.use_backgrounds, cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 7])
+    cache = _PolicyCache(cfg)
+
+    cap = min(cfg.max_ep_len, _INITIAL_CAPACITY)
+    frames = np.empty((n, cap, *OBS_SHAPE_HWC), dtype=np.uint8)
+    actions_buf = np.zeros((n, cap), dtype=np.int64)
+    rewards_buf = np.zeros((n, cap), dtype=np.float32)
+    t = np.zeros(n, dtype=np.int64)
+    recording = np.zeros(n, dtype=bool)     # playing a job's episode
+    draining = np.zeros(n, dtype=bool)      # cut at max_ep_len, waiting for the game's own end
+    slot_job: list[int] = [-1] * n
+    slot_policy = np.full(n, -1, dtype=np.int64)  # index into policy_names, -1: random
+    slot_eps = np.zeros(n, dtype=np.float64)
+    slot_level = np.zeros(n, dtype=np.int64)
+    policy_names: list[str] = []
+    policy_index: dict[str, int] = {}
+    remaining_per_policy: dict[str, int] = {}
+    for j in jobs:
+        remaining_per_policy[j.policy.name] = remaining_per_policy.get(j.policy.name, 0) + 1
+    next_job = 0
+    stats = CollectStats()
+
+    env.reset()
+    levels_now = env.level_seeds
+
+    def assign(slots: np.ndarray) -> None:
+        nonlocal next_job
+        for s in slots:
+            if next_job >= len(jobs):
+                recording[s] = False
+                slot_job[s] = -1
+                continue
+            job = jobs[next_job]
+            slot_job[s] = next_job
+            next_job += 1
+            recording[s] = True
+            t[s] = 0
+            slot_eps[s] = job.noise
+            slot_level[s] = levels_now[s]
+            if job.policy.is_random:
+                slot_policy[s] = -1
+            else:
+                if job.policy.name not in policy_index:
+                    policy_index[job.policy.name] = len(policy_names)
+                    policy_names.append(job.policy.name)
+                slot_policy[s] = policy_index[job.policy.name]
+                cache.get(job.policy)
+
+    assign(np.arange(n))
+    bar = tqdm(total=len(jobs), unit="demo", desc=f"{cfg.env_name} demos", disable=not progress,
+               mininterval=1)
+    t0 = time.perf_counter()
+    all_slots = np.arange(n)
+    try:
+        while stats.demos < len(jobs):
+            idx = np.flatnonzero(recording)
+            # grow the buffers (doubling) when a recording env reaches the capacity
+            if len(idx) and t[idx].max() >= cap:
+                new_cap = min(cfg.max_ep_len, cap * 2)
+                frames, actions_buf, rewards_buf = _grow(frames, actions_buf, rewards_buf, new_cap)
+                cap = new_cap
+            rgb = env.last_rgb
+            ti = t[idx]
+            frames[idx, ti] = rgb[idx]
+
+            actions = rng.integers(0, NUM_ACTIONS, size=n)  # idle, draining, random, explored
+            explore = rng.random(n) < slot_eps
+            greedy = recording & ~explore & (slot_policy >= 0)
+            if greedy.any():
+                for p in np.unique(slot_policy[greedy]):
+                    sel = np.flatnonzero(greedy & (slot_policy == p))
+                    policy = cache.loaded[policy_names[p]]
+                    actions[sel] = act(policy, rgb[sel], deterministic=cfg.deterministic)
+                    stats.forwards += 1
+            actions_buf[idx, ti] = actions[idx]
+
+            _, rew, done, infos = env.step(actions)
+            levels_now = env.level_seeds
+            rewards_buf[idx, ti] = rew[idx]
+            t[idx] += 1
+            stats.env_steps += n
+
+            ended = idx[done[idx]]
+            cut = idx[~done[idx] & (t[idx] >= cfg.max_ep_len)]
+            for s, by_itself in [(s, True) for s in ended] + [(s, False) for s in cut]:
+                job = jobs[slot_job[s]]
+                length = int(t[s])
+                if by_itself and infos[s].get("level_seed") != slot_level[s]:
+                    raise RuntimeError(f"episode spliced across levels: {slot_level[s]} vs {infos[s]}")
+                sink(EpisodeRecord(job, int(slot_level[s]), frames[s, :length], actions_buf[s, :length],
+                                   rewards_buf[s, :length], by_itself))
+                stats.demos += 1
+                stats.demo_steps += length
+                remaining_per_policy[job.policy.name] -= 1
+                recording[s] = False
+                slot_job[s] = -1
+                bar.update(1)
+            if len(cut):
+                draining[cut] = True
+            # environments whose episode just ended take the next job (fresh episode)
+            free = all_slots[done & ~recording]
+            if len(free):
+                draining[free] = False
+                assign(free)
+            if len(ended) or len(cut):
+                cache.keep_only({name for name, left in remaining_per_policy.items() if left > 0})
+                bar.set_postfix_str(f"{stats.demo_steps / max(time.perf_counter() - t0, 1e-9):.0f} steps/s",
+                                    refresh=False)
+    finally:
+        bar.close()
+        env.close()
+        stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _grow(frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray, cap: int
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-env buffers with a larger time capacity: (N, cap, ...), old contents kept."""
+    n, old = frames.shape[:2]
+    f = np.empty((n, cap, *frames.shape[2:]), dtype=frames.dtype)
+    f[:, :old] = frames
+    a = np.zeros((n, cap), dtype=actions.dtype)
+    a[:, :old] = actions
+    r = np.zeros((n, cap), dtype=rewards.dtype)
+    r[:, :old] = rewards
+    return f, a, r
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def demo_id_for(level_seed: int, test_set: bool) -> str:
+    """Readable id from the level, the seed project's style: ``0_123_456_789`` for training
+    level 123456789, ``1_...`` for test level 1e9 + 123456789."""
+    start, _ = level_range(test_set)
+    digits = f"{int(level_seed) - start:09d}"
+    return f"{int(test_set)}_{digits[0:3]}_{digits[3:6]}_{digits[6:]}"
+
+
+def index_paths(log_dir: str | os.PathLike, name: str | None) -> tuple[Path, Path]:
+    """(index CSV, demo file directory): ``demo_infos.csv`` + ``demo_files/``, or with a
+    name ``demo_infos_<name>.csv`` + ``demo_files_<name>/`` (the seed's naming)."""
+    log_dir = Path(log_dir)
+    if name:
+        return log_dir / f"demo_infos_{name}.csv", log_dir / f"{DEFAULT_FILES_DIR}_{name}"
+    return log_dir / DEFAULT_INDEX_NAME, log_dir / DEFAULT_FILES_DIR
+
+
+class DemoWriter:
+    """Writes finished episodes (npz, then the index row) on a background thread.
+
+    Compression runs off the stepping thread (zlib releases the GIL); at most
+    ``max_pending`` episodes wait in memory, so memory stays bounded. Ids are unique
+    against the existing index, this run, and (through the no-clobber file link)
+    concurrent writers; a clash gets a ``_2``, ``_3``... suffix.
+    """
+
+    def __init__(self, csv_path: Path, demo_dir: Path, base_row: dict[str, Any],
+                 test_set: bool, max_pending: int = 16) -> None:
+        self.csv_path = Path(csv_path)
+        self.demo_dir = Path(demo_dir)
+        self.base_row = dict(base_row)
+        self.test_set = test_set
+        self.taken = read_index_ids(self.csv_path)
+        self.rows: list[dict[str, Any]] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-writer")
+        self._slots = threading.BoundedSemaphore(max_pending)
+        self._futures: list[Future] = []
+
+    def __call__(self, rec: EpisodeRecord) -> None:
+        self._raise_failures()
+        self._slots.acquire()
+        rec = EpisodeRecord(rec.job, rec.level_seed, rec.observations.copy(), rec.actions.copy(),
+                            rec.rewards.copy(), rec.done)
+        fut = self._pool.submit(self._write, rec)
+        fut.add_done_callback(lambda _: self._slots.release())
+        self._futures.append(fut)
+
+    def _write(self, rec: EpisodeRecord) -> None:
+        base = demo_id_for(rec.level_seed, self.test_set)
+        k = 1
+        while True:
+            demo_id = base if k == 1 else f"{base}_{k}"
+            k += 1
+            if demo_id in self.taken:
+                continue
+            try:
+                path = write_demo(self.demo_dir, demo_id, rec.observations, rec.actions, rec.rewards)
+            except UserError as err:
+                if "already exists" in str(err):
+                    self.taken.add(demo_id)
+                    continue
+                raise
+            break
+        self.taken.add(demo_id)
+        job = rec.job
+        row = {
+            **self.base_row,
+            "demo_id": demo_id,
+            "length": int(len(rec.actions)),
+            "return": rec.ret,
+            "level_seed": int(rec.level_seed),
+            "policy": job.policy.name,
+            "noise": float(job.noise),
+            "file": Path(os.path.relpath(path, self.csv_path.parent)).as_posix(),
+            "done": bool(rec.done),
+            "policy_timesteps": int(job.policy.timesteps),
+        }
+        append_index(self.csv_path, [{c: row[c] for c in DEMO_COLUMNS}])
+        self.rows.append(row)
+
+    def _raise_failures(self) -> None:
+        for fut in [f for f in self._futures if f.done()]:
+            self._futures.remove(fut)
+            fut.result()  # re-raises a writer error in the collecting thread
+
+    def close(self) -> None:
+        """Wait for every pending write; re-raise the first failure."""
+        self._pool.shutdown(wait=True)
+        for fut in self._futures:
+            fut.result()
+        self._futures.clear()
+
+
+def summarize_rows(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Per (policy, noise) and overall: demos, min/median/max return, mean length, cut episodes."""
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+
+    def agg(g: pd.DataFrame) -> dict[str, Any]:
+        return {"demos": len(g), "return_min": g["return"].min(), "return_median": g["return"].median(),
+                "return_max": g["return"].max(), "length_mean": g["length"].mean(),
+                "cut": int((~g["done"].astype(bool)).sum())}
+
+    out = [{"policy": Path(str(p)).name, "noise": e, **agg(g)}
+           for (p, e), g in df.groupby(["policy", "noise"], sort=False)]
+    out.append({"policy": "all", "noise": "", **agg(df)})
+    return pd.DataFrame(out)
+
+
+def generate_demos(jobs: Sequence[DemoJob], cfg: CollectConfig, csv_path: str | os.PathLike,
+                   demo_dir: str | os.PathLike, progress: bool = True
+                   ) -> tuple[list[dict[str, Any]], CollectStats]:
+    """Collect one demo per job and store each as it finishes: ``<demo_dir>/<id>.npz`` plus
+    a row appended to ``csv_path``. Returns (the rows written, collection stats).
+
+    Interrupted (Ctrl-C or an error), every demo finished so far is on disk and indexed;
+    nothing half-written is left.
+    """
+    set_name = "test" if cfg.test_set else "train"
+    base = {"env_name": cfg.env_name, "mode": cfg.distribution_mode, "set_name": set_name,
+            "sequential": int(cfg.sequential), "seed": int(cfg.seed)}
+    writer = DemoWriter(Path(csv_path), Path(demo_dir), base, cfg.test_set)
+    try:
+        stats = collect_episodes(jobs, cfg, writer, progress=progress)
+    finally:
+        writer.close()
+    return writer.rows, stats

@@ -1,0 +1,272 @@
+"""PPO training on Procgen with checkpoints, a manifest, a progress CSV and TensorBoard.
+
+The loop is stable-baselines3's; this module adds what the pipeline needs around it:
+checkpoints every ``save_interval`` updates listed in ``checkpoints.csv`` (what
+``gen_demos --models_dir`` reads), one progress row every ``log_interval`` updates, a
+progress bar, resume from a checkpoint, and a last checkpoint on Ctrl-C.
+
+Returns logged as ``ep_return_mean`` are always the game's true returns (the env adapter
+counts them before any reward replacement); a learned-reward wrapper reports its own
+episode returns through ``learned_return_mean``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from trex.core.device import pick_device
+from trex.core.envs import make_procgen_env
+from trex.core.policy import (
+    MANIFEST_NAME, append_manifest, build_ppo, check_checkpoint_env, read_checkpoint_meta,
+    restore_training_state, save_checkpoint,
+)
+from trex.core.runs import UserError, append_csv_rows
+
+log = logging.getLogger(__name__)
+
+PROGRESS_NAME = "progress.csv"
+PROGRESS_COLUMNS = [
+    "timesteps", "updates", "elapsed_s", "fps", "episodes", "ep_return_mean", "ep_length_mean",
+    "learned_return_mean", "policy_loss", "value_loss", "entropy_loss", "approx_kl",
+    "clip_fraction", "explained_variance",
+]
+
+
+@dataclass
+class PPOConfig:
+    """Everything a PPO run needs (train-procgen's easy-mode defaults)."""
+
+    env_name: str
+    distribution_mode: str = "easy"
+    num_levels: int = 0
+    start_level: int = 0
+    use_backgrounds: bool = True
+    num_envs: int = 64
+    nsteps: int = 256
+    nminibatches: int = 8
+    ppo_epochs: int = 3
+    learning_rate: float = 5e-4
+    ent_coef: float = 0.01
+    gamma: float = 0.999
+    lam: float = 0.95
+    clip_range: float = 0.2
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    timesteps_per_proc: int = 25_000_000
+    save_interval: int = 10
+    log_interval: int = 1
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+
+
+class LearnedReturnSource:
+    """What a reward-replacing wrapper exposes so its episode returns get logged."""
+
+    learned_episode_returns: deque
+
+
+class _TrainingMonitor(BaseCallback):
+    """Checkpoints, manifest, progress CSV/TensorBoard and progress bar, per PPO update."""
+
+    def __init__(self, run_dir: Path, cfg: PPOConfig, meta: dict[str, Any], total: int,
+                 learned_source: Any | None, writer: Any | None) -> None:
+        super().__init__()
+        self.run_dir, self.cfg, self.meta, self.total = run_dir, cfg, meta, total
+        self.learned_source, self.writer = learned_source, writer
+        self.steps_per_update = cfg.num_envs * cfg.nsteps
+        self.t0 = time.time()
+        self.steps_at_start = 0
+        self.bar: Any = None
+        self.last_saved = -1
+
+    def _on_training_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.steps_at_start = self.model.num_timesteps
+        self.t0 = time.time()
+        self.bar = tqdm(total=self.total, initial=self.model.num_timesteps, unit="step",
+                        desc=f"PPO {self.cfg.env_name}", dynamic_ncols=True, mininterval=2)
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.steps_per_update)
+
+    def _on_rollout_start(self) -> None:
+        # runs after the previous update's train(): its losses are in the logger
+        updates = self.model.num_timesteps // self.steps_per_update
+        if updates == 0 or self.model.num_timesteps == self.steps_at_start:
+            return
+        if updates % self.cfg.log_interval == 0:
+            self.log_progress(updates)
+        if updates % self.cfg.save_interval == 0:
+            self.save()
+
+    def mean_return(self) -> float:
+        buf = self.model.ep_info_buffer
+        return float(np.mean([e["r"] for e in buf])) if buf else float("nan")
+
+    def log_progress(self, updates: int) -> None:
+        buf = self.model.ep_info_buffer
+        elapsed = time.time() - self.t0
+        values = self.model.logger.name_to_value
+        learned = getattr(self.learned_source, "learned_episode_returns", None)
+        row = {
+            "timesteps": self.model.num_timesteps,
+            "updates": updates,
+            "elapsed_s": round(elapsed, 2),
+            "fps": round((self.model.num_timesteps - self.steps_at_start) / max(elapsed, 1e-9), 2),
+            "episodes": len(buf),
+            "ep_return_mean": self.mean_return(),
+            "ep_length_mean": float(np.mean([e["l"] for e in buf])) if buf else float("nan"),
+            "learned_return_mean": float(np.mean(learned)) if learned else float("nan"),
+            "policy_loss": values.get("train/policy_gradient_loss", float("nan")),
+            "value_loss": values.get("train/value_loss", float("nan")),
+            "entropy_loss": values.get("train/entropy_loss", float("nan")),
+            "approx_kl": values.get("train/approx_kl", float("nan")),
+            "clip_fraction": values.get("train/clip_fraction", float("nan")),
+            "explained_variance": values.get("train/explained_variance", float("nan")),
+        }
+        append_csv_rows(self.run_dir / PROGRESS_NAME, [row], columns=PROGRESS_COLUMNS)
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "timesteps" and value == value:  # skip NaN
+                    self.writer.add_scalar(f"ppo/{key}", value, row["timesteps"])
+        if self.bar is not None:
+            self.bar.set_postfix(ret=f"{row['ep_return_mean']:.2f}", fps=f"{row['fps']:.0f}")
+        log.debug("progress %s", row)
+
+    def save(self) -> Path | None:
+        """Write a checkpoint for the current step count and list it in the manifest."""
+        steps = int(self.model.num_timesteps)
+        if steps == self.last_saved:
+            return None
+        name = f"checkpoint_{steps:010d}.zip"
+        env = self.model.get_env()
+        meta = dict(self.meta)
+        if isinstance(env, VecNormalize):
+            meta["ret_rms"] = {"mean": float(env.ret_rms.mean), "var": float(env.ret_rms.var),
+                               "count": float(env.ret_rms.count)}
+        mean_ret = self.mean_return()
+        meta["mean_return"] = mean_ret
+        save_checkpoint(self.model, self.run_dir / name, meta)
+        append_manifest(self.run_dir, name, steps, mean_ret)
+        self.last_saved = steps
+        log.info("checkpoint %s (mean training return %.2f)", name, mean_ret)
+        return self.run_dir / name
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def find_resume_checkpoint(load_path: str | Path) -> Path:
+    """A checkpoint file, or a checkpoint directory's latest checkpoint (by timesteps)."""
+    from trex.core.policy import read_manifest
+
+    path = Path(load_path)
+    if path.is_dir():
+        df = read_manifest(path)
+        return path / df.sort_values("timesteps")["file"].iloc[-1]
+    if not path.is_file():
+        raise UserError(f"--load_path not found: {path}")
+    return path
+
+
+def check_run_dir(run_dir: Path, resume_from: Path | None) -> None:
+    """Refuse to mix two runs' checkpoints in one directory (resume continues in place)."""
+    manifest = run_dir / MANIFEST_NAME
+    if manifest.exists():
+        if resume_from is None or resume_from.resolve().parent != run_dir.resolve():
+            raise UserError(f"{run_dir} already holds a training run; resume it with --load_path "
+                            f"{run_dir} or choose another --log_dir/--log_name")
+
+
+def train_ppo(cfg: PPOConfig, run_dir: Path, load_path: Path | None = None,
+              wrap_env: Callable[[VecEnv], VecEnv] | None = None,
+              checkpoint_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train PPO on ``cfg.env_name`` until ``cfg.timesteps_per_proc`` total steps.
+
+    ``wrap_env`` may replace the environment's reward (learned reward, constant reward);
+    it receives the raw Procgen VecEnv and its result is reward-normalised with
+    ``gamma`` as train-procgen does. Returns a summary dict (timesteps, last checkpoint,
+    mean training return, wall time, steps/s).
+    """
+    resume_meta = None
+    if load_path is not None:
+        resume_meta = read_checkpoint_meta(load_path)
+        check_checkpoint_env(resume_meta, load_path, cfg.env_name)
+        if int(resume_meta.get("timesteps", 0)) >= cfg.timesteps_per_proc:
+            raise UserError(f"{load_path} already has {resume_meta['timesteps']} steps; "
+                            f"--timesteps_per_proc ({cfg.timesteps_per_proc}) is the total to reach")
+    device = pick_device(cfg.device)
+    env = make_procgen_env(cfg.env_name, cfg.num_envs, cfg.distribution_mode, cfg.start_level,
+                           cfg.num_levels, False, cfg.use_backgrounds, cfg.seed)
+    inner = wrap_env(env) if wrap_env is not None else env
+    venv = VecNormalize(inner, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
+    writer = None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"))
+    except ImportError:
+        log.info("tensorboard not installed: progress goes to %s only", PROGRESS_NAME)
+    model = build_ppo(venv, nsteps=cfg.nsteps, nminibatches=cfg.nminibatches,
+                      ppo_epochs=cfg.ppo_epochs, learning_rate=cfg.learning_rate, gamma=cfg.gamma,
+                      lam=cfg.lam, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef,
+                      vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
+                      device=device, precision=cfg.precision)
+    if load_path is not None:
+        restore_training_state(model, load_path)
+        rms = (resume_meta or {}).get("ret_rms")
+        if rms:
+            venv.ret_rms.mean, venv.ret_rms.var, venv.ret_rms.count = rms["mean"], rms["var"], rms["count"]
+        log.info("resumed from %s at %d steps", load_path, model.num_timesteps)
+    meta = {
+        "env_name": cfg.env_name, "distribution_mode": cfg.distribution_mode,
+        "num_levels": cfg.num_levels, "start_level": cfg.start_level,
+        "use_backgrounds": cfg.use_backgrounds, "seed": cfg.seed, "config": asdict(cfg),
+        **(checkpoint_meta or {}),
+    }
+    learned_source = inner if hasattr(inner, "learned_episode_returns") else None
+    monitor = _TrainingMonitor(run_dir, cfg, meta, cfg.timesteps_per_proc, learned_source, writer)
+    remaining = cfg.timesteps_per_proc - model.num_timesteps
+    t0 = time.time()
+    start_steps = model.num_timesteps
+    interrupted = False
+    try:
+        model.learn(total_timesteps=remaining, callback=monitor, log_interval=None,
+                    reset_num_timesteps=False)
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted: saving a last checkpoint")
+    finally:
+        if monitor.bar is not None:
+            monitor.bar.close()
+    updates = model.num_timesteps // (cfg.num_envs * cfg.nsteps)
+    if model.num_timesteps > start_steps:
+        monitor.log_progress(updates)
+    last = monitor.save() or (run_dir / f"checkpoint_{model.num_timesteps:010d}.zip")
+    if writer is not None:
+        writer.close()
+    wall = time.time() - t0
+    venv.close()
+    return {
+        "timesteps": int(model.num_timesteps), "last_checkpoint": str(last),
+        "mean_return": monitor.mean_return(), "wall_s": wall,
+        "steps_per_s": (model.num_timesteps - start_steps) / max(wall, 1e-9),
+        "interrupted": interrupted,
+    }

@@ -1,0 +1,120 @@
+"""Test a policy's true return on its training levels and on unseen levels.
+
+    python -m trex.test_policy --load_path experts/starpilot/easy/checkpoint_0000491520.zip --num_runs 100
+
+``--load_path random`` tests a uniformly random policy (the baseline to beat). One row per
+level set is appended to ``--out_csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from trex.core.device import PRECISIONS
+from trex.core.runs import (
+    UserError, add_config_flag, cli_entry, nonnegative_int, parse_args, positive_int,
+    setup_logging, str2bool,
+)
+
+log = logging.getLogger("trex.test_policy")
+
+LEVEL_SETS = ("train", "test")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="trex-test-policy",
+        description="Mean/std/min/max true return and length of a policy on training and unseen levels.",
+    )
+    add_config_flag(p)
+    p.add_argument("--load_path", required=True,
+                   help="policy checkpoint .zip, or 'random' for a uniformly random policy")
+    p.add_argument("--env_name", default=None, help="default: the checkpoint's game")
+    p.add_argument("--distribution_mode", default=None, help="default: the checkpoint's mode")
+    p.add_argument("--num_levels", type=nonnegative_int, default=None,
+                   help="training level range size (default: the checkpoint's; 0 = the training demos' range)")
+    p.add_argument("--start_level", type=nonnegative_int, default=None)
+    p.add_argument("--level_sets", nargs="+", choices=LEVEL_SETS, default=list(LEVEL_SETS),
+                   help="train: the policy's training levels; test: unseen levels [1e9, 2e9)")
+    p.add_argument("--num_runs", type=positive_int, default=100, help="episodes per level set")
+    p.add_argument("--num_envs", type=positive_int, default=32, help="environments run in parallel")
+    p.add_argument("--max_steps", type=positive_int, default=None, help="cut episodes at this length")
+    p.add_argument("--deterministic", type=str2bool, nargs="?", const=True, default=False,
+                   help="take the most likely action instead of sampling")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out_csv", default="results/test_policy.csv")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--device", default="auto")
+    return p
+
+
+def level_ranges(meta: dict, args: argparse.Namespace) -> dict[str, tuple[int, int]]:
+    """(start_level, num_levels) per level set: the training range and the unseen range."""
+    from trex.core.envs import TEST_LEVELS, TRAIN_LEVELS
+
+    start = args.start_level if args.start_level is not None else int(meta.get("start_level", 0))
+    num = args.num_levels if args.num_levels is not None else int(meta.get("num_levels", 0))
+    train = (start, num) if num > 0 else TRAIN_LEVELS
+    return {"train": train, "test": TEST_LEVELS}
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
+    setup_logging()
+    from trex.core.device import pick_device
+    from trex.core.envs import check_distribution_mode, check_env_name
+    from trex.core.evaluation import random_act_fn, run_episodes
+    from trex.core.policy import act, load_policy
+    from trex.core.runs import append_csv_rows
+
+    if args.load_path == "random":
+        if args.env_name is None:
+            raise UserError("--env_name is required with --load_path random")
+        meta: dict = {"env_name": args.env_name, "distribution_mode": args.distribution_mode or "easy"}
+        act_fn = random_act_fn(args.seed)
+    else:
+        policy, meta = load_policy(args.load_path, pick_device(args.device), args.precision,
+                                   expected_env=args.env_name)
+        act_fn = lambda obs: act(policy, obs, args.deterministic)  # noqa: E731
+    env_name = check_env_name(args.env_name or meta["env_name"])
+    mode = check_distribution_mode(args.distribution_mode or meta.get("distribution_mode", "easy"))
+    ranges = level_ranges(meta, args)
+    rows = []
+    for level_set in args.level_sets:
+        start, num = ranges[level_set]
+        stats = run_episodes(act_fn, env_name, distribution_mode=mode, start_level=start,
+                             num_levels=num, num_episodes=args.num_runs, num_envs=args.num_envs,
+                             max_steps=args.max_steps, seed=args.seed)
+        s = stats.summary()
+        rows.append({
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_path": args.load_path,
+            "timesteps": meta.get("timesteps", ""), "reward": meta.get("reward", "true"),
+            "env_name": env_name, "distribution_mode": mode, "level_set": level_set,
+            "start_level": start, "num_levels": num, "deterministic": args.deterministic,
+            "seed": args.seed, **s,
+        })
+        log.info("%s levels [%d, %d): return %.2f +- %.2f (min %.1f, max %.1f), length %.0f +- %.0f, "
+                 "%d episodes", level_set, start, start + num if num else 2**31, s["return_mean"],
+                 s["return_std"], s["return_min"], s["return_max"], s["length_mean"],
+                 s["length_std"], s["episodes"])
+    append_csv_rows(Path(args.out_csv), rows)
+    print(f"{'levels':<6} {'episodes':>8} {'return mean':>11} {'std':>6} {'min':>6} {'max':>6} {'length':>7}")
+    for r in rows:
+        print(f"{r['level_set']:<6} {r['episodes']:>8} {r['return_mean']:>11.2f} {r['return_std']:>6.2f} "
+              f"{r['return_min']:>6.1f} {r['return_max']:>6.1f} {r['length_mean']:>7.0f}")
+    log.info("appended %d row(s) to %s", len(rows), args.out_csv)
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

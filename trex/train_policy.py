@@ -1,0 +1,121 @@
+"""Train a PPO agent on a Procgen game (train-procgen's settings, IMPALA CNN).
+
+Checkpoints go every ``--save_interval`` updates into ``<log_dir>/<env_name>/<mode>[/<log_name>]``
+with a ``checkpoints.csv`` manifest: the directory ``gen_demos --models_dir`` reads.
+
+    python -m trex.train_policy --env_name starpilot --timesteps_per_proc 500000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from trex.core.device import PRECISIONS
+from trex.core.runs import (
+    UserError, add_config_flag, cli_entry, nonnegative_int, parse_args, positive_float,
+    positive_int, seed_everything, setup_logging, str2bool, write_run_config,
+)
+
+log = logging.getLogger("trex.train_policy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="trex-train-policy",
+        description="Train PPO (IMPALA CNN, train-procgen settings) on a Procgen game.",
+    )
+    add_config_flag(p)
+    p.add_argument("--env_name", default="starpilot")
+    p.add_argument("--distribution_mode", default="easy")
+    p.add_argument("--num_levels", type=nonnegative_int, default=0, help="0 = unbounded")
+    p.add_argument("--start_level", type=nonnegative_int, default=0)
+    p.add_argument("--use_backgrounds", type=str2bool, default=True)
+    p.add_argument("--num_envs", type=positive_int, default=64)
+    p.add_argument("--nsteps", type=positive_int, default=256)
+    p.add_argument("--nminibatches", type=positive_int, default=8)
+    p.add_argument("--ppo_epochs", type=positive_int, default=3)
+    p.add_argument("--learning_rate", type=positive_float, default=5e-4)
+    p.add_argument("--ent_coef", type=float, default=0.01)
+    p.add_argument("--vf_coef", type=float, default=0.5)
+    p.add_argument("--max_grad_norm", type=positive_float, default=0.5)
+    p.add_argument("--gamma", type=positive_float, default=0.999)
+    p.add_argument("--lam", type=positive_float, default=0.95)
+    p.add_argument("--clip_range", type=positive_float, default=0.2)
+    p.add_argument("--timesteps_per_proc", type=positive_int, default=25_000_000,
+                   help="total environment steps to reach (a resumed run continues to this total)")
+    p.add_argument("--save_interval", type=positive_int, default=10, help="updates between checkpoints")
+    p.add_argument("--log_interval", type=positive_int, default=1, help="updates between progress rows")
+    p.add_argument("--log_dir", default="experts")
+    p.add_argument("--log_name", default="", help="sub-directory under <log_dir>/<env>/<mode>")
+    p.add_argument("--load_path", default=None,
+                   help="checkpoint .zip or checkpoint directory to resume from")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto/bf16: channels_last + bf16 autocast (fast path); fp32: plain")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    return p
+
+
+def run_dir_for(args: argparse.Namespace) -> Path:
+    """Where a run's checkpoints and logs go: <log_dir>/<env_name>/<mode>[/<log_name>]."""
+    path = Path(args.log_dir) / args.env_name / args.distribution_mode
+    return path / args.log_name if args.log_name else path
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
+    setup_logging()
+    from trex.core.envs import check_distribution_mode, check_env_name
+    from trex.core.ppo_training import PPOConfig, check_run_dir, find_resume_checkpoint, train_ppo
+
+    check_env_name(args.env_name)
+    check_distribution_mode(args.distribution_mode)
+    if (args.num_envs * args.nsteps) % args.nminibatches:
+        raise UserError(f"num_envs * nsteps ({args.num_envs * args.nsteps}) must be divisible "
+                        f"by nminibatches ({args.nminibatches})")
+    load_path = find_resume_checkpoint(args.load_path) if args.load_path else None
+    run_dir = run_dir_for(args)
+    if load_path is not None and not args.log_name and args.log_dir == "experts":
+        run_dir = load_path.parent  # resume continues in the checkpoint's own directory
+    check_run_dir(run_dir, load_path)
+    cfg = PPOConfig(
+        env_name=args.env_name, distribution_mode=args.distribution_mode,
+        num_levels=args.num_levels, start_level=args.start_level,
+        use_backgrounds=args.use_backgrounds, num_envs=args.num_envs, nsteps=args.nsteps,
+        nminibatches=args.nminibatches, ppo_epochs=args.ppo_epochs,
+        learning_rate=args.learning_rate, ent_coef=args.ent_coef, gamma=args.gamma, lam=args.lam,
+        clip_range=args.clip_range, vf_coef=args.vf_coef, max_grad_norm=args.max_grad_norm,
+        timesteps_per_proc=args.timesteps_per_proc, save_interval=args.save_interval,
+        log_interval=args.log_interval, seed=args.seed, precision=args.precision,
+        device=args.device,
+    )
+    if load_path is not None:
+        from trex.core.policy import check_checkpoint_env, read_checkpoint_meta
+
+        # clear errors before anything is written
+        check_checkpoint_env(read_checkpoint_meta(load_path), load_path, args.env_name)
+    seed_everything(args.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(run_dir / "log.txt")
+    config_name = "config.json" if load_path is None else "config_resume.json"
+    write_run_config(run_dir / config_name, args, run_dir=str(run_dir),
+                     resumed_from=str(load_path) if load_path else None)
+    log.info("training PPO on %s (%s) -> %s", args.env_name, args.distribution_mode, run_dir)
+    summary = train_ppo(cfg, run_dir, load_path=load_path)
+    log.info("done: %d steps, %.0f steps/s, mean training return %.2f, last checkpoint %s",
+             summary["timesteps"], summary["steps_per_s"], summary["mean_return"],
+             summary["last_checkpoint"])
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
