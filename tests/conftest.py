@@ -19,3 +19,15 @@ def tiny_expert(tmp_path_factory) -> Path:
     assert main(["--env_name", "coinrun", *TINY_PPO_FLAGS, "--timesteps_per_proc", "96",
                  "--log_dir", str(log_dir), "--seed", "1"]) == 0
     return log_dir / "coinrun" / "easy"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Toy-size tensors gain nothing from 2 threads, and on a busy 2-core machine torch's
+    thread pool makes small forwards 10-20x slower (measured, benchmarks/README.md)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -253,3 +253,24 @@ def test_corrupt_npz(tmp_path: Path, how: str) -> None:
         np.savez_compressed(path, observations=obs[:5], actions=act[:5], rewards=rew[:5])
     with pytest.raises(UserError, match="a.npz"):
         DemoIndex.read(tmp_path / "demo_infos.csv").load("a")
+
+
+def test_npz_format_matches_numpy(tmp_path: Path) -> None:
+    """Demo files are np.savez_compressed's container (deflated .npy members) at any level."""
+    import zipfile
+
+    from trex.core.demos import savez_compressed
+
+    obs, act, rew = make_arrays(4)
+    for level in (1, 6):
+        path = tmp_path / f"l{level}.npz"
+        savez_compressed(path, level, observations=obs, actions=act, rewards=rew)
+        with zipfile.ZipFile(path) as zf:
+            assert sorted(zf.namelist()) == ["actions.npy", "observations.npy", "rewards.npy"]
+            assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in zf.infolist())
+        got = load_npz(path)
+        for a, b in zip(got, (obs, act, rew)):
+            np.testing.assert_array_equal(a, b)
+    np.savez_compressed(tmp_path / "ref.npz", observations=obs, actions=act, rewards=rew)
+    with zipfile.ZipFile(tmp_path / "ref.npz") as ref, zipfile.ZipFile(tmp_path / "l1.npz") as ours:
+        assert sorted(ref.namelist()) == sorted(ours.namelist())

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log_dir", default="demos", help="where the index CSV and demo files go")
     p.add_argument("--name", default=None,
                    help="name of this batch of demos: demo_infos_<name>.csv and demo_files_<name>/")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=nonnegative_int, default=None,
                    help="seeds policy sampling, noise and the levels (default: a random seed, recorded)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     p.add_argument("--device", default="auto")
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     setup_logging()
     from trex.core.demo_generation import (
-        RANDOM_POLICY, CollectConfig, check_noise, checkpoint_source, generate_demos, index_paths,
+        RANDOM_POLICY, CollectConfig, check_existing_index, check_noise, checkpoint_source, generate_demos, index_paths,
         manifest_sources, plan_jobs, summarize_rows,
     )
     from trex.core.envs import check_distribution_mode, check_env_name
@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = plan_jobs(args.num_dems, noise, sources)
 
     csv_path, demo_dir = index_paths(args.log_dir, args.name)
+    check_existing_index(csv_path)  # a clear error before anything is written
     run_dir = Path(args.log_dir) / "gen_demos_runs" / f"{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir / "log.txt")

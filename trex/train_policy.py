@@ -57,13 +57,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto/bf16: channels_last + bf16 autocast (fast path); fp32: plain")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--num_threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is much faster on a busy machine)")
+    reward = p.add_argument_group("reward (default: the game's true reward)")
+    reward.add_argument("--rm_id", default=None, help="learned reward model id, looked up in --reward_csv")
+    reward.add_argument("--reward_csv", default="reward_models/rm_infos.csv",
+                        help="rm_infos CSV to look --rm_id up in")
+    reward.add_argument("--reward_model", default=None, help="path to a reward model .safetensors")
+    reward.add_argument("--use_sigmoid", type=str2bool, nargs="?", const=True, default=False,
+                        help="squash the learned reward with a sigmoid (the seed's option)")
+    reward.add_argument("--constant_reward", type=float, default=None,
+                        help="+C every step: the live-long baseline")
+    reward.add_argument("--allow_reward_mismatch", action="store_true",
+                        help="use a reward model trained on another game or mode")
     return p
 
 
-def run_dir_for(args: argparse.Namespace) -> Path:
-    """Where a run's checkpoints and logs go: <log_dir>/<env_name>/<mode>[/<log_name>]."""
+def run_dir_for(args: argparse.Namespace, reward_tag: str | None) -> Path:
+    """Where a run's checkpoints and logs go: <log_dir>/<env_name>/<mode>[/<log_name>];
+    runs on a replaced reward default to a sub-directory named for the reward."""
     path = Path(args.log_dir) / args.env_name / args.distribution_mode
-    return path / args.log_name if args.log_name else path
+    name = args.log_name or reward_tag
+    return path / name if name else path
+
+
+def reward_setup(args: argparse.Namespace):
+    """(env wrapper or None, checkpoint metadata, run-dir tag) for the chosen reward.
+
+    Loads and checks the reward model before anything is written (UserError on a
+    missing/corrupt model, an unknown rm_id, or a model of another game or mode).
+    """
+    chosen = [x for x in (args.rm_id, args.reward_model, args.constant_reward) if x is not None]
+    if len(chosen) > 1:
+        raise UserError("choose one of --rm_id, --reward_model and --constant_reward")
+    if args.constant_reward is not None:
+        from trex.core.reward_wrappers import ConstantRewardVecEnv
+
+        c = args.constant_reward
+        return (lambda env: ConstantRewardVecEnv(env, c)), {"reward": f"constant:{c:g}"}, f"constant_{c:g}"
+    if args.rm_id is None and args.reward_model is None:
+        if args.use_sigmoid:
+            raise UserError("--use_sigmoid needs a learned reward (--rm_id or --reward_model)")
+        return None, {"reward": "true"}, None
+    from trex.core.reward_model import load_reward_function, resolve_reward_model
+    from trex.core.reward_wrappers import LearnedRewardVecEnv
+
+    path = resolve_reward_model(args.reward_model or args.rm_id,
+                                None if args.reward_model else args.reward_csv)
+    check = not args.allow_reward_mismatch
+    reward_fn = load_reward_function(path, env_name=args.env_name if check else None,
+                                     mode=args.distribution_mode if check else None,
+                                     device=args.device, precision=args.precision)
+    rm_id = reward_fn.rm_id or Path(path).stem
+    meta = {"reward": f"learned:{rm_id}", "reward_model": str(path), "use_sigmoid": args.use_sigmoid}
+    sig = args.use_sigmoid
+    return (lambda env: LearnedRewardVecEnv(env, reward_fn, sig)), meta, f"rm_{rm_id}"
 
 
 @cli_entry
@@ -79,8 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"num_envs * nsteps ({args.num_envs * args.nsteps}) must be divisible "
                         f"by nminibatches ({args.nminibatches})")
     load_path = find_resume_checkpoint(args.load_path) if args.load_path else None
-    run_dir = run_dir_for(args)
-    if load_path is not None and not args.log_name and args.log_dir == "experts":
+    wrap_env, reward_meta, reward_tag = reward_setup(args)
+    run_dir = run_dir_for(args, reward_tag)
+    if load_path is not None and not args.log_name and args.log_dir == "experts" and not reward_tag:
         run_dir = load_path.parent  # resume continues in the checkpoint's own directory
     check_run_dir(run_dir, load_path)
     cfg = PPOConfig(
@@ -100,13 +149,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # clear errors before anything is written
         check_checkpoint_env(read_checkpoint_meta(load_path), load_path, args.env_name)
     seed_everything(args.seed)
+    if args.num_threads:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir / "log.txt")
     config_name = "config.json" if load_path is None else "config_resume.json"
     write_run_config(run_dir / config_name, args, run_dir=str(run_dir),
                      resumed_from=str(load_path) if load_path else None)
-    log.info("training PPO on %s (%s) -> %s", args.env_name, args.distribution_mode, run_dir)
-    summary = train_ppo(cfg, run_dir, load_path=load_path)
+    log.info("training PPO on %s (%s), reward %s -> %s", args.env_name, args.distribution_mode,
+             reward_meta["reward"], run_dir)
+    summary = train_ppo(cfg, run_dir, load_path=load_path, wrap_env=wrap_env,
+                        checkpoint_meta=reward_meta)
     log.info("done: %d steps, %.0f steps/s, mean training return %.2f, last checkpoint %s",
              summary["timesteps"], summary["steps_per_s"], summary["mean_return"],
              summary["last_checkpoint"])

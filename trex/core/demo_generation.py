@@ -291,7 +291,6 @@ def collect_episodes(jobs: Sequence[DemoJob], cfg: CollectConfig,
     rewards_buf = np.zeros((n, cap), dtype=np.float32)
     t = np.zeros(n, dtype=np.int64)
     recording = np.zeros(n, dtype=bool)     # playing a job's episode
-    draining = np.zeros(n, dtype=bool)      # cut at max_ep_len, waiting for the game's own end
     slot_job: list[int] = [-1] * n
     slot_policy = np.full(n, -1, dtype=np.int64)  # index into policy_names, -1: random
     slot_eps = np.zeros(n, dtype=np.float64)
@@ -379,12 +378,10 @@ def collect_episodes(jobs: Sequence[DemoJob], cfg: CollectConfig,
                 recording[s] = False
                 slot_job[s] = -1
                 bar.update(1)
-            if len(cut):
-                draining[cut] = True
-            # environments whose episode just ended take the next job (fresh episode)
+            # environments whose episode just ended take the next job (a fresh episode); a cut
+            # one is neither recording nor free until its game ends the episode by itself
             free = all_slots[done & ~recording]
             if len(free):
-                draining[free] = False
                 assign(free)
             if len(ended) or len(cut):
                 cache.keep_only({name for name, left in remaining_per_policy.items() if left > 0})
@@ -430,6 +427,20 @@ def index_paths(log_dir: str | os.PathLike, name: str | None) -> tuple[Path, Pat
     return log_dir / DEFAULT_INDEX_NAME, log_dir / DEFAULT_FILES_DIR
 
 
+def check_existing_index(csv_path: str | os.PathLike) -> set[str]:
+    """Ids already in the index CSV gen_demos will append to (empty if new); UserError if it
+    is malformed or was written with other columns."""
+    csv_path = Path(csv_path)
+    taken = read_index_ids(csv_path)
+    if csv_path.exists() and csv_path.stat().st_size > 0:
+        header = pd.read_csv(csv_path, nrows=0).columns
+        missing = [c for c in DEMO_COLUMNS if c not in header]
+        if missing:
+            raise UserError(f"{csv_path} was written with other columns (lacks "
+                            f"{', '.join(missing)}); write to a new --log_dir or --name")
+    return taken
+
+
 class DemoWriter:
     """Writes finished episodes (npz, then the index row) on a background thread.
 
@@ -445,7 +456,7 @@ class DemoWriter:
         self.demo_dir = Path(demo_dir)
         self.base_row = dict(base_row)
         self.test_set = test_set
-        self.taken = read_index_ids(self.csv_path)
+        self.taken = check_existing_index(self.csv_path)
         self.rows: list[dict[str, Any]] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-writer")
         self._slots = threading.BoundedSemaphore(max_pending)
@@ -490,7 +501,11 @@ class DemoWriter:
             "done": bool(rec.done),
             "policy_timesteps": int(job.policy.timesteps),
         }
-        append_index(self.csv_path, [{c: row[c] for c in DEMO_COLUMNS}])
+        try:
+            append_index(self.csv_path, [{c: row[c] for c in DEMO_COLUMNS}])
+        except BaseException:
+            path.unlink(missing_ok=True)  # no demo file without its index row
+            raise
         self.rows.append(row)
 
     def _raise_failures(self) -> None:

@@ -1,6 +1,6 @@
 """The demo store: ``demo_infos.csv`` (one row per demo) plus one ``<demo_id>.npz`` per demo.
 
-Formats (DESIGN.md): each ``.npz`` (``np.savez_compressed``, read with
+Formats (DESIGN.md): each ``.npz`` (``np.savez_compressed``'s format, read with
 ``allow_pickle=False``) holds ``observations`` uint8 (T, 64, 64, 3), ``actions`` int64 (T,),
 ``rewards`` float32 (T,). The index row of a demo names its file relative to the CSV, so a
 demo directory can be moved or copied as a whole.
@@ -47,6 +47,9 @@ CSV_COLUMN = "csv"
 DEFAULT_INDEX_NAME = "demo_infos.csv"
 DEFAULT_FILES_DIR = "demo_files"
 OBS_SHAPE: tuple[int, int, int] = (64, 64, 3)
+#: deflate level of demo files: measured on starpilot demos, level 1 compresses as well as
+#: np.savez_compressed's level 6 (~6 kB/frame) at twice the speed (72 vs 33 MB/s)
+NPZ_COMPRESSLEVEL = 1
 
 _DTYPES: dict[str, Any] = {
     "demo_id": str, "env_name": str, "mode": str, "set_name": str, "policy": str, "file": str,
@@ -97,6 +100,19 @@ def check_demo_arrays(observations: np.ndarray, actions: np.ndarray, rewards: np
     return obs, act.astype(np.int64, copy=False), rew.astype(np.float32, copy=False)
 
 
+def savez_compressed(file: Any, compresslevel: int = NPZ_COMPRESSLEVEL, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed`` with a chosen deflate level: the same .npz container (a zip of
+    ``<name>.npy`` members, deflated), read back by ``np.load(allow_pickle=False)``."""
+    if compresslevel == 6:
+        np.savez_compressed(file, **arrays)
+        return
+    with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel,
+                         allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+
+
 def demo_file_path(demo_dir: str | os.PathLike, demo_id: str) -> Path:
     """``<demo_dir>/<demo_id>.npz``; UserError for ids that are not plain file names."""
     check_demo_id(demo_id)
@@ -112,8 +128,10 @@ def check_demo_id(demo_id: str) -> str:
 
 
 def write_demo(demo_dir: str | os.PathLike, demo_id: str, observations: np.ndarray,
-               actions: np.ndarray, rewards: np.ndarray, overwrite: bool = False) -> Path:
-    """Write ``<demo_dir>/<demo_id>.npz`` atomically (``np.savez_compressed``); returns its path.
+               actions: np.ndarray, rewards: np.ndarray, overwrite: bool = False,
+               compresslevel: int = NPZ_COMPRESSLEVEL) -> Path:
+    """Write ``<demo_dir>/<demo_id>.npz`` atomically (the ``np.savez_compressed`` format);
+    returns its path.
 
     observations uint8 (T, 64, 64, 3), actions int (T,), rewards float (T,). Without
     ``overwrite`` an existing file is never replaced (a UserError instead); the check and
@@ -128,7 +146,7 @@ def write_demo(demo_dir: str | os.PathLike, demo_id: str, observations: np.ndarr
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, observations=obs, actions=act, rewards=rew)
+            savez_compressed(f, compresslevel, observations=obs, actions=act, rewards=rew)
             f.flush()
             os.fsync(f.fileno())
         if overwrite:

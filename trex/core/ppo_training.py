@@ -5,7 +5,7 @@ checkpoints every ``save_interval`` updates listed in ``checkpoints.csv`` (what
 ``gen_demos --models_dir`` reads), one progress row every ``log_interval`` updates, a
 progress bar, resume from a checkpoint, and a last checkpoint on Ctrl-C.
 
-Returns logged as ``ep_return_mean`` are always the game's true returns (the env adapter
+Returns logged as ``true_return_mean`` are always the game's true returns (the env adapter
 counts them before any reward replacement); a learned-reward wrapper reports its own
 episode returns through ``learned_return_mean``.
 """
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_NAME = "progress.csv"
 PROGRESS_COLUMNS = [
-    "timesteps", "updates", "elapsed_s", "fps", "episodes", "ep_return_mean", "ep_length_mean",
+    "timesteps", "updates", "elapsed_s", "fps", "episodes", "true_return_mean", "ep_length_mean",
     "learned_return_mean", "policy_loss", "value_loss", "entropy_loss", "approx_kl",
     "clip_fraction", "explained_variance",
 ]
@@ -130,7 +130,7 @@ class _TrainingMonitor(BaseCallback):
             "elapsed_s": round(elapsed, 2),
             "fps": round((self.model.num_timesteps - self.steps_at_start) / max(elapsed, 1e-9), 2),
             "episodes": len(buf),
-            "ep_return_mean": self.mean_return(),
+            "true_return_mean": self.mean_return(),
             "ep_length_mean": float(np.mean([e["l"] for e in buf])) if buf else float("nan"),
             "learned_return_mean": float(np.mean(learned)) if learned else float("nan"),
             "policy_loss": values.get("train/policy_gradient_loss", float("nan")),
@@ -146,7 +146,7 @@ class _TrainingMonitor(BaseCallback):
                 if key != "timesteps" and value == value:  # skip NaN
                     self.writer.add_scalar(f"ppo/{key}", value, row["timesteps"])
         if self.bar is not None:
-            self.bar.set_postfix(ret=f"{row['ep_return_mean']:.2f}", fps=f"{row['fps']:.0f}")
+            self.bar.set_postfix(ret=f"{row['true_return_mean']:.2f}", fps=f"{row['fps']:.0f}")
         log.debug("progress %s", row)
 
     def save(self) -> Path | None:

@@ -1,0 +1,93 @@
+"""Reward replacement for PPO: a learned T-REX reward, or a constant "live-long" bonus.
+
+The learned reward of a step is the reward network's output on the observation the agent
+acted on, ``r(o_t)``: T-REX scores a trajectory by the sum of ``r`` over its frames
+(Brown et al. 2019, arXiv 1904.06387, eq. 1), and a demo's frames are exactly the
+observations its actions were taken on. (Using ``o_t`` rather than the next observation
+also keeps Procgen's auto-reset from crediting an episode with the next one's first frame.)
+All environments are scored in one batched forward per step.
+
+The true reward is never lost: it stays in ``info["true_reward"]``, and the adapter's
+``info["episode"]`` returns (what SB3 logs) are counted from the true rewards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
+
+log = logging.getLogger(__name__)
+
+#: uint8 observations (N, 3, 64, 64) -> float32 rewards (N,)
+FrameRewardFn = Callable[[np.ndarray], np.ndarray]
+
+
+class ReplacedRewardVecEnv(VecEnvWrapper):
+    """Base: replace each step's reward with ``self.rewards_for(obs_acted_on)``.
+
+    Keeps the true reward in ``info["true_reward"]``, the replaced episode return in
+    ``info["learned_episode"]`` on episode ends, and the last 100 replaced episode returns
+    in :attr:`learned_episode_returns` (logged as ``learned_return_mean``).
+    """
+
+    def __init__(self, venv: VecEnv) -> None:
+        super().__init__(venv)
+        self._obs: np.ndarray | None = None
+        self._ep_learned = np.zeros(venv.num_envs, dtype=np.float64)
+        self.learned_episode_returns: deque[float] = deque(maxlen=100)
+
+    def rewards_for(self, obs: np.ndarray) -> np.ndarray:
+        """float32 (N,) rewards for the observations (N, 3, 64, 64) the actions were taken on."""
+        raise NotImplementedError
+
+    def reset(self) -> np.ndarray:
+        self._obs = self.venv.reset()
+        self._ep_learned[:] = 0.0
+        return self._obs
+
+    def step_wait(self) -> VecEnvStepReturn:
+        assert self._obs is not None, "reset() must come before step()"
+        acted_on = self._obs
+        obs, true_rew, dones, infos = self.venv.step_wait()
+        rewards = np.asarray(self.rewards_for(acted_on), dtype=np.float32).reshape(self.num_envs)
+        self._ep_learned += rewards
+        for i, info in enumerate(infos):
+            info["true_reward"] = float(true_rew[i])
+            if dones[i]:
+                info["learned_episode"] = {"r": float(self._ep_learned[i])}
+                self.learned_episode_returns.append(float(self._ep_learned[i]))
+        self._ep_learned[dones] = 0.0
+        self._obs = obs
+        return obs, rewards, dones, infos
+
+
+class LearnedRewardVecEnv(ReplacedRewardVecEnv):
+    """The reward network's prediction ``r(o_t)`` (optionally squashed by a sigmoid, as the
+    seed project's ``--use_sigmoid``) replaces the game's reward."""
+
+    def __init__(self, venv: VecEnv, reward_fn: FrameRewardFn, use_sigmoid: bool = False) -> None:
+        super().__init__(venv)
+        self.reward_fn = reward_fn
+        self.use_sigmoid = use_sigmoid
+
+    def rewards_for(self, obs: np.ndarray) -> np.ndarray:
+        r = np.asarray(self.reward_fn(obs), dtype=np.float32)
+        if self.use_sigmoid:
+            r = 1.0 / (1.0 + np.exp(-r))
+        return r
+
+
+class ConstantRewardVecEnv(ReplacedRewardVecEnv):
+    """+C every step: the "live-long" baseline a learned reward must beat."""
+
+    def __init__(self, venv: VecEnv, constant: float) -> None:
+        super().__init__(venv)
+        self.constant = float(constant)
+
+    def rewards_for(self, obs: np.ndarray) -> np.ndarray:
+        return np.full(len(obs), self.constant, dtype=np.float32)
