@@ -165,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("done: %d steps, %.0f steps/s, mean training return %.2f, last checkpoint %s",
              summary["timesteps"], summary["steps_per_s"], summary["mean_return"],
              summary["last_checkpoint"])
+    from trex.core.sweeps import write_stage_result
+
+    write_stage_result(run_dir=str(run_dir), **summary)  # for run_experiments' manifest
     return 0
 
 

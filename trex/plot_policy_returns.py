@@ -1,0 +1,73 @@
+"""Compare PPO runs on different rewards: true return against steps, with the demos' range.
+
+    python -m trex.plot_policy_returns --runs experts/starpilot/easy experts/starpilot/easy/rm_XXXX \
+        experts/starpilot/easy/constant_1 --demo_csv demos/demo_infos.csv --out figures/policy_returns.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from trex.core.runs import UserError, add_config_flag, cli_entry, parse_args, setup_logging
+
+log = logging.getLogger("trex.plot_policy_returns")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trex-plot-policy-returns",
+                                description="True return vs steps for several PPO runs (PNG).")
+    add_config_flag(p)
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="train_policy run directories (or their progress.csv files)")
+    p.add_argument("--labels", nargs="+", default=None, help="one label per run (default: from config.json)")
+    p.add_argument("--demo_csv", nargs="+", default=None, help="demo index CSV(s): draw the demos' return range")
+    p.add_argument("--env_name", default=None, help="filter the demos (default: all in the CSVs)")
+    p.add_argument("--distribution_mode", default=None)
+    p.add_argument("--set_name", default="train", choices=("train", "test"), help="which demos to draw")
+    p.add_argument("--title", default="")
+    p.add_argument("--out", default="figures/policy_returns.png")
+    return p
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
+    setup_logging()
+    from trex.core.policy_plots import plot_policy_returns, read_curve
+
+    if args.labels is not None and len(args.labels) != len(args.runs):
+        raise UserError(f"--labels has {len(args.labels)} entries for {len(args.runs)} runs")
+    labels = args.labels or [None] * len(args.runs)
+    curves = []
+    for run, label in zip(args.runs, labels):
+        curve = read_curve(run, label)
+        if len(curve.timesteps) == 0:
+            log.warning("%s: no finished episode yet, left out of the figure", run)
+        else:
+            curves.append(curve)
+    if not curves:
+        raise UserError("none of the runs has finished an episode yet")
+    demo_returns = None
+    if args.demo_csv:
+        from trex.core.demos import DemoIndex
+
+        index = DemoIndex.read(args.demo_csv).filter(env_name=args.env_name,
+                                                     mode=args.distribution_mode,
+                                                     set_name=args.set_name)
+        if len(index) == 0:
+            raise UserError(f"no {args.set_name} demos match in {', '.join(args.demo_csv)}")
+        demo_returns = index.df["return"].to_numpy(float)
+    out = plot_policy_returns(curves, args.out, demo_returns, args.title)
+    log.info("wrote %s", out)
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
