@@ -30,6 +30,8 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/bench_ppo_precision.py
+	$(PY) benchmarks/bench_gen_demos.py
+	$(PY) benchmarks/bench_sweep.py
 
 clean-demo:
 	rm -rf demo_output

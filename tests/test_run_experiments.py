@@ -80,25 +80,71 @@ def sweep(stage: str, *args: str) -> int:
 # ----------------------------------------------------------------------------- end to end
 
 
-def test_grid_runs_once_then_skips(fake_stage: str, tmp_path: Path, capsys) -> None:
-    args = ["--env_name", "starpilot", "fruitbot", "--num_dems", "3", "4", "--num_seeds", "1", "--jobs", "2"]
-    assert sweep(fake_stage, *args) == 0
+# tiny train_reward runs (a few seconds each): 40 snippet pairs, one epoch
+TINY_TRAIN_REWARD = ["--num_snippets", "40", "--epoch_size", "20", "--max_num_epochs", "1",
+                     "--patience", "1", "--min_snippet_length", "5", "--max_snippet_length", "10",
+                     "--num_val_snippets", "10", "--num_test_snippets", "10", "--batch_size", "8"]
+
+
+def make_tiny_demos(root: Path, num_train: int = 12, num_test: int = 4, length: int = 20) -> Path:
+    """Synthetic starpilot demos written with the demo store; returns the index CSV."""
+    import numpy as np
+
+    from trex.core.demos import append_index, write_demo
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(num_train + num_test):
+        set_name = "train" if i < num_train else "test"
+        ret = float(i % num_train)
+        T = length + i % 5
+        obs = rng.integers(0, 40, size=(T, 64, 64, 3), dtype=np.uint8)
+        obs[:, :8, :8, :] = int(ret * 20)  # brightness tells the return: learnable
+        rewards = np.zeros(T, np.float32)
+        rewards[-1] = ret
+        demo_id = f"tiny_{i:03d}"
+        write_demo(root / "demo_files", demo_id, obs, rng.integers(0, 15, T), rewards)
+        rows.append({"demo_id": demo_id, "env_name": "starpilot", "mode": "easy", "length": T,
+                     "return": ret, "set_name": set_name, "sequential": 0,
+                     "level_seed": i if set_name == "train" else 10**9 + i, "policy": "synthetic",
+                     "noise": 0.0, "file": f"demo_files/{demo_id}.npz"})
+    append_index(root / "demo_infos.csv", rows)
+    return root / "demo_infos.csv"
+
+
+@pytest.fixture(scope="module")
+def tiny_demos(tmp_path_factory) -> Path:
+    return make_tiny_demos(tmp_path_factory.mktemp("demos"))
+
+
+RESULT_HINT = ("train_reward must report its rm_id to the sweep: "
+               "trex.core.sweeps.write_stage_result(rm_id=args.rm_id, ...) at its end")
+
+
+def test_train_reward_grid_runs_once_then_skips(tiny_demos: Path, tmp_path: Path, monkeypatch,
+                                                capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["--env_name", "starpilot", "--num_dems", "10", "12", "--weight_decay", "0.0", "0.01",
+            "--num_seeds", "1", "--jobs", "2", "--demo_csv", str(tiny_demos), *TINY_TRAIN_REWARD]
+    assert run_experiments.main(args) == 0
     rm_rows = read_csv(tmp_path / "reward_models" / "rm_infos.csv")
     manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest.csv")
     assert len(rm_rows) == 4 and len(manifest) == 4
-    assert {(r["env_name"], r["num_dems"]) for r in manifest} == {
-        (e, n) for e in ("starpilot", "fruitbot") for n in ("3", "4")}
+    assert {(r["num_dems"], r["weight_decay"]) for r in manifest} == {
+        (n, w) for n in ("10", "12") for w in ("0.0", "0.01")}
     assert all(r["status"] == "done" for r in manifest)
+    assert all(r["rm_id"] for r in manifest), RESULT_HINT
     assert sorted(r["rm_id"] for r in manifest) == sorted(r["rm_id"] for r in rm_rows)
-    for r in manifest:
+    for r in manifest:  # the seed's rm_id is the seed's digits, split after the third
+        assert r["rm_id"] == f"{r['seed'][:3]}_{r['seed'][3:]}"
         assert Path(r["log"]).is_file() and float(r["wall_time_s"]) > 0
         assert r["command"].startswith(sys.executable)
-    assert {r["threads"] for r in rm_rows} == {str(max(1, sweeps.default_jobs() // 2))}
+        assert (tmp_path / "reward_models" / "model_files" / f"{r['rm_id']}.safetensors").is_file()
     out = capsys.readouterr().out
     assert "4 done" in out and "0 failed" in out
 
     # started again: all 4 skipped, nothing appended
-    assert sweep(fake_stage, *args) == 0
+    assert run_experiments.main(args) == 0
     manifest2 = read_csv(tmp_path / "reward_models" / "sweep_manifest.csv")
     assert [r["status"] for r in manifest2] == ["skipped"] * 4
     assert [r["rm_id"] for r in manifest2] == [r["rm_id"] for r in manifest]
@@ -106,23 +152,39 @@ def test_grid_runs_once_then_skips(fake_stage: str, tmp_path: Path, capsys) -> N
     assert "4 skipped" in capsys.readouterr().out
 
 
-def test_failed_run_is_recorded_and_others_finish(fake_stage: str, tmp_path: Path, capsys) -> None:
-    status = sweep(fake_stage, "--num_dems", "3", "99", "5", "--num_seeds", "1", "--jobs", "2",
-                   "--save_name", "exp")
-    assert status == 1
+def test_train_reward_failed_run_is_recorded_others_finish(tiny_demos: Path, tmp_path: Path,
+                                                           monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["--env_name", "starpilot", "--num_dems", "99", "10", "--num_seeds", "1", "--jobs", "2",
+            "--save_name", "exp", "--demo_csv", str(tiny_demos), *TINY_TRAIN_REWARD]
+    assert run_experiments.main(args) == 1
     manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest_exp.csv")
     by_n = {r["num_dems"]: r for r in manifest}
     assert by_n["99"]["status"] == "failed" and by_n["99"]["rm_id"] == ""
-    assert "only 50 demos" in by_n["99"]["error"]
-    assert "only 50 demos" in Path(by_n["99"]["log"]).read_text()
-    assert by_n["3"]["status"] == by_n["5"]["status"] == "done"
-    assert len(read_csv(tmp_path / "reward_models" / "rm_infos_exp.csv")) == 2
+    assert "99 training demos requested" in by_n["99"]["error"]
+    assert "99 training demos requested" in Path(by_n["99"]["log"]).read_text()
+    assert by_n["10"]["status"] == "done"
+    assert [r["num_dems"] for r in read_csv(tmp_path / "reward_models" / "rm_infos_exp.csv")] == ["10"]
     out = capsys.readouterr().out
-    assert "1 failed" in out and by_n["99"]["log"] in out
+    assert "1 done" in out and "1 failed" in out and by_n["99"]["log"] in out
+
+
+def test_fake_stage_failure_then_retry(fake_stage: str, tmp_path: Path) -> None:
+    assert sweep(fake_stage, "--num_dems", "3", "99", "5", "--num_seeds", "1", "--jobs", "2") == 1
+    manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest.csv")
+    assert [r["status"] for r in manifest] == ["done", "failed", "done"]
     # the next start retries only the failed run
-    assert sweep(fake_stage, "--num_dems", "3", "99", "5", "--num_seeds", "1", "--save_name", "exp") == 1
-    manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest_exp.csv")
+    assert sweep(fake_stage, "--num_dems", "3", "99", "5", "--num_seeds", "1") == 1
+    manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest.csv")
     assert [r["status"] for r in manifest] == ["skipped", "failed", "skipped"]
+    assert len(read_csv(tmp_path / "reward_models" / "rm_infos.csv")) == 2
+
+
+def test_threads_per_run(fake_stage: str, tmp_path: Path) -> None:
+    assert sweep(fake_stage, "--num_dems", "3", "4", "--num_seeds", "1", "--jobs", "1") == 0
+    rows = read_csv(tmp_path / "reward_models" / "rm_infos.csv")
+    if "OMP_NUM_THREADS" not in os.environ:  # one run at a time: it gets every core
+        assert {r["threads"] for r in rows} == {str(sweeps.default_jobs())}
 
 
 def test_grown_grid_keeps_seeds_and_skips_done_runs(fake_stage: str, tmp_path: Path) -> None:
@@ -246,3 +308,21 @@ def test_bad_sweep_yaml(fake_stage: str, tmp_path: Path, capsys) -> None:
 def test_same_run_twice_in_grid(fake_stage: str, capsys) -> None:
     assert sweep(fake_stage, "--max_return", "1", "1.0", "--dry_run") == 2
     assert "same run twice" in capsys.readouterr().err
+
+
+def test_train_policy_sweep_plan(tmp_path: Path, monkeypatch, capsys) -> None:
+    """--stage train_policy goes through the same machinery (flags checked by its parser)."""
+    monkeypatch.chdir(tmp_path)
+    assert run_experiments.main([
+        "--stage", "train_policy", "--env_name", "coinrun", "--grid", "rm_id", "123_4567", "234_5678",
+        "--num_seeds", "2", "--log_name", "rm_{seed_index}_{seed}", "--timesteps_per_proc", "1000",
+        "--dry_run"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == f"# 4 runs of train_policy; manifest {tmp_path / 'experts' / 'sweep_manifest.csv'}"
+    seeds = [line.split("--seed=")[1] for line in out[1:]]
+    assert len(set(seeds)) == 4
+    for line, seed in zip(out[1:], seeds):
+        assert "-m trex.train_policy" in line and "--rm_id=" in line and "--timesteps_per_proc 1000" in line
+        assert f"--log_name rm_" in line and f"_{seed} " in line  # placeholders filled per run
+    assert run_experiments.main(["--stage", "train_policy", "--num_dems", "3", "--dry_run"]) == 2
+    assert "has no flag --num_dems" in capsys.readouterr().err

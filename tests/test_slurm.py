@@ -134,28 +134,66 @@ def partition() -> str:
     return part
 
 
-def test_real_slurm_sweep_end_to_end(slurm_stage: str, partition: str, tmp_path: Path, capsys) -> None:
-    argv = ["--stage", slurm_stage, "--num_dems", "3", "99", "4", "--num_seeds", "1",
+TINY_TRAIN_REWARD = ["--num_snippets", "40", "--epoch_size", "20", "--max_num_epochs", "1",
+                     "--patience", "1", "--min_snippet_length", "5", "--max_snippet_length", "10",
+                     "--num_val_snippets", "10", "--num_test_snippets", "10", "--batch_size", "8"]
+
+
+def make_tiny_demos(root: Path, num_train: int = 12, num_test: int = 4, length: int = 20) -> Path:
+    """Synthetic starpilot demos written with the demo store; returns the index CSV."""
+    import numpy as np
+
+    from trex.core.demos import append_index, write_demo
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(num_train + num_test):
+        set_name = "train" if i < num_train else "test"
+        ret = float(i % num_train)
+        T = length + i % 5
+        obs = rng.integers(0, 40, size=(T, 64, 64, 3), dtype=np.uint8)
+        obs[:, :8, :8, :] = int(ret * 20)
+        rewards = np.zeros(T, np.float32)
+        rewards[-1] = ret
+        demo_id = f"tiny_{i:03d}"
+        write_demo(root / "demo_files", demo_id, obs, rng.integers(0, 15, T), rewards)
+        rows.append({"demo_id": demo_id, "env_name": "starpilot", "mode": "easy", "length": T,
+                     "return": ret, "set_name": set_name, "sequential": 0,
+                     "level_seed": i if set_name == "train" else 10**9 + i, "policy": "synthetic",
+                     "noise": 0.0, "file": f"demo_files/{demo_id}.npz"})
+    append_index(root / "demo_infos.csv", rows)
+    return root / "demo_infos.csv"
+
+
+def test_real_slurm_sweep_end_to_end(partition: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    """train_reward on tiny demos through --launcher slurm: one job array, the venv's python."""
+    demo_csv = make_tiny_demos(tmp_path / "demos")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--env_name", "starpilot", "--num_dems", "10", "99", "12", "--num_seeds", "1",
+            "--demo_csv", str(demo_csv), *TINY_TRAIN_REWARD,
             "--launcher", "slurm", "--partition", partition, "--cpus_per_job", "1",
-            "--mem_gb", "1", "--timeout_min", "10", "--poll_s", "1"]
+            "--mem_gb", "2", "--timeout_min", "10", "--poll_s", "1"]
     assert run_experiments.main(argv) == 1  # the num_dems=99 run fails, the others finish
     manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest.csv")
     by_n = {r["num_dems"]: r for r in manifest}
-    assert by_n["3"]["status"] == by_n["4"]["status"] == "done"
-    assert by_n["99"]["status"] == "failed" and "only 50 demos" in by_n["99"]["error"]
+    assert by_n["10"]["status"] == by_n["12"]["status"] == "done"
+    assert by_n["99"]["status"] == "failed" and "99 training demos requested" in by_n["99"]["error"]
     # one job array for the sweep: task ids <array>_<i>
-    arrays = {r["slurm_job_id"].split("_")[0] for r in manifest}
-    assert len(arrays) == 1 and all(re.fullmatch(r"\d+_\d+", r["slurm_job_id"]) for r in manifest)
-    array_id = arrays.pop()
+    assert len({r["slurm_job_id"].split("_")[0] for r in manifest}) == 1
+    assert all(re.fullmatch(r"\d+_\d+", r["slurm_job_id"]) for r in manifest)
     rows = read_csv(tmp_path / "reward_models" / "rm_infos.csv")
-    assert sorted(r["rm_id"] for r in rows) == sorted([by_n["3"]["rm_id"], by_n["4"]["rm_id"]])
-    for r in rows:  # ran inside SLURM, with the repo's python, one thread per CPU asked
-        assert r["slurm_job"] == array_id
-        assert r["python"] == sys.executable and r["threads"] == "1"
-    status = json.loads((Path(by_n["3"]["log"]).parent / "status.json").read_text())
-    assert status["command"].startswith(sys.executable) and status["slurm_job_id"]
+    assert sorted(r["num_dems"] for r in rows) == ["10", "12"]
+    assert sorted(r["rm_id"] for r in rows) == sorted([by_n["10"]["rm_id"], by_n["12"]["rm_id"]]), (
+        "train_reward must report its rm_id: trex.core.sweeps.write_stage_result(rm_id=...)")
+    for n in ("10", "12"):  # ran as a SLURM task, with the repo's python, 1 thread per CPU asked
+        status = json.loads((Path(by_n[n]["log"]).parent / "status.json").read_text())
+        assert status["command"].startswith(f"{sys.executable} -m trex.train_reward")
+        assert status["slurm_job_id"] == by_n[n]["slurm_job_id"]
     submitted = list((tmp_path / "reward_models" / "sweep_runs" / "_slurm").glob("*/*_submission.sh"))
-    assert len(submitted) == 1 and f"--partition={partition}" in submitted[0].read_text()
+    assert len(submitted) == 1
+    script = submitted[0].read_text()
+    assert f"--partition={partition}" in script and "--array=0-2%" in script
+    assert f"{sys.executable} -u -m submitit" in script
     assert "2 done" in capsys.readouterr().out
 
     # started again: the two done runs are skipped, only the failed one is resubmitted
@@ -163,3 +201,16 @@ def test_real_slurm_sweep_end_to_end(slurm_stage: str, partition: str, tmp_path:
     manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest.csv")
     assert [r["status"] for r in manifest] == ["skipped", "failed", "skipped"]
     assert len(read_csv(tmp_path / "reward_models" / "rm_infos.csv")) == 2
+
+
+def test_real_slurm_generic_stage(slurm_stage: str, partition: str, tmp_path: Path) -> None:
+    """Any stage goes through the same machinery; the task sees SLURM's environment."""
+    argv = ["--stage", slurm_stage, "--num_dems", "3", "--num_seeds", "2", "--launcher", "slurm",
+            "--partition", partition, "--cpus_per_job", "1", "--mem_gb", "1", "--poll_s", "1"]
+    assert run_experiments.main(argv) == 0
+    manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest.csv")
+    rows = read_csv(tmp_path / "reward_models" / "rm_infos.csv")
+    array = manifest[0]["slurm_job_id"].split("_")[0]
+    assert {r["slurm_job"] for r in rows} == {array}
+    assert {r["python"] for r in rows} == {sys.executable} and {r["threads"] for r in rows} == {"1"}
+    assert sorted(r["rm_id"] for r in rows) == sorted(r["rm_id"] for r in manifest)

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("grid (the seed's flags; several values each; default: the stage's default)")
     for name, typ in GRID_FLAGS.items():
         g.add_argument(f"--{name}", nargs="+", type=typ, default=None, metavar="V")
+    g.add_argument("--grid", nargs="+", action="append", default=None, metavar=("FLAG", "V"),
+                   help="one more grid axis over any stage flag, e.g. --grid rm_id 123_4567 234_5678 "
+                   "(repeatable)")
     g.add_argument("--num_seeds", type=positive_int, default=None,
                    help="seeds per grid point (default 5 when the stage has --seed)")
     g.add_argument("--base_seed", type=nonnegative_int, default=0,
@@ -139,13 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int | None:
 
     module = sweeps.load_stage(args.stage)
     actions = sweeps._actions(sweeps.stage_parser(module))
-    axes, fixed = sweeps.split_values(file_values, actions, f"config file {args.config}")
-    for name in GRID_FLAGS:  # command line wins over the file
-        values = getattr(args, name)
-        if values is not None:
-            axes = [(k, v) for k, v in axes if k != name]
-            fixed.pop(name, None)
-            axes.append((name, list(dict.fromkeys(values))))
+    cli_axes = [(name, getattr(args, name)) for name in GRID_FLAGS if getattr(args, name) is not None]
+    for item in args.grid or []:
+        if len(item) < 2:
+            raise UserError(f"--grid {item[0]}: give the flag and at least one value")
+        cli_axes.append((item[0].lstrip("-"), item[1:]))
+    axes, fixed = sweeps.grid_axes(actions, file_values, cli_axes, args.stage,
+                                   f"config file {args.config}")
     try:
         extra = passthrough + shlex.split(args.pass_args or "")
     except ValueError as err:

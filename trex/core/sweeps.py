@@ -231,6 +231,23 @@ def split_values(values: Mapping[str, Any], actions: Mapping[str, argparse.Actio
     return axes, fixed
 
 
+def grid_axes(actions: Mapping[str, argparse.Action], file_values: Mapping[str, Any],
+              cli_axes: Sequence[tuple[str, Sequence[Any]]], stage: str,
+              source: str) -> tuple[list[tuple[str, list[Any]]], dict[str, Any]]:
+    """The grid from a sweep file's stage values and the command line's axes (which win).
+
+    Repeated values on the command line count once. Returns (axes, fixed values).
+    """
+    axes, fixed = split_values(file_values, actions, source)
+    for name, values in cli_axes:
+        if actions and name not in actions:
+            raise UserError(f"stage {stage} has no flag --{name}")
+        axes = [(k, v) for k, v in axes if k != name]
+        fixed.pop(name, None)
+        axes.append((name, list(dict.fromkeys(values))))
+    return axes, fixed
+
+
 @dataclasses.dataclass
 class SweepPlan:
     """The expanded grid of a sweep."""
@@ -304,6 +321,8 @@ def expand_grid(stage: str, axes: Sequence[tuple[str, Sequence[Any]]], fixed: Ma
                 tokens += flag_tokens("seed", seed, actions)
                 identity["seed"] = seed
             run_key = _hash({"stage": stage, "args": identity})
+            fill_seed = seed if seed is not None else (parsed or {}).get("seed")
+            tokens = [_fill(t, fill_seed, seed_index) for t in tokens]
             if sweep_path is None:
                 sweep_path = _default_sweep_dir(parsed)
             runs.append(RunSpec(
@@ -314,6 +333,17 @@ def expand_grid(stage: str, axes: Sequence[tuple[str, Sequence[Any]]], fixed: Ma
     suffix = f"_{save_name}" if save_name else ""
     return SweepPlan(stage=stage, runs=runs, axes=axis_names, sweep_dir=sweep_path,
                      manifest=sweep_path / f"sweep_manifest{suffix}.csv")
+
+
+def _fill(token: str, seed: int | None, seed_index: int) -> str:
+    """Placeholders in string values: ``{seed}`` (the run's seed), ``{seed_index}``.
+
+    E.g. ``--log_name s{seed}`` gives every train_policy run of a sweep its own directory.
+    """
+    if "{seed" not in token:
+        return token
+    token = token.replace("{seed_index}", str(seed_index))
+    return token.replace("{seed}", str(seed)) if seed is not None else token
 
 
 def _default_sweep_dir(parsed: Mapping[str, Any] | None) -> Path:
@@ -596,6 +626,7 @@ def run_local(plan: SweepPlan, jobs: int,
         log.info("%d runs to do, %d already done; %d at a time", len(todo),
                  len(plan.runs) - len(todo), jobs)
     bar = _progress(len(todo), f"{plan.stage} sweep")
+    restore = _sigterm_as_interrupt()
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="sweep")
     futures = {pool.submit(execute_run, spec): spec for spec in todo}
     try:
@@ -621,7 +652,21 @@ def run_local(plan: SweepPlan, jobs: int,
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+        restore()
     return SweepOutcome(statuses=statuses, manifest=plan.manifest)
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """Treat SIGTERM (kill, a scheduler's stop) like Ctrl-C while a sweep runs here, so the
+    runs' subprocesses are stopped too; returns the function restoring the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 @dataclasses.dataclass
