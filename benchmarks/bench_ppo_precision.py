@@ -15,9 +15,9 @@ import platform
 import time
 
 import torch
-from stable_baselines3.common.vec_env import VecNormalize
 
-from trex.core.envs import make_procgen_env
+from trex.core.envs import make_procgen_env  # first: quiets gym's import notice
+from stable_baselines3.common.vec_env import VecNormalize  # noqa: E402
 from trex.core.policy import build_ppo
 
 
@@ -43,7 +43,9 @@ def main() -> None:
     p.add_argument("--nminibatches", type=int, default=8)
     p.add_argument("--updates", type=int, default=2, help="timed updates per repetition")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     results: dict[str, list[float]] = {"fast": [], "fp32": []}
     for rep in range(args.repeats):
         for name, precision in (("fast", "auto"), ("fp32", "fp32")):

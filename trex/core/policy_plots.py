@@ -67,19 +67,22 @@ def read_curve(path: str | os.PathLike, label: str | None = None) -> RunCurve:
 
 def plot_policy_returns(curves: Sequence[RunCurve], out: str | os.PathLike,
                         demo_returns: np.ndarray | None = None, title: str = "") -> Path:
-    """True return vs steps, one line per run; the demos' [min, max] return as a band and
-    their best return as a dashed line. Writes a PNG and returns its path."""
+    """True return vs steps, one line per run; the demos' 10th-90th percentile return as a
+    band, their median as a dotted line and their best as a dashed line. Writes a PNG."""
     fig = _new_figure((7.5, 4.5))
     ax = fig.add_subplot(1, 1, 1)
     if demo_returns is not None and len(demo_returns):
-        lo, hi = float(np.min(demo_returns)), float(np.max(demo_returns))
+        lo, med, hi = np.percentile(demo_returns, [10, 50, 90])
+        best = float(np.max(demo_returns))
+        n = len(demo_returns)
         ax.axhspan(lo, hi, color="0.85", zorder=0,
-                   label=f"demonstrations ({len(demo_returns)}): return {lo:.1f} to {hi:.1f}")
-        ax.axhline(hi, color="0.4", ls="--", lw=1, zorder=1)
+                   label=f"demos ({n}): 10th-90th percentile return {lo:.1f} to {hi:.1f}")
+        ax.axhline(med, color="0.4", ls=":", lw=1.2, zorder=1, label=f"demos: median {med:.1f}")
+        ax.axhline(best, color="0.4", ls="--", lw=1, zorder=1, label=f"demos: best {best:.1f}")
     for curve in curves:
         ax.plot(curve.timesteps, curve.true_return, marker="o", ms=3, lw=1.5, label=curve.label)
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("true episode return (training levels, last 100 episodes)")
+    ax.set_ylabel("true return (last 100 training episodes)")
     ax.set_title(title or "PPO on different rewards, scored by the game's true reward")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
