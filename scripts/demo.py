@@ -17,6 +17,7 @@ can do (see the README's results for real runs).
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
@@ -28,12 +29,15 @@ import pandas as pd
 ENV = "starpilot"
 
 
+THREADS = {"OMP_NUM_THREADS": "1"}
+
+
 def stage(name: str, *args: str | Path) -> None:
     """Run ``python -m trex.<name> args...``; stop the demo if it fails."""
     cmd = [sys.executable, "-m", f"trex.{name}", *map(str, args)]
     print(f"\n$ {shlex.join(['python', '-m', f'trex.{name}', *map(str, args)])}", flush=True)
     t0 = time.time()
-    if subprocess.run(cmd).returncode != 0:
+    if subprocess.run(cmd, env={**os.environ, **THREADS}).returncode != 0:
         sys.exit(f"demo stopped: trex.{name} failed")
     print(f"  ({time.time() - t0:.0f} s)", flush=True)
 
@@ -49,6 +53,9 @@ def main() -> None:
     if out.exists():
         sys.exit(f"{out} exists: remove it (make clean-demo) or pass --out elsewhere")
     t_start = time.time()
+    # torch threads per process: on a busy 2-core machine torch's default pool makes small
+    # forwards 10-20x slower (benchmarks/README.md); run_experiments sets its own per run
+    THREADS["OMP_NUM_THREADS"] = str(args.threads)
     threads = ["--num_threads", str(args.threads)]
     ppo = ["--num_envs", "32", "--nsteps", "128", "--nminibatches", "4", "--save_interval", "2"]
     experts = out / "experts"
@@ -69,7 +76,7 @@ def main() -> None:
 
     # 3. reward models: 2 demo counts x 2 seeds, 2 at a time
     rms = out / "reward_models"
-    stage("run_experiments", "--env_name", ENV, "--num_dems", 10, 30, "--num_seeds", 2,
+    stage("run_experiments", "--env_name", ENV, "--num_dems", 20, 40, "--num_seeds", 2,
           "--jobs", 2, "--save_name", "demo",
           "--pass_args", f"--demo_csv {demo_csv} --save_dir {rms} --log_dir {out / 'LOGS'} "
           "--num_snippets 4000 --epoch_size 1000 --max_num_epochs 4 --patience 2 "

@@ -1,0 +1,126 @@
+"""Reward model files: safetensors round trip of weights and metadata, the checks on load
+(game, mode, missing/corrupt files), the rm_infos lookup, and the reward function for PPO."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from trex.core.reward_model import (
+    RM_COLUMNS, RewardFunction, RewardNet, frames_to_input, load_reward_function, load_reward_model,
+    lookup_rm, predict_frame_rewards, prepare_net, read_metadata, resolve_reward_model,
+    rm_id_from_seed, save_reward_model,
+)
+from trex.core.runs import UserError, append_csv_rows
+
+CPU = torch.device("cpu")
+
+
+def _saved(tmp_path, env="starpilot", mode="easy", output_abs=False, name="123_4567"):
+    torch.manual_seed(0)
+    net = prepare_net(RewardNet(output_abs=output_abs), CPU, channels_last=True)
+    path = tmp_path / "model_files" / f"{name}.safetensors"
+    save_reward_model(path, net, env_name=env, mode=mode, num_dems=12, seed=1234567, sequential=0,
+                      rm_id=name, training={"lr": 5e-5, "demo_csv": ["a.csv"]},
+                      results={"val_acc": 0.9})
+    return net, path
+
+
+def test_round_trip_keeps_weights_and_metadata(tmp_path):
+    net, path = _saved(tmp_path, output_abs=True)
+    loaded, meta = load_reward_model(path, CPU, env_name="starpilot", mode="easy")
+    for (k, a), (k2, b) in zip(net.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    assert loaded.output_abs is True
+    assert meta["env_name"] == "starpilot" and meta["mode"] == "easy" and meta["num_dems"] == 12
+    assert meta["seed"] == 1234567 and meta["rm_id"] == "123_4567" and meta["format_version"] == 1
+    assert meta["architecture"] == "seed_cnn" and meta["net_config"] == {"output_abs": True}
+    assert meta["training"] == {"lr": 5e-5, "demo_csv": ["a.csv"]} and meta["results"] == {"val_acc": 0.9}
+    assert read_metadata(path)["env_name"] == "starpilot"
+    assert not list(path.parent.glob(".*tmp*"))  # atomic write left no temp file
+
+
+def test_load_checks(tmp_path):
+    _, path = _saved(tmp_path)
+    with pytest.raises(UserError, match="trained on starpilot, not coinrun"):
+        load_reward_model(path, CPU, env_name="coinrun")
+    with pytest.raises(UserError, match="hard"):
+        load_reward_model(path, CPU, mode="hard")
+    with pytest.raises(UserError, match="not found"):
+        load_reward_model(tmp_path / "nope.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 7 + b"garbage")
+    with pytest.raises(UserError, match="corrupt"):
+        load_reward_model(bad)
+    trunc = tmp_path / "trunc.safetensors"
+    trunc.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(UserError, match="corrupt"):
+        load_reward_model(trunc)
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(UserError, match="not a trex reward model"):
+        load_reward_model(other)
+
+
+def test_reward_function_accepts_hwc_and_chw(tmp_path):
+    _, path = _saved(tmp_path)
+    fn = load_reward_function(path, env_name="starpilot", mode="easy", device="cpu", precision="fp32")
+    assert isinstance(fn, RewardFunction) and fn.rm_id == "123_4567"
+    frames = np.random.default_rng(0).integers(0, 256, size=(5, 64, 64, 3), dtype=np.uint8)
+    r_hwc = fn(frames)
+    r_chw = fn(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+    r_torch = fn(torch.from_numpy(frames))
+    assert r_hwc.shape == (5,) and r_hwc.dtype == np.float32
+    np.testing.assert_allclose(r_hwc, r_chw, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(r_hwc, r_torch, rtol=1e-5, atol=1e-5)
+    # per frame: a frame's reward does not depend on its batch
+    np.testing.assert_allclose(fn(frames[2:3]), r_hwc[2:3], rtol=1e-4, atol=1e-4)
+    with pytest.raises(UserError, match="coinrun"):
+        load_reward_function(path, env_name="coinrun")
+
+
+def test_predict_matches_seed_style_forward():
+    torch.manual_seed(1)
+    net = RewardNet()
+    frames = np.random.default_rng(1).integers(0, 256, size=(9, 64, 64, 3), dtype=np.uint8)
+    with torch.no_grad():
+        seed_way = net.model(torch.tensor(frames, dtype=torch.float32).permute(0, 3, 1, 2)).numpy().ravel()
+    ours = predict_frame_rewards(prepare_net(net, CPU, True), frames, CPU, bf16=False, batch_size=4)
+    np.testing.assert_allclose(ours, seed_way, rtol=1e-4, atol=1e-4)
+
+
+def test_frames_to_input_shapes():
+    x = frames_to_input(np.zeros((2, 64, 64, 3), np.uint8), CPU)
+    assert x.shape == (2, 3, 64, 64) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError):
+        frames_to_input(np.zeros((2, 32, 32, 3), np.uint8), CPU)
+    with pytest.raises(ValueError):
+        frames_to_input(np.zeros((64, 64, 3), np.uint8), CPU)
+
+
+def test_rm_id_and_lookup(tmp_path):
+    assert rm_id_from_seed(1234567) == "123_4567"
+    assert rm_id_from_seed(5) == "5_"
+    csv = tmp_path / "rm_infos.csv"
+    append_csv_rows(csv, [{"rm_id": "012_345", "env_name": "starpilot", "mode": "easy", "num_dems": 3,
+                           "model_file": "model_files/012_345.safetensors"}], columns=RM_COLUMNS)
+    append_csv_rows(csv, [{"rm_id": "123_4567", "env_name": "starpilot", "mode": "easy", "num_dems": 12,
+                           "model_file": "model_files/123_4567.safetensors"}])
+    append_csv_rows(csv, [{"rm_id": "123_4567", "env_name": "starpilot", "mode": "easy", "num_dems": 15,
+                           "model_file": "model_files/123_4567.safetensors"}])
+    row, path = lookup_rm("012_345", csv)  # ids stay text (no int parsing of "012_345")
+    assert row["num_dems"] == 3 and path == tmp_path / "model_files" / "012_345.safetensors"
+    row, _ = lookup_rm("123_4567", csv)
+    assert row["num_dems"] == 15  # the last row wins
+    with pytest.raises(UserError, match="not in"):
+        lookup_rm("999_9999", csv)
+    with pytest.raises(UserError, match="not found"):
+        lookup_rm("123_4567", tmp_path / "missing.csv")
+    assert resolve_reward_model("123_4567", csv) == tmp_path / "model_files" / "123_4567.safetensors"
+    assert resolve_reward_model("x/y.safetensors") == type(path)("x/y.safetensors")
+    assert list(pd.read_csv(csv).columns) == RM_COLUMNS

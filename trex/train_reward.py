@@ -1,0 +1,287 @@
+"""Learn a reward network from demos ranked by return (T-REX, Brown et al. 2019,
+arXiv 1904.06387), with the seed project's flags, defaults and procedure.
+
+    python -m trex.train_reward --env_name starpilot --num_dems 12 --demo_csv demos/demo_infos.csv
+
+Outputs: a row in ``<save_dir>/rm_infos[_<save_name>].csv``; the model
+``<save_dir>/model_files[_<save_name>]/<rm_id>.safetensors`` (weights + metadata); the run
+directory ``<log_dir>/<rm_id>/<run_id>/`` with ``config.json``, ``train_log.csv`` (one row per
+epoch) and ``log.txt``. The rm_id comes from the seed as in the seed project (``123_4567``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger("trex.train_reward")
+
+from trex.core.runs import (  # noqa: E402
+    UserError, add_config_flag, cli_entry, nonnegative_int, parse_args, positive_float,
+    positive_int, str2bool,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="trex-train-reward",
+        description="Train a T-REX reward model from ranked demos (the seed project's procedure, "
+                    "batched and fast).",
+    )
+    add_config_flag(p)
+    p.add_argument("--env_name", default="fruitbot")
+    p.add_argument("--distribution_mode", default="easy",
+                   choices=["easy", "hard", "exploration", "memory", "extreme"])
+    p.add_argument("--seed", type=nonnegative_int, default=None,
+                   help="random seed (default: a random 7-digit seed); the rm_id is derived from it")
+    p.add_argument("--sequential", type=nonnegative_int, default=0,
+                   help="use demos with this 'sequential' value (0 = not sequential)")
+    p.add_argument("--num_dems", type=positive_int, default=12, help="number of demonstrations to train on")
+    p.add_argument("--max_return", type=positive_float, default=1.0,
+                   help="maximum return of the chosen demos as a fraction of the available return range")
+    p.add_argument("--num_snippets", type=positive_int, default=50000,
+                   help="number of training snippet pairs to sample")
+    p.add_argument("--min_snippet_length", type=positive_int, default=20,
+                   help="min length of a snippet (demos must be longer)")
+    p.add_argument("--max_snippet_length", type=positive_int, default=100, help="max length of a snippet")
+    p.add_argument("--epoch_size", type=positive_int, default=1000,
+                   help="training pairs between two evaluations")
+    p.add_argument("--max_num_epochs", type=positive_int, default=50, help="maximum number of epochs")
+    p.add_argument("--patience", type=positive_int, default=10,
+                   help="early stopping patience (epochs without a better validation accuracy)")
+    p.add_argument("--lr", type=positive_float, default=5e-5, help="reward model learning rate (Adam)")
+    p.add_argument("--lam_l1", type=float, default=0.001, help="L1 penalty on the absolute per-frame rewards")
+    p.add_argument("--weight_decay", type=float, default=0.01, help="Adam weight decay")
+    p.add_argument("--output_abs", action="store_true", help="take the absolute value of the reward output")
+    p.add_argument("--use_snippet_rewards", action="store_true",
+                   help="label pairs by the snippets' true rewards instead of the demos' returns")
+    p.add_argument("--use_clip_heuristic", type=str2bool, default=True,
+                   help="the better demo's snippet starts no earlier than the worse one's")
+    p.add_argument("--log_dir", default="LOGS/RM_LOGS", help="training logs directory")
+    p.add_argument("--demo_csv", nargs="+", default=["demos/demo_infos.csv"],
+                   help="demo index CSV(s) (combined)")
+    p.add_argument("--save_dir", default="reward_models", help="where the models and rm_infos CSV go")
+    p.add_argument("--save_name", default=None,
+                   help="suffix: rm_infos_<save_name>.csv and model_files_<save_name>/")
+    # ours (not in the seed)
+    p.add_argument("--batch_size", type=positive_int, default=16,
+                   help="snippet pairs per optimizer step (the seed: 1)")
+    p.add_argument("--num_val_snippets", type=positive_int, default=1000,
+                   help="validation pairs (the seed: 1000)")
+    p.add_argument("--num_test_snippets", type=positive_int, default=1000, help="test pairs (the seed: 1000)")
+    p.add_argument("--max_test_demos", type=positive_int, default=100,
+                   help="test demos evaluated every epoch (a random subset; the seed: the first 100); "
+                        "the final correlations use all test demos")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto/bf16: channels_last + bf16 autocast where the hardware has it "
+                        "(the fast path); fp32: plain fp32")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing model file with the same rm_id")
+    return p
+
+
+def _run_dir(log_dir: str, rm_id: str) -> Path:
+    """``<log_dir>/<rm_id>/<YYYYmmdd_HHMMSS>`` (the seed's run id), made unique."""
+    base = Path(log_dir) / rm_id
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    for k in range(1000):
+        d = base / (stamp if k == 0 else f"{stamp}_{k}")
+        try:
+            d.mkdir(parents=True, exist_ok=False)
+            return d
+        except FileExistsError:
+            continue
+    raise UserError(f"cannot create a run directory under {base}")
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
+    from trex.core.runs import setup_logging
+
+    setup_logging()
+    t_start = time.perf_counter()
+
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from trex.core.demos import DemoIndex
+    from trex.core.device import pick_device, use_bf16
+    from trex.core.envs import check_env_name
+    from trex.core.metrics import correlations, length_baseline
+    from trex.core.reward_model import (
+        MODEL_SUFFIX, RM_COLUMNS, RewardNet, model_dir_name, prepare_net, rm_csv_name,
+        rm_id_from_seed, save_reward_model,
+    )
+    from trex.core.runs import append_csv_rows, seed_everything, write_run_config, write_text_atomic
+    from trex.core.trex_learning import (
+        DemoSet, TrexConfig, make_data, predict_demo_returns, select_demos, train_trex,
+    )
+
+    check_env_name(args.env_name)
+    if args.min_snippet_length >= args.max_snippet_length:
+        raise UserError(f"--min_snippet_length ({args.min_snippet_length}) must be smaller than "
+                        f"--max_snippet_length ({args.max_snippet_length})")
+    if args.lam_l1 < 0 or args.weight_decay < 0:
+        raise UserError("--lam_l1 and --weight_decay must be >= 0")
+    if args.save_name is not None and (not args.save_name or any(c in args.save_name for c in "/\\")):
+        raise UserError(f"--save_name must be a plain name, got {args.save_name!r}")
+    if args.seed is None:
+        args.seed = random.SystemRandom().randint(10**6, 10**7 - 1)  # the seed's 7-digit seeds
+    args.rm_id = rm_id_from_seed(args.seed)
+    seed_everything(args.seed)
+    rng = np.random.default_rng(args.seed)
+    device = pick_device(args.device)
+    bf16 = use_bf16(args.precision, device)
+    channels_last = args.precision != "fp32"
+    log.info("reward model id %s (seed %d), device %s, %s%s", args.rm_id, args.seed, device,
+             "bf16 autocast" if bf16 else "fp32", " + channels_last" if channels_last else "")
+
+    # ---- everything that can fail on bad input happens before anything is written
+    save_dir = Path(args.save_dir)
+    model_path = save_dir / model_dir_name(args.save_name) / f"{args.rm_id}{MODEL_SUFFIX}"
+    rm_csv = save_dir / rm_csv_name(args.save_name)
+    if model_path.exists() and not args.overwrite:
+        raise UserError(f"reward model {model_path} already exists (rm_id {args.rm_id} from seed "
+                        f"{args.seed}); pass another --seed or --save_name, or --overwrite")
+    index = DemoIndex.read(args.demo_csv)
+    where = f"{args.env_name} {args.distribution_mode} sequential={args.sequential}"
+    matching = index.filter(env_name=args.env_name, mode=args.distribution_mode, sequential=args.sequential)
+    # the seed keeps demos strictly longer than min_snippet_length
+    train_idx = matching.filter(set_name="train", min_length=args.min_snippet_length + 1)
+    test_idx = matching.filter(set_name="test", min_length=args.min_snippet_length + 1)
+    n_short = len(matching.filter(set_name="train")) - len(train_idx)
+    log.info("demos for %s: %d training (%d more too short for --min_snippet_length %d), %d test; "
+             "%d requested", where, len(train_idx), n_short, args.min_snippet_length, len(test_idx),
+             args.num_dems)
+    if len(train_idx) == 0:
+        raise UserError(f"no training demos for {where} longer than --min_snippet_length "
+                        f"{args.min_snippet_length} in {', '.join(args.demo_csv)}")
+    if len(test_idx) < 2:
+        raise UserError(f"need at least 2 test demos (set_name=test) for {where} longer than "
+                        f"--min_snippet_length {args.min_snippet_length} in {', '.join(args.demo_csv)}, "
+                        f"found {len(test_idx)} (make them with trex-gen-demos --test_set)")
+    train_df = train_idx.df
+    pos = select_demos(train_df["return"].to_numpy(), args.num_dems, args.max_return, rng)
+    chosen_ids = [str(train_df["demo_id"].iloc[i]) for i in pos]
+    test_ids_all = test_idx.ids()
+    per_epoch_test = sorted(rng.choice(len(test_ids_all), size=min(args.max_test_demos, len(test_ids_all)),
+                                       replace=False).tolist())
+    test_ids = [test_ids_all[i] for i in per_epoch_test]
+    demos = DemoSet.from_index(train_idx, chosen_ids, desc="training demos")
+    test = DemoSet.from_index(test_idx, test_ids, desc="test demos")
+    cfg = TrexConfig(
+        num_snippets=args.num_snippets, min_snippet_length=args.min_snippet_length,
+        max_snippet_length=args.max_snippet_length, epoch_size=args.epoch_size,
+        max_num_epochs=args.max_num_epochs, patience=args.patience, lr=args.lr, lam_l1=args.lam_l1,
+        weight_decay=args.weight_decay, output_abs=args.output_abs,
+        use_snippet_rewards=args.use_snippet_rewards, use_clip_heuristic=args.use_clip_heuristic,
+        batch_size=args.batch_size, num_val_snippets=args.num_val_snippets,
+        num_test_snippets=args.num_test_snippets,
+    )
+    data = make_data(demos, test, cfg, rng)
+    log.info("chosen demos: returns %s, lengths %d..%d; %d training / %d validation demos; "
+             "%.0f MB of frames", np.round(demos.returns, 2).tolist(), demos.lengths.min(),
+             demos.lengths.max(), len(data.train_demos), len(data.val_demos), demos.nbytes / 2**20)
+    log.info("pairs: %d training, %d validation, %d test; ground-truth snippet label agreement on "
+             "test pairs %.3f", len(data.train_pairs), len(data.val_pairs), len(data.test_pairs),
+             data.gt_snippet_acc)
+
+    # ---- the run directory (the seed's layout) and training
+    run_dir = _run_dir(args.log_dir, args.rm_id)
+    setup_logging(run_dir / "log.txt")
+    args.run_dir = str(run_dir)
+    write_run_config(run_dir / "config.json", args, rm_id=args.rm_id, model_file=str(model_path),
+                     chosen_demos=chosen_ids, train_demo_ids=[chosen_ids[i] for i in data.train_demos],
+                     val_demo_ids=[chosen_ids[i] for i in data.val_demos], epoch_test_demo_ids=test_ids)
+    log.info("run directory %s", run_dir)
+    train_log = run_dir / "train_log.csv"
+    rows: list[dict] = []
+
+    def on_epoch(row: dict) -> None:
+        rows.append(row)
+        write_text_atomic(train_log, pd.DataFrame(rows).to_csv(index=False, lineterminator="\n"))
+
+    net = prepare_net(RewardNet(output_abs=args.output_abs), device, channels_last)
+    result = train_trex(net, data, cfg, rng, device, bf16, channels_last, on_epoch=on_epoch)
+    best = result.best
+    log.info("finished training: best validation accuracy %.4f at epoch %d of %d (%.1f s)",
+             best["val_acc"], result.best_epoch, result.epochs, result.wall_s)
+
+    # ---- final correlations of the best model on all test demos, and the length baseline
+    pred_sub = test.demo_sums(_frame_rewards(net, test, device, bf16, channels_last))
+    in_memory = set(test_ids)
+    rest = [i for i in test_ids_all if i not in in_memory]
+    pred_rest, true_rest, len_rest = predict_demo_returns(net, test_idx.iter_demos(rest), device, bf16,
+                                                          channels_last, total=len(rest))
+    pred = np.concatenate([pred_sub, pred_rest])
+    true = np.concatenate([test.returns, test_idx.df.set_index("demo_id").loc[rest, "return"].to_numpy()
+                           if rest else np.zeros(0)])
+    lengths = np.concatenate([test.lengths, len_rest])
+    pearson, spearman = correlations(pred, true)
+    base_p, base_s = length_baseline(lengths, true)
+    log.info("all %d test demos: pearson %.3f spearman %.3f (episode-length baseline %.3f / %.3f)",
+             len(true), pearson, spearman, base_p, base_s)
+    _log_predictions(log, "training demos", demos.returns[:20], demos.demo_sums(
+        _frame_rewards(net, demos, device, bf16, channels_last))[:20])
+    _log_predictions(log, "test demos", true[:20], pred[:20])
+
+    # ---- outputs: model file (atomic), then the CSV row (locked append)
+    wall_s = time.perf_counter() - t_start
+    results = {
+        "train_acc": best["train_acc"], "val_acc": best["val_acc"], "test_acc": best["test_acc"],
+        "pearson": pearson, "spearman": spearman, "baseline_pearson": base_p,
+        "baseline_spearman": base_s, "gt_snippet_acc": data.gt_snippet_acc, "n_test_demos": len(true),
+        "best_epoch": result.best_epoch, "epochs": result.epochs,
+    }
+    training = {k: v for k, v in vars(args).items() if k not in ("config",)}
+    save_reward_model(model_path, net, env_name=args.env_name, mode=args.distribution_mode,
+                      num_dems=args.num_dems, seed=args.seed, sequential=args.sequential,
+                      rm_id=args.rm_id, training=training, results=results)
+    row = {
+        "rm_id": args.rm_id, "method": "trex", "env_name": args.env_name,
+        "mode": args.distribution_mode, "num_dems": args.num_dems,
+        "max_return": float(demos.returns.max()), "max_length": int(demos.lengths.max()),
+        "sequential": args.sequential, "train_acc": best["train_acc"], "val_acc": best["val_acc"],
+        "test_acc": best["test_acc"], "pearson": pearson, "spearman": spearman, "seed": args.seed,
+        "n_test_demos": len(true), "baseline_pearson": base_p, "baseline_spearman": base_s,
+        "gt_snippet_acc": data.gt_snippet_acc, "wall_s": round(wall_s, 2),
+        "max_return_frac": args.max_return, "epochs": result.epochs, "best_epoch": result.best_epoch,
+        "precision": "bf16" if bf16 else "fp32", "device": str(device),
+        "model_file": str(model_path.relative_to(save_dir)), "run_dir": str(run_dir),
+    }
+    append_csv_rows(rm_csv, [row], columns=RM_COLUMNS)
+    log.info("saved %s and a row in %s", model_path, rm_csv)
+    table = pd.DataFrame([{k: row[k] for k in ("rm_id", "num_dems", "train_acc", "val_acc", "test_acc",
+                                                "pearson", "spearman", "baseline_pearson",
+                                                "baseline_spearman", "wall_s")}])
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def _frame_rewards(net, demos, device, bf16: bool, channels_last: bool):
+    from trex.core.trex_learning import frame_rewards
+
+    return frame_rewards(net, demos.frames, device, bf16, None, channels_last)
+
+
+def _log_predictions(logger: logging.Logger, what: str, true, pred) -> None:
+    """The seed's table of true vs predicted returns (sorted by true return)."""
+    logger.info("%s: true | predicted", what)
+    for t, p in sorted(zip(true, pred)):
+        logger.info("%9.2f | %9.2f", t, p)
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
