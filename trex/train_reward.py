@@ -259,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     append_csv_rows(rm_csv, [row], columns=RM_COLUMNS)
     log.info("saved %s and a row in %s", model_path, rm_csv)
+    from trex.core.sweeps import write_stage_result
+
+    write_stage_result(**row)  # run_experiments' manifest (no-op outside a sweep)
     table = pd.DataFrame([{k: row[k] for k in ("rm_id", "num_dems", "train_acc", "val_acc", "test_acc",
                                                 "pearson", "spearman", "baseline_pearson",
                                                 "baseline_spearman", "wall_s")}])
