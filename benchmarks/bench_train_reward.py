@@ -43,7 +43,7 @@ from trex.core.metrics import correlations  # noqa: E402
 from trex.core.reward_model import RewardNet, prepare_net  # noqa: E402
 from trex.core.runs import setup_logging, write_json_atomic  # noqa: E402
 from trex.core.trex_learning import (  # noqa: E402
-    DemoSet, PairSet, TrexConfig, make_data, predict_demo_returns, select_demos, train_trex,
+    DemoSet, PairSet, TrexConfig, make_data, predict_demo_returns, select_demos, step_lr, train_trex,
 )
 
 log = logging.getLogger("bench_train_reward")
@@ -69,7 +69,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--n_eval", type=int, default=1000,
                    help="training-eval, validation and test pairs evaluated each epoch (the seed: 1000)")
     p.add_argument("--n_test_demos", type=int, default=100, help="test demos evaluated each epoch (the seed: 100)")
-    p.add_argument("--batch_size", type=int, default=16, help="ours: pairs per optimizer step")
+    p.add_argument("--batch_size", type=int, default=64, help="ours: pairs per optimizer step")
+    p.add_argument("--lr_scaling", default="sqrt", choices=("sqrt", "none"),
+                   help="ours: Adam step size lr * sqrt(batch_size) (sqrt) or lr (none)")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="ours")
     p.add_argument("--ours_lr", type=float, default=None, help="ours: learning rate (default: --lr)")
     p.add_argument("--threads", type=int, default=None,
@@ -104,7 +106,7 @@ def peak_memory_run(args: argparse.Namespace) -> dict:
                "--num_val_snippets", str(args.n_eval), "--num_test_snippets", str(args.n_eval),
                "--max_test_demos", str(args.n_test_demos), "--seed", str(args.seed + 1),
                "--save_dir", f"{tmp}/rm", "--log_dir", f"{tmp}/logs", "--precision", args.precision,
-               "--batch_size", str(args.batch_size)]
+               "--batch_size", str(args.batch_size), "--lr_scaling", args.lr_scaling]
         t0 = time.perf_counter()
         env = {**os.environ, "TQDM_DISABLE": "1"}
         if args.threads:
@@ -150,7 +152,8 @@ def main() -> None:
     cfg = TrexConfig(num_snippets=args.num_snippets, min_snippet_length=args.min_snippet_length,
                      max_snippet_length=args.max_snippet_length, epoch_size=args.epoch_size,
                      max_num_epochs=args.ours_max_num_epochs or args.max_num_epochs, patience=args.patience,
-                     lr=args.ours_lr or args.lr, batch_size=args.batch_size, num_val_snippets=args.n_eval,
+                     lr=args.ours_lr or args.lr, batch_size=args.batch_size, lr_scaling=args.lr_scaling,
+                     num_val_snippets=args.n_eval,
                      num_test_snippets=args.n_eval, num_train_eval_snippets=args.n_eval)
     data = make_data(demos, test, cfg, rng)
     all_test = list(test_idx.iter_demos(test_ids))
@@ -217,7 +220,7 @@ def main() -> None:
     o_p, o_s = correlations(pred, true)
     results["ours"] = {
         "precision": "bf16" if bf16 else "fp32", "channels_last": channels_last, "batch_size": args.batch_size,
-        "lr": cfg.lr,
+        "lr": cfg.lr, "lr_scaling": cfg.lr_scaling, "adam_lr": step_lr(cfg),
         "epochs": ores.epochs, "wall_s": round(ores.wall_s, 1), "s_per_epoch": round(ores.wall_s / ores.epochs, 2),
         "cpu_s_per_epoch": round(ores.history[-1]["cpu_s"] / ores.epochs, 2),
         "best_val_acc": ores.best["val_acc"], "best_epoch": ores.best_epoch,

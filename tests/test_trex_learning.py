@@ -14,7 +14,8 @@ from trex.core.reward_model import RewardNet, prepare_net
 from trex.core.runs import UserError
 from trex.core.trex_learning import (
     DemoSet, PairSet, TrexConfig, batch_returns, frame_rewards, frames_mask, make_data, pair_returns,
-    sample_pairs, select_demos, snippet_frames, split_train_val, train_trex, trex_loss,
+    sample_pairs, select_demos, snippet_frames, split_train_val, step_lr, train_step, train_trex,
+    trex_loss,
 )
 
 CPU = torch.device("cpu")
@@ -228,9 +229,27 @@ def test_batched_training_step_equals_naive_per_pair_loss_and_gradients():
                      for i in range(len(pairs))) / len(pairs)
     naive_loss.backward()
     assert float(loss.detach()) == pytest.approx(float(naive_loss.detach()), rel=1e-4)
-    for a, p in zip(fast_grads, net.parameters()):
+    naive_grads = [p.grad.clone() for p in net.parameters()]
+    for a, b in zip(fast_grads, naive_grads):
         # same maths, different fp32 summation order: compare relative to the gradient's size
-        assert float((a - p.grad).norm() / p.grad.norm()) < 1e-3
+        assert float((a - b).norm() / b.norm()) < 1e-3
+    # the optimizer step: one pass, and split into chunks of 7 frames (two-pass, bounded memory)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    for max_frames in (10_000, 7):
+        loss2, ret2, _, _ = train_step(net, opt, demos, pairs, 0.01, CPU, bf16=False, channels_last=False,
+                                       max_frames=max_frames)
+        assert loss2 == pytest.approx(float(naive_loss.detach()), rel=1e-4)
+        torch.testing.assert_close(ret2, ret.detach(), rtol=1e-5, atol=1e-3)
+        for p, b in zip(net.parameters(), naive_grads):
+            assert float((p.grad - b).norm() / b.norm()) < 1e-3
+
+
+def test_lr_scaling():
+    assert step_lr(TrexConfig(lr=5e-5, batch_size=64)) == pytest.approx(4e-4)
+    assert step_lr(TrexConfig(lr=5e-5, batch_size=1)) == pytest.approx(5e-5)
+    assert step_lr(TrexConfig(lr=5e-5, batch_size=64, lr_scaling="none")) == pytest.approx(5e-5)
+    with pytest.raises(UserError):
+        step_lr(TrexConfig(lr_scaling="cubic"))
 
 
 def test_channels_last_and_bf16_agree_with_fp32():

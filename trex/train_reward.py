@@ -69,8 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_name", default=None,
                    help="suffix: rm_infos_<save_name>.csv and model_files_<save_name>/")
     # ours (not in the seed)
-    p.add_argument("--batch_size", type=positive_int, default=16,
-                   help="snippet pairs per optimizer step (the seed: 1)")
+    p.add_argument("--batch_size", type=positive_int, default=64,
+                   help="snippet pairs per optimizer step (the seed: 1); every distinct frame of a "
+                        "batch goes through the network once")
+    p.add_argument("--lr_scaling", choices=("sqrt", "none"), default="sqrt",
+                   help="sqrt: Adam's step size is lr * sqrt(batch_size) (square-root scaling rule, "
+                        "Malladi et al. 2022), so --lr keeps the seed's per-pair meaning; none: lr as given")
+    p.add_argument("--max_batch_frames", type=positive_int, default=1024,
+                   help="most distinct frames in one training pass (~0.9 MB of activations each); "
+                        "larger batches are split, with exact gradients and one extra forward")
     p.add_argument("--num_val_snippets", type=positive_int, default=1000,
                    help="validation pairs (the seed: 1000)")
     p.add_argument("--num_test_snippets", type=positive_int, default=1000, help="test pairs (the seed: 1000)")
@@ -183,8 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_num_epochs=args.max_num_epochs, patience=args.patience, lr=args.lr, lam_l1=args.lam_l1,
         weight_decay=args.weight_decay, output_abs=args.output_abs,
         use_snippet_rewards=args.use_snippet_rewards, use_clip_heuristic=args.use_clip_heuristic,
-        batch_size=args.batch_size, num_val_snippets=args.num_val_snippets,
-        num_test_snippets=args.num_test_snippets,
+        batch_size=args.batch_size, lr_scaling=args.lr_scaling, num_val_snippets=args.num_val_snippets,
+        num_test_snippets=args.num_test_snippets, max_batch_frames=args.max_batch_frames,
     )
     data = make_data(demos, test, cfg, rng)
     log.info("chosen demos: returns %s, lengths %d..%d; %d training / %d validation demos; "

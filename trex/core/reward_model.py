@@ -133,7 +133,7 @@ def frames_to_input(frames: np.ndarray | torch.Tensor, device: torch.device,
 @torch.no_grad()
 def predict_frame_rewards(net: RewardNet, frames: np.ndarray | torch.Tensor, device: torch.device,
                           bf16: bool = False, channels_last: bool = True,
-                          batch_size: int = 2048) -> np.ndarray:
+                          batch_size: int = 1024) -> np.ndarray:
     """Per-frame rewards float32 (N,) for uint8 frames (N, 64, 64, 3) or (N, 3, 64, 64),
     in chunks of ``batch_size`` frames (one forward per chunk)."""
     n = len(frames)
@@ -263,7 +263,7 @@ class RewardFunction:
     """
 
     def __init__(self, net: RewardNet, meta: Mapping[str, Any], device: torch.device,
-                 bf16: bool, channels_last: bool = True, batch_size: int = 4096) -> None:
+                 bf16: bool, channels_last: bool = True, batch_size: int = 1024) -> None:
         self.net = net
         self.meta = dict(meta)
         self.device = device

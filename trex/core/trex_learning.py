@@ -334,6 +334,26 @@ def frames_mask(demos: DemoSet, pairs: PairSet) -> np.ndarray:
 # ----------------------------------------------------------------------------- network passes
 
 
+def _batch_frames(demos: DemoSet, pairs: PairSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct frames (U,), index of each snippet frame into them (S,), snippet id (S,))."""
+    gs = pairs.global_starts(demos)
+    frame, seg = snippet_frames(gs.ravel(), np.repeat(pairs.length, 2))
+    uniq, inv = np.unique(frame, return_inverse=True)
+    return uniq, inv, seg
+
+
+def _segment_returns(r: torch.Tensor, inv: np.ndarray, seg: np.ndarray, n_pairs: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Snippet sums of per-frame rewards r (U,): returns (B, 2) and summed |r| (B, 2)."""
+    device = r.device
+    per_use = r.float()[torch.from_numpy(inv).to(device)]
+    seg_t = torch.from_numpy(seg).to(device)
+    n = 2 * n_pairs
+    ret = torch.zeros(n, device=device).index_add_(0, seg_t, per_use).view(-1, 2)
+    absr = torch.zeros(n, device=device).index_add_(0, seg_t, per_use.abs()).view(-1, 2)
+    return ret, absr
+
+
 def batch_returns(net: RewardNet, demos: DemoSet, pairs: PairSet, device: torch.device,
                   bf16: bool, channels_last: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Predicted returns (B, 2) and summed |r| (B, 2) of a batch of pairs, with gradients.
@@ -341,18 +361,54 @@ def batch_returns(net: RewardNet, demos: DemoSet, pairs: PairSet, device: torch.
     Each distinct frame of the batch goes through the network once; snippet sums are
     segment sums of the per-frame rewards. Also returns the number of distinct frames.
     """
-    gs = pairs.global_starts(demos)
-    frame, seg = snippet_frames(gs.ravel(), np.repeat(pairs.length, 2))
-    uniq, inv = np.unique(frame, return_inverse=True)
+    uniq, inv, seg = _batch_frames(demos, pairs)
     x = frames_to_input(demos.frames[uniq], device, channels_last)
     with autocast(device, bf16):
         r = net(x)
-    r = r.float()[torch.from_numpy(inv).to(device)]
-    seg_t = torch.from_numpy(seg).to(device)
-    n = 2 * len(pairs)
-    ret = torch.zeros(n, device=device).index_add_(0, seg_t, r).view(-1, 2)
-    absr = torch.zeros(n, device=device).index_add_(0, seg_t, r.abs()).view(-1, 2)
+    ret, absr = _segment_returns(r, inv, seg, len(pairs))
     return ret, absr, len(uniq)
+
+
+def train_step(net: RewardNet, opt: torch.optim.Optimizer, demos: DemoSet, pairs: PairSet,
+               lam_l1: float, device: torch.device, bf16: bool, channels_last: bool = True,
+               max_frames: int = 1024) -> tuple[float, torch.Tensor, torch.Tensor, int]:
+    """One optimizer step on a batch of pairs: (loss, returns (B, 2), |r| sums (B, 2), distinct frames).
+
+    Up to ``max_frames`` distinct frames: one forward/backward over them. More: activations
+    would not fit (~0.9 MB per frame), so the frames go through the network in chunks twice
+    -- a no-grad forward gives the per-frame rewards, the loss's gradient with respect to
+    each frame's reward follows from them, and a second forward/backward per chunk
+    accumulates the exact parameter gradient (memory bounded by the chunk, one extra forward).
+    """
+    opt.zero_grad(set_to_none=True)
+    uniq, inv, seg = _batch_frames(demos, pairs)
+    if len(uniq) <= max_frames:
+        x = frames_to_input(demos.frames[uniq], device, channels_last)
+        with autocast(device, bf16):
+            r = net(x)
+        ret, absr = _segment_returns(r, inv, seg, len(pairs))
+        loss = trex_loss(ret, absr, lam_l1)
+        loss.backward()
+    else:
+        chunks = [slice(lo, lo + max_frames) for lo in range(0, len(uniq), max_frames)]
+        with torch.no_grad():
+            parts = []
+            for c in chunks:
+                x = frames_to_input(demos.frames[uniq[c]], device, channels_last)
+                with autocast(device, bf16):
+                    parts.append(net(x).float())
+        r = torch.cat(parts).requires_grad_(True)
+        ret, absr = _segment_returns(r, inv, seg, len(pairs))
+        loss = trex_loss(ret, absr, lam_l1)
+        loss.backward()
+        grad = r.grad
+        for c in chunks:
+            x = frames_to_input(demos.frames[uniq[c]], device, channels_last)
+            with autocast(device, bf16):
+                rc = net(x)
+            rc.float().backward(grad[c])
+    opt.step()
+    return float(loss.detach()), ret.detach(), absr.detach(), len(uniq)
 
 
 def trex_loss(returns: torch.Tensor, abs_sums: torch.Tensor, lam_l1: float) -> torch.Tensor:
@@ -365,7 +421,7 @@ def trex_loss(returns: torch.Tensor, abs_sums: torch.Tensor, lam_l1: float) -> t
 @torch.no_grad()
 def frame_rewards(net: RewardNet, frames: np.ndarray, device: torch.device, bf16: bool,
                   mask: np.ndarray | None = None, channels_last: bool = True,
-                  batch_size: int = 2048) -> np.ndarray:
+                  batch_size: int = 512) -> np.ndarray:
     """Per-frame rewards float32 (F,) of uint8 frames (F, 64, 64, 3); frames outside
     ``mask`` (bool (F,)) are skipped and left 0. One forward per chunk of frames."""
     n = len(frames)
@@ -399,9 +455,18 @@ def pair_returns(demos: DemoSet, rewards: np.ndarray, pairs: PairSet) -> tuple[n
 # ----------------------------------------------------------------------------- training
 
 
+LR_SCALINGS = ("sqrt", "none")
+
+
 @dataclass
 class TrexConfig:
-    """Training settings; defaults are the seed's (weight_decay as in its latest version)."""
+    """Training settings; defaults are the seed's (weight_decay as in its latest version).
+
+    ``lr`` is the seed's per-pair learning rate (it took one pair per Adam step). With
+    ``batch_size`` pairs per step, Adam's step size is ``lr * sqrt(batch_size)`` (the
+    square-root scaling rule for Adam, Malladi et al. 2022, arXiv 2205.10287) unless
+    ``lr_scaling="none"``; ``batch_size=1`` is exactly the seed's optimizer.
+    """
 
     num_snippets: int = 50000
     min_snippet_length: int = 20
@@ -415,11 +480,13 @@ class TrexConfig:
     output_abs: bool = False
     use_snippet_rewards: bool = False
     use_clip_heuristic: bool = True
-    batch_size: int = 16
+    batch_size: int = 64
+    lr_scaling: str = "sqrt"
     num_val_snippets: int = 1000
     num_test_snippets: int = 1000
     num_train_eval_snippets: int = 1000
-    eval_batch_size: int = 2048
+    eval_batch_size: int = 512
+    max_batch_frames: int = 1024
 
 
 @dataclass
@@ -467,6 +534,13 @@ def make_data(demos: DemoSet, test: DemoSet | None, cfg: TrexConfig, rng: np.ran
                     val_pairs, test_pairs, train_eval)
 
 
+def step_lr(cfg: TrexConfig) -> float:
+    """Adam's learning rate for ``cfg.batch_size`` pairs per step (see :class:`TrexConfig`)."""
+    if cfg.lr_scaling not in LR_SCALINGS:
+        raise UserError(f"--lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {cfg.lr_scaling!r}")
+    return cfg.lr * math.sqrt(cfg.batch_size) if cfg.lr_scaling == "sqrt" else cfg.lr
+
+
 def evaluate(net: RewardNet, data: TrexData, cfg: TrexConfig, device: torch.device, bf16: bool,
              channels_last: bool = True) -> dict[str, float]:
     """Accuracy and loss on train-eval, validation and test pairs, and correlations on the
@@ -512,7 +586,10 @@ def train_trex(net: RewardNet, data: TrexData, cfg: TrexConfig, rng: np.random.G
     """
     from tqdm import tqdm
 
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(net.parameters(), lr=step_lr(cfg), weight_decay=cfg.weight_decay)
+    log.info("training: %d pairs per epoch in batches of %d, Adam lr %.3g (--lr %.3g, %s scaling), "
+             "weight decay %g, lam_l1 %g", min(cfg.epoch_size, len(data.train_pairs)), cfg.batch_size,
+             step_lr(cfg), cfg.lr, cfg.lr_scaling, cfg.weight_decay, cfg.lam_l1)
     best_acc = -math.inf
     best_state: dict[str, torch.Tensor] | None = None
     best_row: dict[str, float] = {}
@@ -532,15 +609,11 @@ def train_trex(net: RewardNet, data: TrexData, cfg: TrexConfig, rng: np.random.G
         for lo in tqdm(range(0, per_epoch, cfg.batch_size), desc=f"epoch {epoch}", leave=False,
                        disable=None):
             batch = data.train_pairs.take(order[lo:lo + cfg.batch_size])
-            ret, absr, n_uniq = batch_returns(net, data.demos, batch, device, bf16, channels_last)
-            loss = trex_loss(ret, absr, cfg.lam_l1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            b = len(batch)
-            loss_sum += float(loss.detach()) * b
-            ret_sum += float(ret.detach().sum())
-            abs_sum += float(absr.detach().sum())
+            loss, ret, absr, n_uniq = train_step(net, opt, data.demos, batch, cfg.lam_l1, device, bf16,
+                                                 channels_last, cfg.max_batch_frames)
+            loss_sum += loss * len(batch)
+            ret_sum += float(ret.sum())
+            abs_sum += float(absr.sum())
             frames_seen += int(2 * batch.length.sum())
             frames_run += n_uniq
         metrics = evaluate(net, data, cfg, device, bf16, channels_last)
@@ -583,7 +656,7 @@ def train_trex(net: RewardNet, data: TrexData, cfg: TrexConfig, rng: np.random.G
 
 @torch.no_grad()
 def predict_demo_returns(net: RewardNet, demos: Iterable[Any], device: torch.device, bf16: bool,
-                         channels_last: bool = True, batch_size: int = 2048,
+                         channels_last: bool = True, batch_size: int = 512,
                          total: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stream demos (objects with ``observations`` (T, 64, 64, 3) and ``rewards``): returns
     (predicted returns (n,), true returns (n,), lengths (n,)); one demo in memory at a time."""
