@@ -32,6 +32,7 @@ bench: setup
 	$(PY) benchmarks/bench_ppo_precision.py
 	$(PY) benchmarks/bench_gen_demos.py
 	$(PY) benchmarks/bench_sweep.py
+	$(PY) benchmarks/bench_learned_reward_cost.py
 
 clean-demo:
 	rm -rf demo_output

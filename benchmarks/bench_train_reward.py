@@ -10,11 +10,14 @@ Both trainers see identical pair sets (sampled once, as (demo, start, length) in
 reference gets them as the seed's lists of frame-array views) and start from the same
 initial weights, so validation accuracies are directly comparable.
 
-Full seed sizes (slow for the reference: ~1 h per epoch on 2 CPU cores):
-    python benchmarks/bench_train_reward.py --demo_csv demos/demo_infos.csv --env_name starpilot
-Reduced (what benchmarks/README.md reports), e.g.:
+The seed's sizes (1000 pairs per epoch, 1000-pair evaluations, 100 test demos), 6 epochs, one
+torch thread for both (steadier on a shared machine), plus the 200-demo memory run (what
+benchmarks/README.md reports; ~45 min on 2 CPU cores, almost all of it the reference):
     python benchmarks/bench_train_reward.py --demo_csv demos/demo_infos.csv --env_name starpilot \
-        --epoch_size 200 --n_eval 200 --n_test_demos 30 --max_num_epochs 8 --patience 3
+        --num_dems 12 --max_num_epochs 6 --patience 6 --threads 1 --mem_num_dems 200 --out bench.json
+Reduced, a few minutes:
+    python benchmarks/bench_train_reward.py --demo_csv demos/demo_infos.csv --env_name starpilot \
+        --epoch_size 200 --n_eval 200 --n_test_demos 30 --max_num_epochs 4 --patience 4 --mem_num_dems 0
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min_length", type=nonnegative_int, default=100,
                    help="only demos longer than this (the seed: 100)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed for choosing the demos")
-    p.add_argument("--out", default=None, help="PNG to write (default figures/reward_predictions_<rm_id>.png)")
+    p.add_argument("--out", default=None,
+                   help="PNG to write (default figures/reward_predictions_<rm_id>.png)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     p.add_argument("--device", default="auto")
     return p
@@ -74,9 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
              for d in held_out.iter_demos(pick)]
     pear, spear = correlations([p.pred_rewards.sum() for p in preds], [p.true_rewards.sum() for p in preds])
     num_dems = row.get("num_dems", reward_fn.meta.get("num_dems"))
+    rm_pearson = float(row.get("pearson", float("nan")))
+    rm_spearman = float(row.get("spearman", float("nan")))
     title = (f"reward model {args.rm_id}: {args.env_name}, {args.mode}, "
              f"{'seq' if args.sequential else 'non-seq'}; {num_dems} demos; test Pearson "
-             f"{float(row.get('pearson', float('nan'))):.2f}, Spearman {float(row.get('spearman', float('nan'))):.2f}")
+             f"{rm_pearson:.2f}, Spearman {rm_spearman:.2f}")
     out = args.out or f"figures/reward_predictions_{args.rm_id}.png"
     path = plot_reward_predictions(preds, out, title=title)
     log.info("%d demos shown (Pearson %.3f, Spearman %.3f on them); wrote %s", len(preds), pear, spear, path)

@@ -19,12 +19,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-log = logging.getLogger("trex.train_reward")
-
-from trex.core.runs import (  # noqa: E402
+from trex.core.runs import (
     UserError, add_config_flag, cli_entry, nonnegative_int, parse_args, positive_float,
     positive_int, str2bool,
 )
+
+log = logging.getLogger("trex.train_reward")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import numpy as np
     import pandas as pd
-    import torch
 
     from trex.core.demos import DemoIndex
     from trex.core.device import pick_device, use_bf16
@@ -194,9 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_test_snippets=args.num_test_snippets, max_batch_frames=args.max_batch_frames,
     )
     data = make_data(demos, test, cfg, rng)
+    rets = demos.returns
+    shown = (np.round(rets, 2).tolist() if len(rets) <= 20 else
+             f"{rets.min():g} .. {np.median(rets):g} (median) .. {rets.max():g}")
     log.info("chosen demos: returns %s, lengths %d..%d; %d training / %d validation demos; "
-             "%.0f MB of frames", np.round(demos.returns, 2).tolist(), demos.lengths.min(),
-             demos.lengths.max(), len(data.train_demos), len(data.val_demos), demos.nbytes / 2**20)
+             "%.0f MB of frames", shown, demos.lengths.min(), demos.lengths.max(),
+             len(data.train_demos), len(data.val_demos), demos.nbytes / 2**20)
     log.info("pairs: %d training, %d validation, %d test; ground-truth snippet label agreement on "
              "test pairs %.3f", len(data.train_pairs), len(data.val_pairs), len(data.test_pairs),
              data.gt_snippet_acc)

@@ -68,20 +68,20 @@ def plot_correlations(rm: pd.DataFrame, out: str | os.PathLike, title: str = "",
     fig = _new_figure((max(6.0, 1.1 * len(counts) + 3), 4.5))
     ax = fig.add_subplot(1, 1, 1)
     rng = np.random.default_rng(0)  # fixed jitter: the same CSV gives the same figure
-    for k, (name, color, shift) in enumerate((("pearson", PEARSON_COLOR, -0.12),
-                                              ("spearman", SPEARMAN_COLOR, 0.12))):
+    for name, color, shift in (("pearson", PEARSON_COLOR, -0.12), ("spearman", SPEARMAN_COLOR, 0.12)):
         x = np.array([pos[n] for n in counts]) + shift
         ax.errorbar(x, summary[f"{name}_mean"], yerr=summary[f"{name}_std"], fmt="o-", color=color,
                     capsize=4, lw=1.5, ms=6, label=f"{name.capitalize()} (mean ± std)", zorder=3)
         xs = np.array([pos[n] for n in rm["num_dems"]]) + shift + rng.uniform(-0.05, 0.05, len(rm))
         ax.scatter(xs, rm[name], s=12, color=color, alpha=0.45, zorder=2,
-                   label=f"{name.capitalize()}, one run" if k < 2 else None)
+                   label=f"{name.capitalize()}, one run")
     if baseline is not None:
         bp, bs = baseline
         if np.isfinite(bp):
             ax.axhline(bp, color=PEARSON_COLOR, ls="--", lw=1.2, label=f"length baseline, Pearson ({bp:.2f})")
         if np.isfinite(bs):
-            ax.axhline(bs, color=SPEARMAN_COLOR, ls="--", lw=1.2, label=f"length baseline, Spearman ({bs:.2f})")
+            ax.axhline(bs, color=SPEARMAN_COLOR, ls="--", lw=1.2,
+                       label=f"length baseline, Spearman ({bs:.2f})")
     ax.set_xticks(range(len(counts)))
     ax.set_xticklabels([f"{n}\n({r} run{'s' if r != 1 else ''})" for n, r in zip(counts, summary["runs"])])
     ax.set_xlabel("training demos")
@@ -89,7 +89,7 @@ def plot_correlations(rm: pd.DataFrame, out: str | os.PathLike, title: str = "",
     lo = min(0.0, float(np.nanmin(rm[["pearson", "spearman"]].to_numpy())) - 0.05) if len(rm) else 0.0
     ax.set_ylim(max(-1.05, lo), 1.05)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8, framealpha=0.8)
     if title:
         ax.set_title(title)
     return save_png(fig, out)

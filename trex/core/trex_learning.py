@@ -97,8 +97,8 @@ class DemoSet:
             raise ValueError("observations and rewards differ in number of demos")
         lengths = np.array([len(o) for o in observations], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        frames = np.empty((int(offsets[-1]), *np.shape(observations[0])[1:]) if len(observations) else (0, 64, 64, 3),
-                          dtype=np.uint8)
+        shape = (int(offsets[-1]), *np.shape(observations[0])[1:]) if len(observations) else (0, 64, 64, 3)
+        frames = np.empty(shape, dtype=np.uint8)
         rew = np.empty(int(offsets[-1]), dtype=np.float32)
         for i, (o, r) in enumerate(zip(observations, rewards)):
             if len(r) != len(o):
@@ -109,7 +109,8 @@ class DemoSet:
             ret = np.array([float(np.sum(r, dtype=np.float64)) for r in rewards], dtype=np.float64)
         else:
             ret = np.asarray(returns, dtype=np.float64)
-        return cls(frames, rew, offsets, ret, list(ids) if ids is not None else [str(i) for i in range(len(lengths))])
+        names = list(ids) if ids is not None else [str(i) for i in range(len(lengths))]
+        return cls(frames, rew, offsets, ret, names)
 
     @classmethod
     def from_index(cls, index: Any, ids: Sequence[str], desc: str = "loading demos") -> DemoSet:
