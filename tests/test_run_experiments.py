@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TINY_TRAIN_REWARD, make_tiny_demos
 from trex import run_experiments
 from trex.core import sweeps
 
@@ -78,38 +79,6 @@ def sweep(stage: str, *args: str) -> int:
 
 
 # ----------------------------------------------------------------------------- end to end
-
-
-# tiny train_reward runs (a few seconds each): 40 snippet pairs, one epoch
-TINY_TRAIN_REWARD = ["--num_snippets", "40", "--epoch_size", "20", "--max_num_epochs", "1",
-                     "--patience", "1", "--min_snippet_length", "5", "--max_snippet_length", "10",
-                     "--num_val_snippets", "10", "--num_test_snippets", "10", "--batch_size", "8"]
-
-
-def make_tiny_demos(root: Path, num_train: int = 12, num_test: int = 4, length: int = 20) -> Path:
-    """Synthetic starpilot demos written with the demo store; returns the index CSV."""
-    import numpy as np
-
-    from trex.core.demos import append_index, write_demo
-
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(num_train + num_test):
-        set_name = "train" if i < num_train else "test"
-        ret = float(i % num_train)
-        T = length + i % 5
-        obs = rng.integers(0, 40, size=(T, 64, 64, 3), dtype=np.uint8)
-        obs[:, :8, :8, :] = int(ret * 20)  # brightness tells the return: learnable
-        rewards = np.zeros(T, np.float32)
-        rewards[-1] = ret
-        demo_id = f"tiny_{i:03d}"
-        write_demo(root / "demo_files", demo_id, obs, rng.integers(0, 15, T), rewards)
-        rows.append({"demo_id": demo_id, "env_name": "starpilot", "mode": "easy", "length": T,
-                     "return": ret, "set_name": set_name, "sequential": 0,
-                     "level_seed": i if set_name == "train" else 10**9 + i, "policy": "synthetic",
-                     "noise": 0.0, "file": f"demo_files/{demo_id}.npz"})
-    append_index(root / "demo_infos.csv", rows)
-    return root / "demo_infos.csv"
 
 
 @pytest.fixture(scope="module")

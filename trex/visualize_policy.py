@@ -13,7 +13,7 @@ from pathlib import Path
 
 from trex.core.device import PRECISIONS
 from trex.core.runs import (
-    UserError, add_config_flag, cli_entry, nonnegative_int, parse_args, positive_int,
+    add_config_flag, cli_entry, nonnegative_int, parse_args, positive_int,
     setup_logging, str2bool,
 )
 
@@ -49,23 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from trex.core.device import pick_device
     from trex.core.envs import check_distribution_mode, check_env_name, make_procgen_env
-    from trex.core.evaluation import random_act_fn
-    from trex.core.policy import act, load_policy
+    from trex.core.evaluation import load_act_fn
     from trex.core.video import tile, upscale, write_mp4
 
-    if args.load_path == "random":
-        if args.env_name is None:
-            raise UserError("--env_name is required with --load_path random")
-        meta: dict = {"env_name": args.env_name}
-        act_fn = random_act_fn(args.seed)
-        tag = "random"
-    else:
-        policy, meta = load_policy(args.load_path, pick_device(args.device), args.precision,
-                                   expected_env=args.env_name)
-        act_fn = lambda obs: act(policy, obs, args.deterministic)  # noqa: E731
-        tag = Path(args.load_path).stem
+    act_fn, meta = load_act_fn(args.load_path, args.env_name, device=args.device,
+                               precision=args.precision, deterministic=args.deterministic,
+                               seed=args.seed)
+    tag = "random" if args.load_path == "random" else Path(args.load_path).stem
     env_name = check_env_name(args.env_name or meta["env_name"])
     mode = check_distribution_mode(args.distribution_mode or meta.get("distribution_mode", "easy"))
     out = Path(args.out or f"Videos/policy_{env_name}_{tag}.mp4")

@@ -110,3 +110,19 @@ def run_episodes(act_fn: ActFn, env_name: str, *, distribution_mode: str = "easy
     env.close()
     return EpisodeStats(np.concatenate(returns), np.concatenate(lengths),
                         np.concatenate(levels), np.concatenate(truncs))
+
+
+def load_act_fn(load_path: str, env_name: str | None, *, device: str = "auto",
+                precision: str = "auto", deterministic: bool = False, seed: int = 0
+                ) -> tuple[ActFn, dict]:
+    """(act_fn, checkpoint meta) for a checkpoint path, or for ``"random"`` (then
+    ``env_name`` is required). UserError for a missing/corrupt checkpoint or one of another game."""
+    if load_path == "random":
+        if env_name is None:
+            raise UserError("--env_name is required with --load_path random")
+        return random_act_fn(seed), {"env_name": env_name}
+    from trex.core.device import pick_device
+    from trex.core.policy import act, load_policy
+
+    policy, meta = load_policy(load_path, pick_device(device), precision, expected_env=env_name)
+    return (lambda obs: act(policy, obs, deterministic)), meta
