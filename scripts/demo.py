@@ -117,7 +117,7 @@ def main() -> None:
 
     # 7. figures and videos
     stage("plot_policy_returns", "--runs", *runs.values(), "--demo_csv", demo_csv,
-          "--out", figures / "policy_returns.png")
+          "--test_csv", results, "--out", figures / "policy_returns.png")
     expert_last = pd.read_csv(expert_dir / "checkpoints.csv").sort_values("timesteps")["file"].iloc[-1]
     stage("visualize_policy", "--load_path", expert_dir / expert_last, "--video_length", 300,
           "--num_screens", 4, "--out", out / "Videos" / "expert.mp4")

@@ -68,6 +68,19 @@ def test_ppo_on_learned_and_constant_reward_then_test_and_plot(tiny_expert, tiny
     assert plot_returns(["--runs", str(learned_dir), str(const_dir), str(tiny_expert), "--demo_csv",
                          str(tiny_loop["demos"] / "demo_infos.csv"), "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # with each run's held-out score from test_policy's CSV
+    png2 = tmp_path / "returns_held_out.png"
+    assert plot_returns(["--runs", str(learned_dir), str(const_dir), "--test_csv", str(out),
+                         "--out", str(png2)]) == 0
+    assert png2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from trex.core.policy_plots import read_held_out_scores
+
+    held_out, _ = read_held_out_scores(out, [learned_dir, const_dir])
+    assert [len(scores) for scores in held_out] == [1, 1]  # the unseen-level row of each run
+    bad = tmp_path / "bad.png"
+    assert plot_returns(["--runs", str(learned_dir), "--test_csv", str(learned_dir / "progress.csv"),
+                         "--out", str(bad)]) == 2
+    assert not bad.exists()
     assert plot_returns(["--runs", str(tiny_expert), "--out", str(tmp_path / "none.png")]) == 2
     assert not (tmp_path / "none.png").exists()
 

@@ -1,7 +1,8 @@
 """Compare PPO runs on different rewards: true return against steps, with the demos' range.
 
     python -m trex.plot_policy_returns --runs experts/starpilot/easy experts/starpilot/easy/rm_XXXX \
-        experts/starpilot/easy/constant_1 --demo_csv demos/demo_infos.csv --out figures/policy_returns.png
+        experts/starpilot/easy/constant_1 --demo_csv demos/demo_infos.csv \
+        --test_csv results/test_policy.csv --out figures/policy_returns.png
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env_name", default=None, help="filter the demos (default: all in the CSVs)")
     p.add_argument("--distribution_mode", default=None)
     p.add_argument("--set_name", default="train", choices=("train", "test"), help="which demos to draw")
+    p.add_argument("--test_csv", default=None,
+                   help="test_policy CSV: mark each run's checkpoints' held-out return (and a random policy's)")
+    p.add_argument("--test_level_set", default="test", choices=("train", "test"),
+                   help="which test_policy level set to mark (test = unseen levels)")
     p.add_argument("--title", default="")
     p.add_argument("--out", default="figures/policy_returns.png")
     return p
@@ -41,13 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.labels is not None and len(args.labels) != len(args.runs):
         raise UserError(f"--labels has {len(args.labels)} entries for {len(args.runs)} runs")
     labels = args.labels or [None] * len(args.runs)
-    curves = []
+    all_curves = []
     for run, label in zip(args.runs, labels):
         curve = read_curve(run, label)
         if len(curve.timesteps) == 0:
             log.warning("%s: no finished episode yet, left out of the figure", run)
-        else:
-            curves.append(curve)
+            curve = None
+        all_curves.append(curve)
+    curves = [c for c in all_curves if c is not None]
     if not curves:
         raise UserError("none of the runs has finished an episode yet")
     demo_returns = None
@@ -60,7 +66,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(index) == 0:
             raise UserError(f"no {args.set_name} demos match in {', '.join(args.demo_csv)}")
         demo_returns = index.df["return"].to_numpy(float)
-    out = plot_policy_returns(curves, args.out, demo_returns, args.title)
+    held_out, random_score = None, None
+    if args.test_csv:
+        from trex.core.policy_plots import read_held_out_scores
+
+        kept_runs = [run for run, curve in zip(args.runs, all_curves) if curve is not None]
+        held_out, random_score = read_held_out_scores(args.test_csv, kept_runs, args.test_level_set,
+                                                      args.env_name)
+        if not any(held_out):
+            log.warning("%s has no %s-level rows for checkpoints of these runs", args.test_csv,
+                        args.test_level_set)
+    out = plot_policy_returns(curves, args.out, demo_returns, args.title, held_out, random_score,
+                              "unseen levels" if args.test_level_set == "test" else "training levels")
     log.info("wrote %s", out)
     return 0
 

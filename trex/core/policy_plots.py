@@ -4,6 +4,9 @@ One line per run (true reward, learned reward, constant reward, ...) from each r
 ``progress.csv`` (``true_return_mean``: the game's own return, whatever the run optimised),
 with the demonstrations' return range drawn as a band, so one sees whether a policy trained
 on a learned reward beats its demonstrators (T-REX's claim, Brown et al. 2019, arXiv 1904.06387).
+Optionally, each run's held-out score from ``test_policy``'s CSV (mean true return on unseen
+levels, with its standard error) is drawn as a marker at its checkpoint's step, and a random
+policy's score on the same levels as a line.
 """
 
 from __future__ import annotations
@@ -65,10 +68,72 @@ def read_curve(path: str | os.PathLike, label: str | None = None) -> RunCurve:
     return RunCurve(label or run_label(csv.parent), df["timesteps"].to_numpy(), df[col].to_numpy(float))
 
 
+@dataclass
+class HeldOutScore:
+    """One test_policy row: a checkpoint's mean true return over ``episodes`` episodes on a
+    level set, with the standard error of that mean."""
+
+    timesteps: int
+    mean: float
+    sem: float
+    episodes: int
+
+
+TEST_CSV_COLUMNS = ("load_path", "timesteps", "level_set", "env_name", "episodes",
+                    "return_mean", "return_std")
+
+
+def _score(row: pd.Series) -> HeldOutScore:
+    n = int(row["episodes"])
+    sem = float(row["return_std"]) / np.sqrt(n - 1) if n > 1 else float("nan")  # std is ddof=0
+    ts = pd.to_numeric(row["timesteps"], errors="coerce")
+    return HeldOutScore(0 if pd.isna(ts) else int(ts), float(row["return_mean"]), sem, n)
+
+
+def read_held_out_scores(test_csv: str | os.PathLike, run_paths: Sequence[str | os.PathLike],
+                         level_set: str = "test", env_name: str | None = None,
+                         ) -> tuple[list[list[HeldOutScore]], HeldOutScore | None]:
+    """Scores from a test_policy CSV: for each run (a run directory or its progress.csv), the
+    rows of checkpoints inside that directory on ``level_set``, the latest row per checkpoint,
+    sorted by step; and the latest random-policy row on those levels (of ``env_name``, or of
+    the runs' game), or None."""
+    csv = Path(test_csv)
+    if not csv.is_file():
+        raise UserError(f"no test_policy CSV at {csv}")
+    try:
+        df = pd.read_csv(csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise UserError(f"{csv} is not a valid CSV ({type(err).__name__})") from None
+    missing = [c for c in TEST_CSV_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"{csv} is not a test_policy CSV (missing {', '.join(missing)})")
+    df = df[df["level_set"] == level_set]
+    is_random = df["load_path"].astype(str) == "random"
+    checkpoint_rows = df[~is_random]
+    parents = checkpoint_rows["load_path"].map(lambda p: Path(str(p)).resolve().parent)
+    per_run, envs = [], set()
+    for run in run_paths:
+        run_dir = Path(run).resolve()
+        run_dir = run_dir.parent if run_dir.is_file() else run_dir
+        rows = checkpoint_rows[parents == run_dir].drop_duplicates("load_path", keep="last")
+        envs.update(rows["env_name"])
+        per_run.append(sorted((_score(r) for _, r in rows.iterrows()), key=lambda s: s.timesteps))
+    random_rows = df[is_random]
+    wanted_envs = {env_name} if env_name else envs
+    random_rows = random_rows[random_rows["env_name"].isin(wanted_envs)]
+    random_score = _score(random_rows.iloc[-1]) if len(random_rows) else None
+    return per_run, random_score
+
+
 def plot_policy_returns(curves: Sequence[RunCurve], out: str | os.PathLike,
-                        demo_returns: np.ndarray | None = None, title: str = "") -> Path:
+                        demo_returns: np.ndarray | None = None, title: str = "",
+                        held_out: Sequence[Sequence[HeldOutScore]] | None = None,
+                        random_score: HeldOutScore | None = None,
+                        held_out_name: str = "unseen levels") -> Path:
     """True return vs steps, one line per run; the demos' 10th-90th percentile return as a
-    band, their median as a dotted line and their best as a dashed line. Writes a PNG."""
+    band, their median as a dotted line and their best as a dashed line. ``held_out[i]``
+    (optional) are run i's test_policy scores, drawn as diamonds with standard-error bars in
+    the run's colour; ``random_score`` a random policy's, as a dash-dotted line. Writes a PNG."""
     fig = _new_figure((7.5, 4.5))
     ax = fig.add_subplot(1, 1, 1)
     if demo_returns is not None and len(demo_returns):
@@ -79,10 +144,23 @@ def plot_policy_returns(curves: Sequence[RunCurve], out: str | os.PathLike,
                    label=f"demos ({n}): 10th-90th percentile return {lo:.1f} to {hi:.1f}")
         ax.axhline(med, color="0.4", ls=":", lw=1.2, zorder=1, label=f"demos: median {med:.1f}")
         ax.axhline(best, color="0.4", ls="--", lw=1, zorder=1, label=f"demos: best {best:.1f}")
-    for curve in curves:
-        ax.plot(curve.timesteps, curve.true_return, marker="o", ms=3, lw=1.5, label=curve.label)
+    if random_score is not None:
+        ax.axhline(random_score.mean, color="tab:red", ls="-.", lw=1, zorder=1,
+                   label=f"random policy, {held_out_name}: {random_score.mean:.2f} "
+                         f"({random_score.episodes} episodes)")
+    for i, curve in enumerate(curves):
+        (line,) = ax.plot(curve.timesteps, curve.true_return, marker="o", ms=3, lw=1.5, label=curve.label)
+        scores = held_out[i] if held_out is not None else []
+        for s in scores:
+            ax.errorbar([s.timesteps], [s.mean], yerr=[s.sem], fmt="D", ms=7, color=line.get_color(),
+                        mec="black", capsize=4, zorder=5)
+            ax.annotate(f"{s.mean:.2f}", (s.timesteps, s.mean), xytext=(6, 4),
+                        textcoords="offset points", fontsize=8, color=line.get_color())
+    if held_out is not None and any(held_out):
+        ax.errorbar([], [], yerr=[], fmt="D", ms=7, color="white", mec="black", capsize=4,
+                    label=f"{held_out_name}: test_policy mean +- s.e.")
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("true return (last 100 training episodes)")
+    ax.set_ylabel("true return (lines: last 100 training episodes)")
     ax.set_title(title or "PPO on different rewards, scored by the game's true reward")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
