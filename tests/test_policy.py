@@ -75,6 +75,24 @@ def test_fast_path_matches_fp32_logits(tiny_expert):
     assert (probs_f - probs_p).abs().max() < 0.02
 
 
+def test_acting_sees_the_frames_ppo_trains_on(tiny_expert):
+    """act/action_logits feed the uint8 frames as PPO's update does (SB3 scales by 1/255 once);
+    a second scaling would leave the policy nearly blind at test time."""
+    path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
+    policy, _ = load_policy(path, device="cpu", precision="fp32")
+    torch.nn.init.normal_(policy.action_net.weight, std=1.0)  # make logits depend strongly on the input
+    env = make_procgen_env("coinrun", 6, seed=4)
+    obs = env.reset()
+    for _ in range(5):
+        obs, *_ = env.step(np.arange(6) % 15)
+    actions = torch.arange(6) % 15
+    with torch.no_grad():  # PPO.train: evaluate_actions on the rollout buffer's float32 copy of the frames
+        _, ppo_logp, _ = policy.evaluate_actions(torch.as_tensor(obs).float(), actions)
+    logits = action_logits(policy, obs)
+    assert torch.allclose(logits.log_softmax(-1)[torch.arange(6), actions], ppo_logp, atol=1e-4)
+    np.testing.assert_array_equal(act(policy, obs, deterministic=True), logits.argmax(-1).numpy())
+
+
 def test_impala_shapes():
     from gymnasium import spaces
 

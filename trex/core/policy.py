@@ -174,6 +174,7 @@ def build_ppo(env, *, nsteps: int, nminibatches: int, ppo_epochs: int, learning_
 
 
 @torch.no_grad()
+@torch.no_grad()
 def act(policy: ActorCriticPolicy, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
     """Actions for a batch of observations in one forward: uint8 (N, 3, 64, 64) -> int64 (N,).
 
@@ -181,22 +182,20 @@ def act(policy: ActorCriticPolicy, obs: np.ndarray, deterministic: bool = False)
     """
     if obs.ndim == 4 and obs.shape[-1] == 3 and obs.shape[1] != 3:
         obs = obs.transpose(0, 3, 1, 2)
-    device = policy.device
-    tensor = torch.as_tensor(obs, device=device)
-    dist = policy.get_distribution(_preprocess(policy, tensor))
+    dist = policy.get_distribution(torch.as_tensor(obs, device=policy.device))
     actions = dist.mode() if deterministic else dist.sample()
     return actions.cpu().numpy().astype(np.int64)
 
 
-def _preprocess(policy: ActorCriticPolicy, obs: torch.Tensor) -> torch.Tensor:
-    return obs.float() / 255.0 if policy.normalize_images else obs.float()
-
-
 @torch.no_grad()
 def action_logits(policy: ActorCriticPolicy, obs: np.ndarray) -> torch.Tensor:
-    """Action logits, fp32 (N, 15), for uint8 observations (N, 3, 64, 64)."""
-    tensor = _preprocess(policy, torch.as_tensor(obs, device=policy.device))
-    return policy.get_distribution(tensor).distribution.logits.float()
+    """Action logits, fp32 (N, 15), for uint8 observations (N, 3, 64, 64).
+
+    The raw uint8 frames go in: SB3's ``get_distribution`` scales images to [0, 1] itself
+    (``preprocess_obs``), exactly as in PPO's rollouts and updates; scaling here too would
+    feed the network frames divided by 255 twice.
+    """
+    return policy.get_distribution(torch.as_tensor(obs, device=policy.device)).distribution.logits.float()
 
 
 # ----------------------------------------------------------------------------- checkpoints
