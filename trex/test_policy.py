@@ -77,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_name = check_env_name(args.env_name or meta["env_name"])
     mode = check_distribution_mode(args.distribution_mode or meta.get("distribution_mode", "easy"))
     ranges = level_ranges(meta, args)
+    # absolute, so that plot_policy_returns --test_csv can match rows to runs from any directory
+    load_path = args.load_path if args.load_path == "random" else str(Path(args.load_path).resolve())
     rows = []
     for level_set in args.level_sets:
         start, num = ranges[level_set]
@@ -85,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              max_steps=args.max_steps, seed=args.seed)
         s = stats.summary()
         rows.append({
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_path": args.load_path,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_path": load_path,
             "timesteps": meta.get("timesteps", ""), "reward": meta.get("reward", "true"),
             "env_name": env_name, "distribution_mode": mode, "level_set": level_set,
             "start_level": start, "num_levels": num, "deterministic": args.deterministic,
