@@ -42,6 +42,27 @@ def stage(name: str, *args: str | Path) -> None:
     print(f"  ({time.time() - t0:.0f} s)", flush=True)
 
 
+def stages_together(log_dir: Path, *calls: tuple[str, list]) -> None:
+    """Run several stages at once (one per core), each logging to ``log_dir/<i>_<name>.log``;
+    print each one's last log line; stop the demo if any fails."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    t0, running = time.time(), []
+    for i, (name, args) in enumerate(calls):
+        log = log_dir / f"{i}_{name}.log"
+        print(f"\n$ {shlex.join(['python', '-m', f'trex.{name}', *map(str, args)])}  > {log}", flush=True)
+        with open(log, "w") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", f"trex.{name}", *map(str, args)],
+                                    env={**os.environ, **THREADS}, stdout=fh, stderr=subprocess.STDOUT)
+        running.append((name, log, proc))
+    failed = [name for name, _, proc in running if proc.wait() != 0]
+    for _, log, _ in running:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        print(f"  {log.name}: {lines[-1][:160] if lines else '(empty)'}")
+    if failed:
+        sys.exit(f"demo stopped: {', '.join(failed)} failed (see {log_dir})")
+    print(f"  ({time.time() - t0:.0f} s)", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="demo_output", help="where everything goes (must not exist yet)")
@@ -79,7 +100,7 @@ def main() -> None:
     stage("run_experiments", "--env_name", ENV, "--num_dems", 20, 40, "--num_seeds", 2,
           "--jobs", 2, "--save_name", "demo",
           "--pass_args", f"--demo_csv {demo_csv} --save_dir {rms} --log_dir {out / 'LOGS'} "
-          "--num_snippets 4000 --epoch_size 1000 --max_num_epochs 4 --patience 2 "
+          "--num_snippets 2000 --epoch_size 500 --max_num_epochs 4 --patience 2 "
           "--min_snippet_length 10 --max_snippet_length 40 --num_val_snippets 300 "
           "--num_test_snippets 300 --batch_size 32")
     rm_csv = rms / "rm_infos_demo.csv"
@@ -96,10 +117,15 @@ def main() -> None:
           "--out", figures / "reward_predictions.png")
 
     # 5. PPO on the best learned reward, and on the live-long constant reward
-    stage("train_policy", "--env_name", ENV, *ppo, "--timesteps_per_proc", args.policy_steps,
-          "--log_dir", experts, "--rm_id", best_id, "--reward_csv", rm_csv, "--seed", 1, *threads)
-    stage("train_policy", "--env_name", ENV, *ppo, "--timesteps_per_proc", args.policy_steps,
-          "--log_dir", experts, "--constant_reward", 1, "--seed", 1, *threads)
+    # (both at once: one core each)
+    stages_together(
+        out / "LOGS" / "ppo",
+        ("train_policy", ["--env_name", ENV, *ppo, "--timesteps_per_proc", args.policy_steps,
+                          "--log_dir", experts, "--rm_id", best_id, "--reward_csv", rm_csv,
+                          "--seed", 1, *threads]),
+        ("train_policy", ["--env_name", ENV, *ppo, "--timesteps_per_proc", args.policy_steps,
+                          "--log_dir", experts, "--constant_reward", 1, "--seed", 1, *threads]),
+    )
     runs = {
         "expert (true reward)": expert_dir,
         f"learned reward {best_id}": expert_dir / f"rm_{best_id}",

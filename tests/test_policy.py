@@ -122,6 +122,20 @@ def test_test_policy_reports_train_and_unseen_levels(tiny_expert, tmp_path):
     assert len(pd.read_csv(out)) == 3
 
 
+def test_test_policy_same_seed_same_numbers(tiny_expert, tmp_path):
+    """The policy samples actions with torch's generator: --seed fixes it as well as the levels."""
+    from trex.test_policy import main
+
+    path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
+    out = tmp_path / "results.csv"
+    for seed in ("3", "3"):
+        assert main(["--load_path", str(path), "--num_runs", "4", "--num_envs", "2", "--max_steps", "40",
+                     "--level_sets", "train", "--seed", seed, "--out_csv", str(out)]) == 0
+    df = pd.read_csv(out)
+    stats = ["return_mean", "return_std", "length_mean", "length_std", "truncated"]
+    pd.testing.assert_series_equal(df.loc[0, stats], df.loc[1, stats], check_names=False)
+
+
 def test_episode_quotas_sum():
     from trex.core.evaluation import episode_quotas
 

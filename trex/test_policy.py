@@ -18,7 +18,7 @@ from pathlib import Path
 from trex.core.device import PRECISIONS
 from trex.core.runs import (
     add_config_flag, cli_entry, nonnegative_int, parse_args, positive_int,
-    setup_logging, str2bool,
+    seed_everything, setup_logging, str2bool,
 )
 
 log = logging.getLogger("trex.test_policy")
@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trex.core.evaluation import load_act_fn, run_episodes
     from trex.core.runs import append_csv_rows
 
+    seed_everything(args.seed)  # the policy samples its actions with torch's generator
     act_fn, meta = load_act_fn(args.load_path, args.env_name, device=args.device,
                                precision=args.precision, deterministic=args.deterministic,
                                seed=args.seed)

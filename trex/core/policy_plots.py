@@ -149,13 +149,14 @@ def plot_policy_returns(curves: Sequence[RunCurve], out: str | os.PathLike,
                    label=f"random policy, {held_out_name}: {random_score.mean:.2f} "
                          f"({random_score.episodes} episodes)")
     for i, curve in enumerate(curves):
-        (line,) = ax.plot(curve.timesteps, curve.true_return, marker="o", ms=3, lw=1.5, label=curve.label)
         scores = held_out[i] if held_out is not None else []
+        label = curve.label
+        if scores:  # the latest tested checkpoint's score goes into the legend
+            label += f"; {held_out_name} {scores[-1].mean:.2f} +- {scores[-1].sem:.2f}"
+        (line,) = ax.plot(curve.timesteps, curve.true_return, marker="o", ms=3, lw=1.5, label=label)
         for s in scores:
             ax.errorbar([s.timesteps], [s.mean], yerr=[s.sem], fmt="D", ms=7, color=line.get_color(),
                         mec="black", capsize=4, zorder=5)
-            ax.annotate(f"{s.mean:.2f}", (s.timesteps, s.mean), xytext=(6, 4),
-                        textcoords="offset points", fontsize=8, color=line.get_color())
     if held_out is not None and any(held_out):
         ax.errorbar([], [], yerr=[], fmt="D", ms=7, color="white", mec="black", capsize=4,
                     label=f"{held_out_name}: test_policy mean +- s.e.")
