@@ -35,7 +35,7 @@ from torch import nn
 
 from trex.core.device import autocast, pick_device, use_bf16
 from trex.core.envs import NUM_ACTIONS
-from trex.core.runs import UserError, append_csv_rows, atomic_path
+from trex.core.runs import UserError, append_csv_rows, atomic_path, read_csv_checked
 
 log = logging.getLogger(__name__)
 
@@ -296,13 +296,7 @@ def read_manifest(models_dir: str | os.PathLike) -> pd.DataFrame:
     manifest = models_dir / MANIFEST_NAME
     if not manifest.is_file():
         raise UserError(f"no {MANIFEST_NAME} in {models_dir} (is it a train_policy checkpoint directory?)")
-    try:
-        df = pd.read_csv(manifest)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{manifest} is not a valid CSV ({type(err).__name__})") from None
-    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
-    if missing:
-        raise UserError(f"{manifest} lacks column(s) {', '.join(missing)}")
+    df = read_csv_checked(manifest, "checkpoint manifest", MANIFEST_COLUMNS)
     df = df.drop_duplicates("file", keep="last")
     df = df[[(models_dir / f).is_file() for f in df["file"]]].reset_index(drop=True)
     if df.empty:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from trex.core.plots import _new_figure, save_png
-from trex.core.runs import UserError
+from trex.core.runs import UserError, read_csv_checked
 
 TRUE_RETURN_COLUMNS = ("true_return_mean", "ep_return_mean")
 
@@ -55,12 +55,7 @@ def read_curve(path: str | os.PathLike, label: str | None = None) -> RunCurve:
     """Read a run directory's (or a direct) progress.csv; UserError naming the file if unusable."""
     p = Path(path)
     csv = p / "progress.csv" if p.is_dir() else p
-    if not csv.is_file():
-        raise UserError(f"no progress CSV at {csv}")
-    try:
-        df = pd.read_csv(csv)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{csv} is not a valid CSV ({type(err).__name__})") from None
+    df = read_csv_checked(csv, "progress CSV")
     col = next((c for c in TRUE_RETURN_COLUMNS if c in df.columns), None)
     if col is None or "timesteps" not in df.columns:
         raise UserError(f"{csv} lacks the timesteps/true_return_mean columns of a train_policy progress CSV")
@@ -97,16 +92,7 @@ def read_held_out_scores(test_csv: str | os.PathLike, run_paths: Sequence[str | 
     rows of checkpoints inside that directory on ``level_set``, the latest row per checkpoint,
     sorted by step; and the latest random-policy row on those levels (of ``env_name``, or of
     the runs' game), or None."""
-    csv = Path(test_csv)
-    if not csv.is_file():
-        raise UserError(f"no test_policy CSV at {csv}")
-    try:
-        df = pd.read_csv(csv)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{csv} is not a valid CSV ({type(err).__name__})") from None
-    missing = [c for c in TEST_CSV_COLUMNS if c not in df.columns]
-    if missing:
-        raise UserError(f"{csv} is not a test_policy CSV (missing {', '.join(missing)})")
+    df = read_csv_checked(test_csv, "test_policy CSV", TEST_CSV_COLUMNS)
     df = df[df["level_set"] == level_set]
     is_random = df["load_path"].astype(str) == "random"
     checkpoint_rows = df[~is_random]

@@ -235,6 +235,24 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def read_csv_checked(path: str | os.PathLike, what: str, columns: Sequence[str] = ()):
+    """``pandas.read_csv`` of a file the user pointed at; UserError (naming the file and
+    ``what`` it should be) if it is missing, not a CSV, or lacks any of ``columns``."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no {what} at {path}")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not a valid CSV ({type(err).__name__})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise UserError(f"{path} is not a {what} (missing {', '.join(missing)})")
+    return df
+
+
 def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
     """Write a JSON object to ``path`` atomically (sorted keys, indented)."""
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
