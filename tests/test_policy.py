@@ -129,7 +129,7 @@ def test_test_policy_same_seed_same_numbers(tiny_expert, tmp_path):
     path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
     out = tmp_path / "results.csv"
     for seed in ("3", "3"):
-        assert main(["--load_path", str(path), "--num_runs", "4", "--num_envs", "2", "--max_steps", "40",
+        assert main(["--load_path", str(path), "--num_runs", "6", "--num_envs", "2", "--max_steps", "300",
                      "--level_sets", "train", "--seed", seed, "--out_csv", str(out)]) == 0
     df = pd.read_csv(out)
     stats = ["return_mean", "return_std", "length_mean", "length_std", "truncated"]

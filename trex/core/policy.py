@@ -174,7 +174,6 @@ def build_ppo(env, *, nsteps: int, nminibatches: int, ppo_epochs: int, learning_
 
 
 @torch.no_grad()
-@torch.no_grad()
 def act(policy: ActorCriticPolicy, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
     """Actions for a batch of observations in one forward: uint8 (N, 3, 64, 64) -> int64 (N,).
 
