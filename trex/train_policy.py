@@ -31,8 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flag(p)
     p.add_argument("--env_name", default="starpilot")
     p.add_argument("--distribution_mode", default="easy")
-    p.add_argument("--num_levels", type=nonnegative_int, default=0, help="0 = unbounded")
-    p.add_argument("--start_level", type=nonnegative_int, default=0)
+    p.add_argument("--num_levels", type=nonnegative_int, default=None,
+                   help="training pool size, e.g. 200 for procgen's generalization protocol "
+                        "(default: the whole training range [start_level, 1e9))")
+    p.add_argument("--start_level", type=nonnegative_int, default=0,
+                   help="first level of the training pool")
     p.add_argument("--use_backgrounds", type=str2bool, default=True)
     p.add_argument("--num_envs", type=positive_int, default=64)
     p.add_argument("--nsteps", type=positive_int, default=256)
@@ -44,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_grad_norm", type=positive_float, default=0.5)
     p.add_argument("--gamma", type=positive_float, default=0.999)
     p.add_argument("--lam", type=positive_float, default=0.95)
+    p.add_argument("--norm_gamma", type=positive_float, default=0.99,
+                   help="discount of the return normalisation (baselines' VecNormalize default, "
+                        "which train-procgen uses; separate from the PPO discount --gamma)")
     p.add_argument("--clip_range", type=positive_float, default=0.2)
     p.add_argument("--timesteps_per_proc", type=positive_int, default=25_000_000,
                    help="total environment steps to reach (a resumed run continues to this total)")
@@ -118,11 +124,12 @@ def reward_setup(args: argparse.Namespace):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     setup_logging()
-    from trex.core.envs import check_distribution_mode, check_env_name
+    from trex.core.envs import check_distribution_mode, check_env_name, training_pool
     from trex.core.ppo_training import PPOConfig, check_run_dir, find_resume_checkpoint, train_ppo
 
     check_env_name(args.env_name)
     check_distribution_mode(args.distribution_mode)
+    start_level, num_levels = training_pool(args.start_level, args.num_levels)
     if (args.num_envs * args.nsteps) % args.nminibatches:
         raise UserError(f"num_envs * nsteps ({args.num_envs * args.nsteps}) must be divisible "
                         f"by nminibatches ({args.nminibatches})")
@@ -134,10 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_run_dir(run_dir, load_path)
     cfg = PPOConfig(
         env_name=args.env_name, distribution_mode=args.distribution_mode,
-        num_levels=args.num_levels, start_level=args.start_level,
+        num_levels=num_levels, start_level=start_level,
         use_backgrounds=args.use_backgrounds, num_envs=args.num_envs, nsteps=args.nsteps,
         nminibatches=args.nminibatches, ppo_epochs=args.ppo_epochs,
         learning_rate=args.learning_rate, ent_coef=args.ent_coef, gamma=args.gamma, lam=args.lam,
+        norm_gamma=args.norm_gamma,
         clip_range=args.clip_range, vf_coef=args.vf_coef, max_grad_norm=args.max_grad_norm,
         timesteps_per_proc=args.timesteps_per_proc, save_interval=args.save_interval,
         log_interval=args.log_interval, seed=args.seed, precision=args.precision,

@@ -59,6 +59,28 @@ def level_range(test_set: bool) -> tuple[int, int]:
     return TEST_LEVELS if test_set else TRAIN_LEVELS
 
 
+def training_pool(start_level: int, num_levels: int | None) -> tuple[int, int]:
+    """(start_level, num_levels) of a training pool, checked to lie inside the training range.
+
+    ``num_levels=None`` is the rest of the training range from ``start_level``. Procgen's
+    ``num_levels=0`` (unbounded: it covers the unseen test range too) is refused, so a policy,
+    a demo set or a reward model "for training" never sees a test level (Cobbe et al. 2020,
+    arXiv 1912.01588, train on N levels and test on the others).
+    """
+    first, count = TRAIN_LEVELS
+    end = first + count
+    if num_levels is None:
+        num_levels = end - start_level
+    if num_levels == 0:
+        raise UserError(f"num_levels 0 is procgen's unbounded range, which holds the unseen test "
+                        f"levels [{end}, {end + TEST_LEVELS[1]}); leave --num_levels out for the "
+                        f"whole training range [{first}, {end})")
+    if start_level < first or num_levels < 0 or start_level + num_levels > end:
+        raise UserError(f"training pool [{start_level}, {start_level + num_levels}) must lie inside "
+                        f"the training range [{first}, {end})")
+    return int(start_level), int(num_levels)
+
+
 def _import_procgen():
     # procgen imports the unmaintained `gym`, whose import prints a multi-line notice to
     # stderr; it says nothing about this toolkit (we use gymnasium), so keep it quiet.

@@ -48,7 +48,7 @@ class PPOConfig:
 
     env_name: str
     distribution_mode: str = "easy"
-    num_levels: int = 0
+    num_levels: int = 1_000_000_000
     start_level: int = 0
     use_backgrounds: bool = True
     num_envs: int = 64
@@ -59,6 +59,7 @@ class PPOConfig:
     ent_coef: float = 0.01
     gamma: float = 0.999
     lam: float = 0.95
+    norm_gamma: float = 0.99
     clip_range: float = 0.2
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
@@ -201,8 +202,9 @@ def train_ppo(cfg: PPOConfig, run_dir: Path, load_path: Path | None = None,
     """Train PPO on ``cfg.env_name`` until ``cfg.timesteps_per_proc`` total steps.
 
     ``wrap_env`` may replace the environment's reward (learned reward, constant reward);
-    it receives the raw Procgen VecEnv and its result is reward-normalised with
-    ``gamma`` as train-procgen does. Returns a summary dict (timesteps, last checkpoint,
+    it receives the raw Procgen VecEnv and its result is reward-normalised as train-procgen
+    does: baselines' ``VecNormalize(venv, ob=False)``, whose return discount is 0.99
+    (``norm_gamma``), not the PPO discount 0.999. Returns a summary dict (timesteps, last checkpoint,
     mean training return, wall time, steps/s).
     """
     resume_meta = None
@@ -216,7 +218,7 @@ def train_ppo(cfg: PPOConfig, run_dir: Path, load_path: Path | None = None,
     env = make_procgen_env(cfg.env_name, cfg.num_envs, cfg.distribution_mode, cfg.start_level,
                            cfg.num_levels, False, cfg.use_backgrounds, cfg.seed)
     inner = wrap_env(env) if wrap_env is not None else env
-    venv = VecNormalize(inner, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
+    venv = VecNormalize(inner, norm_obs=False, norm_reward=True, gamma=cfg.norm_gamma)
     writer = None
     try:
         from torch.utils.tensorboard import SummaryWriter
