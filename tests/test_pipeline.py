@@ -5,6 +5,7 @@ refusal of a reward model of another game or mode."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -81,7 +82,13 @@ def test_ppo_on_learned_and_constant_reward_then_test_and_plot(tiny_expert, tiny
     assert plot_returns(["--runs", str(learned_dir), "--test_csv", str(learned_dir / "progress.csv"),
                          "--out", str(bad)]) == 2
     assert not bad.exists()
-    assert plot_returns(["--runs", str(tiny_expert), "--out", str(tmp_path / "none.png")]) == 2
+    # a run with no finished episode has no curve to draw
+    empty = tmp_path / "empty_run"
+    shutil.copytree(tiny_expert, empty)
+    progress = pd.read_csv(empty / "progress.csv")
+    progress["true_return_mean"] = float("nan")
+    progress.to_csv(empty / "progress.csv", index=False)
+    assert plot_returns(["--runs", str(empty), "--out", str(tmp_path / "none.png")]) == 2
     assert not (tmp_path / "none.png").exists()
 
 

@@ -105,7 +105,7 @@ def test_frames_to_input_shapes():
 
 def test_rm_id_and_lookup(tmp_path):
     assert rm_id_from_seed(1234567) == "123_4567"
-    assert rm_id_from_seed(5) == "5_"
+    assert rm_id_from_seed(5) == "000_0005"
     csv = tmp_path / "rm_infos.csv"
     append_csv_rows(csv, [{"rm_id": "012_345", "env_name": "starpilot", "mode": "easy", "num_dems": 3,
                            "model_file": "model_files/012_345.safetensors"}], columns=RM_COLUMNS)

@@ -3,7 +3,8 @@
 Writes ``<log_dir>/demo_infos.csv`` (one row per demo, appended) and
 ``<log_dir>/demo_files/<demo_id>.npz``; with ``--name X`` ``demo_infos_X.csv`` and
 ``demo_files_X/``. Training demos come from levels [0, 1e9), ``--test_set`` demos from
-[1e9, 2e9).
+[1e9, 2e9); ``--start_level``/``--num_levels`` draw them from a pool of N levels inside
+that range (procgen's generalization protocol), recorded in every index row.
 
     python -m trex.gen_demos --env_name starpilot --models_dir experts/starpilot/easy --num_dems 200
     python -m trex.gen_demos --env_name starpilot --models_dir experts/starpilot/easy --num_dems 100 --test_set
@@ -40,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distribution_mode", default="easy")
     p.add_argument("--test_set", action="store_true",
                    help="demos from the unseen test levels [1e9, 2e9) instead of [0, 1e9)")
+    p.add_argument("--start_level", type=nonnegative_int, default=None,
+                   help="first level of the pool (default: 0, or 1e9 with --test_set)")
+    p.add_argument("--num_levels", type=nonnegative_int, default=None,
+                   help="pool size: demos are drawn from [start_level, start_level + num_levels), "
+                        "several per level allowed (default: the rest of the training / test range)")
     p.add_argument("--num_dems", type=positive_int, default=100, help="number of demos to collect")
     p.add_argument("--max_ep_len", type=positive_int, default=1000,
                    help="cut episodes at this length (kept, with done=False in the index)")
@@ -103,6 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     noise = check_noise(args.noise if args.noise is not None else [0.0])
     jobs = plan_jobs(args.num_dems, noise, sources)
 
+    cfg = CollectConfig(
+        env_name=args.env_name, distribution_mode=args.distribution_mode, test_set=args.test_set,
+        start_level=args.start_level, num_levels=args.num_levels, sequential=args.sequential,
+        use_backgrounds=args.use_backgrounds, max_ep_len=args.max_ep_len,
+        num_envs=args.num_envs, seed=args.seed, deterministic=args.deterministic,
+        device=args.device, precision=args.precision,
+    )
+    pool = cfg.pool()  # a clear error for a bad pool before anything is written
     csv_path, demo_dir = index_paths(args.log_dir, args.name)
     check_existing_index(csv_path)  # a clear error before anything is written
     run_dir = Path(args.log_dir) / "gen_demos_runs" / f"{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
@@ -110,17 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(run_dir / "log.txt")
     write_run_config(run_dir / "config.json", args, index=str(csv_path), demo_dir=str(demo_dir))
     seed_everything(args.seed)
-    cfg = CollectConfig(
-        env_name=args.env_name, distribution_mode=args.distribution_mode, test_set=args.test_set,
-        sequential=args.sequential, use_backgrounds=args.use_backgrounds, max_ep_len=args.max_ep_len,
-        num_envs=args.num_envs, seed=args.seed, deterministic=args.deterministic,
-        device=args.device, precision=args.precision,
-    )
     n_policies = len({j.policy.name for j in jobs})
-    log.info("collecting %d %s demos of %s (%s) from %d polic%s, noise %s, %d envs, seed %d -> %s",
-             len(jobs), "test" if args.test_set else "train", args.env_name, args.distribution_mode,
-             n_policies, "y" if n_policies == 1 else "ies", sorted({j.noise for j in jobs}), min(args.num_envs, len(jobs)),
-             args.seed, csv_path)
+    log.info("collecting %d %s demos of %s (%s) on levels [%d, %d) from %d polic%s, noise %s, "
+             "%d envs, seed %d -> %s", len(jobs), "test" if args.test_set else "train", args.env_name,
+             args.distribution_mode, pool[0], sum(pool), n_policies, "y" if n_policies == 1 else "ies",
+             sorted({j.noise for j in jobs}), min(args.num_envs, len(jobs)), args.seed, csv_path)
     rows, stats = generate_demos(jobs, cfg, csv_path, demo_dir, progress=args.progress)
     log.info("%d demos, %d steps in %.1f s (%.0f demo steps/s); index %s",
              stats.demos, stats.demo_steps, stats.seconds, stats.demo_steps_per_s, csv_path)

@@ -1,12 +1,17 @@
-"""Plot how well learned rewards correlate with the true return on held-out demos, by
-number of training demos, with the episode-length baseline (the seed project's figure).
+"""Plot how well learned rewards do on held-out demos, by number of training demos (the seed
+project's figure) or by any other rm_infos column, with the episode-length baseline.
 
     python -m trex.plot_correlations --rm_csv_path reward_models/rm_infos.csv \
         --env_name starpilot --out figures/starpilot_correlations.png
+    python -m trex.plot_correlations --env_name starpilot --metric partial window_pearson \
+        --by num_levels --where num_dems=50 --out figures/starpilot_pools.png
 
-The baseline (+1 per step: correlation of episode length with return) comes from the test
-demos of ``--demo_csv`` when given, else from the ``baseline_pearson``/``baseline_spearman``
-columns train_reward wrote (mean over runs). Writes a PNG; never opens a window.
+Metrics (``--metric``, rm_infos columns train_reward writes): ``pearson``, ``spearman``
+(predicted vs true return per demo), ``partial`` (the same given episode length),
+``window_pearson`` (over fixed windows of equal length), or any other numeric column.
+The baseline (+1 per step) of Pearson/Spearman comes from the test demos of ``--demo_csv``
+when given, else from the ``baseline_*`` columns train_reward wrote (mean over runs); for
+``partial`` and ``window_pearson`` it is 0 by construction. Writes a PNG; never opens a window.
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo_csv", nargs="+", default=None,
                    help="demo index CSV(s): the baseline is computed on their test demos "
                         "(default: the baseline columns of the rm_infos rows)")
+    p.add_argument("--metric", nargs="+", default=["pearson", "spearman"],
+                   help="rm_infos column(s) to plot: pearson spearman partial window_pearson ...")
+    p.add_argument("--by", default="num_dems",
+                   help="rm_infos column on the x axis: num_dems, num_levels, rank_by, ...")
+    p.add_argument("--where", nargs="+", default=[], metavar="COLUMN=VALUE",
+                   help="keep only rows where COLUMN equals VALUE (e.g. num_dems=50 rank_by=return)")
     p.add_argument("--out", default=None,
                    help="PNG to write (default figures/correlations_<env>_<mode>.png)")
     return p
@@ -50,20 +61,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     import pandas as pd
 
     from trex.core.metrics import length_baseline
-    from trex.core.plots import correlation_summary, plot_correlations
+    from trex.core.plots import BASELINE_COLUMNS, correlation_summary, plot_correlations
     from trex.core.reward_model import read_rm_infos
 
     frames = [read_rm_infos(p) for p in args.rm_csv_path]
     rm = pd.concat(frames, ignore_index=True, sort=False)
-    need = [c for c in ("num_dems", "pearson", "spearman", "sequential") if c not in rm.columns]
+    need = [c for c in ("sequential", args.by, *args.metric) if c not in rm.columns]
     if need:
         raise UserError(f"{', '.join(args.rm_csv_path)}: missing column(s) {', '.join(need)}")
     sel = rm[(rm["env_name"] == args.env_name) & (rm["mode"] == args.distribution_mode)
              & (pd.to_numeric(rm["sequential"], errors="coerce") == args.sequential)]
-    sel = sel.dropna(subset=["pearson", "spearman"])
+    for cond in args.where:
+        col, sep, value = cond.partition("=")
+        if not sep or col not in sel.columns:
+            raise UserError(f"--where {cond!r}: expected COLUMN=VALUE with a column of the rm_infos CSV")
+        sel = sel[sel[col].astype(str) == value]
+    for m in args.metric:
+        sel = sel.assign(**{m: pd.to_numeric(sel[m], errors="coerce")})
+    sel = sel.dropna(subset=args.metric)
     if sel.empty:
         raise UserError(f"no reward models for {args.env_name} {args.distribution_mode} sequential="
-                        f"{args.sequential} with correlations in {', '.join(args.rm_csv_path)}")
+                        f"{args.sequential}{' ' + ' '.join(args.where) if args.where else ''} with "
+                        f"{', '.join(args.metric)} in {', '.join(args.rm_csv_path)}")
+    baseline: dict[str, float] = {}
+    where = "none"
     if args.demo_csv:
         from trex.core.demos import DemoIndex
 
@@ -72,21 +93,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(test) < 2:
             raise UserError(f"fewer than 2 test demos for {args.env_name} {args.distribution_mode} in "
                             f"{', '.join(args.demo_csv)}: no baseline")
-        baseline = length_baseline(test["length"].to_numpy(), test["return"].to_numpy())
+        baseline["pearson"], baseline["spearman"] = length_baseline(test["length"].to_numpy(),
+                                                                    test["return"].to_numpy())
         where = f"{len(test)} test demos"
-    elif {"baseline_pearson", "baseline_spearman"} <= set(sel.columns):
-        baseline = (float(np.nanmean(sel["baseline_pearson"])), float(np.nanmean(sel["baseline_spearman"])))
-        where = "mean over the runs' test demos"
-    else:
-        baseline = None
-        where = "none"
+    for m in args.metric:
+        ref = BASELINE_COLUMNS.get(m)
+        if isinstance(ref, float):
+            baseline[m] = ref
+        elif ref is not None and m not in baseline and ref in sel.columns:
+            baseline[m] = float(np.nanmean(pd.to_numeric(sel[ref], errors="coerce")))
+            where = "mean over the runs' test demos"
     out = args.out or f"figures/correlations_{args.env_name}_{args.distribution_mode}.png"
     title = (f"{args.env_name} ({args.distribution_mode}{', sequential' if args.sequential else ''}): "
              f"learned reward vs true return on unseen levels")
-    path = plot_correlations(sel, out, title=title, baseline=baseline)
-    summary = correlation_summary(sel)
-    if baseline is not None:
-        log.info("episode-length baseline (%s): pearson %.3f spearman %.3f", where, *baseline)
+    path = plot_correlations(sel, out, title=title, baseline=baseline, metrics=args.metric, by=args.by)
+    summary = correlation_summary(sel, args.metric, args.by)
+    if baseline:
+        log.info("episode-length baseline (%s): %s", where,
+                 ", ".join(f"{m} {v:.3f}" for m, v in baseline.items()))
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     log.info("wrote %s", path)
     return 0

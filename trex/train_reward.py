@@ -26,6 +26,12 @@ from trex.core.runs import (
 
 log = logging.getLogger("trex.train_reward")
 
+#: the test metrics of trex.core.metrics.reward_metrics written to rm_infos (with intervals)
+RESULT_METRICS: tuple[str, ...] = tuple(
+    f"{name}{suffix}" for name in ("pearson", "spearman", "baseline_pearson", "baseline_spearman",
+                                   "partial", "window_pearson")
+    for suffix in ("", "_lo", "_hi"))
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -62,6 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label pairs by the snippets' true rewards instead of the demos' returns")
     p.add_argument("--use_clip_heuristic", type=str2bool, default=True,
                    help="the better demo's snippet starts no earlier than the worse one's")
+    p.add_argument("--rank_by", choices=("return", "noise", "checkpoint"), default="return",
+                   help="what ranks the demos: their true return (T-REX), or reward-free (D-REX, "
+                        "Brown et al. 2019): less epsilon-greedy noise is better (noise), more "
+                        "demonstrator training steps are better (checkpoint); then the true reward "
+                        "of the training demos is never read")
+    p.add_argument("--start_level", type=nonnegative_int, default=None,
+                   help="use training demos of the level pool starting here (default: any)")
+    p.add_argument("--num_levels", type=nonnegative_int, default=None,
+                   help="use training demos of a pool of this many levels (default: any)")
+    p.add_argument("--use_backgrounds", type=str2bool, default=None,
+                   help="use training demos recorded with (true) or without (false) backgrounds; "
+                        "test demos must match (default: any)")
+    p.add_argument("--mix_pools", action="store_true",
+                   help="allow training demos from several level pools (refused by default)")
+    p.add_argument("--window", type=positive_int, default=50,
+                   help="frames per window of the fixed-window correlation")
+    p.add_argument("--num_bootstrap", type=positive_int, default=1000,
+                   help="bootstrap resamples (over test demos) for the 95%% intervals")
     p.add_argument("--log_dir", default="LOGS/RM_LOGS", help="training logs directory")
     p.add_argument("--demo_csv", nargs="+", default=["demos/demo_infos.csv"],
                    help="demo index CSV(s) (combined)")
@@ -118,18 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
     import pandas as pd
 
-    from trex.core.demos import DemoIndex
     from trex.core.device import pick_device, use_bf16
     from trex.core.envs import check_env_name
-    from trex.core.metrics import correlations, length_baseline
     from trex.core.reward_model import (
         MODEL_SUFFIX, RM_COLUMNS, RewardNet, model_dir_name, prepare_net, rm_csv_name,
         rm_id_from_seed, save_reward_model,
     )
+    from trex.core.reward_training import DemoSpec, choose_demos, fit_reward_model
     from trex.core.runs import append_csv_rows, seed_everything, write_run_config, write_text_atomic
-    from trex.core.trex_learning import (
-        DemoSet, TrexConfig, make_data, predict_demo_returns, select_demos, train_trex,
-    )
+    from trex.core.trex_learning import TrexConfig
 
     check_env_name(args.env_name)
     if args.min_snippet_length >= args.max_snippet_length:
@@ -139,50 +160,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--lam_l1 and --weight_decay must be >= 0")
     if args.save_name is not None and (not args.save_name or any(c in args.save_name for c in "/\\")):
         raise UserError(f"--save_name must be a plain name, got {args.save_name!r}")
+    if args.use_snippet_rewards and args.rank_by != "return":
+        raise UserError("--use_snippet_rewards labels pairs by the true reward: it needs --rank_by return")
     if args.seed is None:
         args.seed = random.SystemRandom().randint(10**6, 10**7 - 1)  # the seed's 7-digit seeds
-    args.rm_id = rm_id_from_seed(args.seed)
+    rm_id = rm_id_from_seed(args.seed)
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
     device = pick_device(args.device)
     bf16 = use_bf16(args.precision, device)
     channels_last = args.precision != "fp32"
-    log.info("reward model id %s (seed %d), device %s, %s%s", args.rm_id, args.seed, device,
+    log.info("reward model id %s (seed %d), device %s, %s%s", rm_id, args.seed, device,
              "bf16 autocast" if bf16 else "fp32", " + channels_last" if channels_last else "")
 
     # ---- everything that can fail on bad input happens before anything is written
     save_dir = Path(args.save_dir)
-    model_path = save_dir / model_dir_name(args.save_name) / f"{args.rm_id}{MODEL_SUFFIX}"
+    model_path = save_dir / model_dir_name(args.save_name) / f"{rm_id}{MODEL_SUFFIX}"
     rm_csv = save_dir / rm_csv_name(args.save_name)
     if model_path.exists() and not args.overwrite:
-        raise UserError(f"reward model {model_path} already exists (rm_id {args.rm_id} from seed "
+        raise UserError(f"reward model {model_path} already exists (rm_id {rm_id} from seed "
                         f"{args.seed}); pass another --seed or --save_name, or --overwrite")
-    index = DemoIndex.read(args.demo_csv)
-    where = f"{args.env_name} {args.distribution_mode} sequential={args.sequential}"
-    matching = index.filter(env_name=args.env_name, mode=args.distribution_mode, sequential=args.sequential)
-    # the seed keeps demos strictly longer than min_snippet_length
-    train_idx = matching.filter(set_name="train", min_length=args.min_snippet_length + 1)
-    test_idx = matching.filter(set_name="test", min_length=args.min_snippet_length + 1)
-    n_short = len(matching.filter(set_name="train")) - len(train_idx)
-    log.info("demos for %s: %d training (%d more too short for --min_snippet_length %d), %d test; "
-             "%d requested", where, len(train_idx), n_short, args.min_snippet_length, len(test_idx),
-             args.num_dems)
-    if len(train_idx) == 0:
-        raise UserError(f"no training demos for {where} longer than --min_snippet_length "
-                        f"{args.min_snippet_length} in {', '.join(args.demo_csv)}")
-    if len(test_idx) < 2:
-        raise UserError(f"need at least 2 test demos (set_name=test) for {where} longer than "
-                        f"--min_snippet_length {args.min_snippet_length} in {', '.join(args.demo_csv)}, "
-                        f"found {len(test_idx)} (make them with trex-gen-demos --test_set)")
-    train_df = train_idx.df
-    pos = select_demos(train_df["return"].to_numpy(), args.num_dems, args.max_return, rng)
-    chosen_ids = [str(train_df["demo_id"].iloc[i]) for i in pos]
-    test_ids_all = test_idx.ids()
-    per_epoch_test = sorted(rng.choice(len(test_ids_all), size=min(args.max_test_demos, len(test_ids_all)),
-                                       replace=False).tolist())
-    test_ids = [test_ids_all[i] for i in per_epoch_test]
-    demos = DemoSet.from_index(train_idx, chosen_ids, desc="training demos")
-    test = DemoSet.from_index(test_idx, test_ids, desc="test demos")
+    spec = DemoSpec(
+        demo_csv=args.demo_csv, env_name=args.env_name, distribution_mode=args.distribution_mode,
+        sequential=args.sequential, num_dems=args.num_dems, max_return=args.max_return,
+        rank_by=args.rank_by, min_length=args.min_snippet_length + 1,  # the seed: strictly longer
+        start_level=args.start_level, num_levels=args.num_levels, use_backgrounds=args.use_backgrounds,
+        mix_pools=args.mix_pools, max_test_demos=args.max_test_demos,
+    )
+    choice = choose_demos(spec, rng)
+    demos, test = choice.load(args.rank_by)
     cfg = TrexConfig(
         num_snippets=args.num_snippets, min_snippet_length=args.min_snippet_length,
         max_snippet_length=args.max_snippet_length, epoch_size=args.epoch_size,
@@ -192,24 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size, lr_scaling=args.lr_scaling, num_val_snippets=args.num_val_snippets,
         num_test_snippets=args.num_test_snippets, max_batch_frames=args.max_batch_frames,
     )
-    data = make_data(demos, test, cfg, rng)
-    rets = demos.returns
-    shown = (np.round(rets, 2).tolist() if len(rets) <= 20 else
-             f"{rets.min():g} .. {np.median(rets):g} (median) .. {rets.max():g}")
-    log.info("chosen demos: returns %s, lengths %d..%d; %d training / %d validation demos; "
-             "%.0f MB of frames", shown, demos.lengths.min(), demos.lengths.max(),
-             len(data.train_demos), len(data.val_demos), demos.nbytes / 2**20)
-    log.info("pairs: %d training, %d validation, %d test; ground-truth snippet label agreement on "
-             "test pairs %.3f", len(data.train_pairs), len(data.val_pairs), len(data.test_pairs),
-             data.gt_snippet_acc)
 
     # ---- the run directory (the seed's layout) and training
-    run_dir = _run_dir(args.log_dir, args.rm_id)
+    run_dir = _run_dir(args.log_dir, rm_id)
     setup_logging(run_dir / "log.txt")
-    args.run_dir = str(run_dir)
-    write_run_config(run_dir / "config.json", args, rm_id=args.rm_id, model_file=str(model_path),
-                     chosen_demos=chosen_ids, train_demo_ids=[chosen_ids[i] for i in data.train_demos],
-                     val_demo_ids=[chosen_ids[i] for i in data.val_demos], epoch_test_demo_ids=test_ids)
+    write_run_config(run_dir / "config.json", args, rm_id=rm_id, run_dir=str(run_dir),
+                     model_file=str(model_path), chosen_demos=choice.chosen_ids,
+                     train_demo_ids=choice.train_ids, val_demo_ids=choice.val_ids,
+                     epoch_test_demo_ids=choice.epoch_test_ids, pool=choice.pool)
     log.info("run directory %s", run_dir)
     train_log = run_dir / "train_log.csv"
     rows: list[dict] = []
@@ -219,76 +215,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_text_atomic(train_log, pd.DataFrame(rows).to_csv(index=False, lineterminator="\n"))
 
     net = prepare_net(RewardNet(output_abs=args.output_abs), device, channels_last)
-    result = train_trex(net, data, cfg, rng, device, bf16, channels_last, on_epoch=on_epoch)
-    best = result.best
-    log.info("finished training: best validation accuracy %.4f at epoch %d of %d (%.1f s)",
-             best["val_acc"], result.best_epoch, result.epochs, result.wall_s)
-
-    # ---- final correlations of the best model on all test demos, and the length baseline
-    pred_sub = test.demo_sums(_frame_rewards(net, test, device, bf16, channels_last))
-    in_memory = set(test_ids)
-    rest = [i for i in test_ids_all if i not in in_memory]
-    pred_rest, true_rest, len_rest = predict_demo_returns(net, test_idx.iter_demos(rest), device, bf16,
-                                                          channels_last, total=len(rest))
-    pred = np.concatenate([pred_sub, pred_rest])
-    true = np.concatenate([test.returns, test_idx.df.set_index("demo_id").loc[rest, "return"].to_numpy()
-                           if rest else np.zeros(0)])
-    lengths = np.concatenate([test.lengths, len_rest])
-    pearson, spearman = correlations(pred, true)
-    base_p, base_s = length_baseline(lengths, true)
-    log.info("all %d test demos: pearson %.3f spearman %.3f (episode-length baseline %.3f / %.3f)",
-             len(true), pearson, spearman, base_p, base_s)
-    _log_predictions(log, "training demos", demos.returns[:20], demos.demo_sums(
-        _frame_rewards(net, demos, device, bf16, channels_last))[:20])
-    _log_predictions(log, "test demos", true[:20], pred[:20])
+    fit = fit_reward_model(net, choice, demos, test, cfg, rng, device, bf16, channels_last,
+                           window=args.window, num_bootstrap=args.num_bootstrap,
+                           metrics_seed=args.seed, on_epoch=on_epoch)
+    best, m = fit.result.best, fit.metrics
 
     # ---- outputs: model file (atomic), then the CSV row (locked append)
-    wall_s = time.perf_counter() - t_start
     results = {
         "train_acc": best["train_acc"], "val_acc": best["val_acc"], "test_acc": best["test_acc"],
-        "pearson": pearson, "spearman": spearman, "baseline_pearson": base_p,
-        "baseline_spearman": base_s, "gt_snippet_acc": data.gt_snippet_acc, "n_test_demos": len(true),
-        "best_epoch": result.best_epoch, "epochs": result.epochs,
+        **{k: m[k] for k in RESULT_METRICS}, "gt_snippet_acc": fit.gt_snippet_acc,
+        "n_test_demos": m["n_demos"], "best_epoch": fit.result.best_epoch, "epochs": fit.result.epochs,
+        "n_train_levels": choice.n_train_levels, "rank_by": args.rank_by,
     }
     training = {k: v for k, v in vars(args).items() if k not in ("config",)}
     save_reward_model(model_path, net, env_name=args.env_name, mode=args.distribution_mode,
                       num_dems=args.num_dems, seed=args.seed, sequential=args.sequential,
-                      rm_id=args.rm_id, training=training, results=results)
+                      rm_id=rm_id, training=training, results=results,
+                      extra={**choice.pool, "rank_by": args.rank_by,
+                             "n_train_levels": choice.n_train_levels,
+                             "train_demo_ids": choice.train_ids, "val_demo_ids": choice.val_ids})
     row = {
-        "rm_id": args.rm_id, "method": "trex", "env_name": args.env_name,
-        "mode": args.distribution_mode, "num_dems": args.num_dems,
-        "max_return": float(demos.returns.max()), "max_length": int(demos.lengths.max()),
-        "sequential": args.sequential, "train_acc": best["train_acc"], "val_acc": best["val_acc"],
-        "test_acc": best["test_acc"], "pearson": pearson, "spearman": spearman, "seed": args.seed,
-        "n_test_demos": len(true), "baseline_pearson": base_p, "baseline_spearman": base_s,
-        "gt_snippet_acc": data.gt_snippet_acc, "wall_s": round(wall_s, 2),
-        "max_return_frac": args.max_return, "epochs": result.epochs, "best_epoch": result.best_epoch,
+        "rm_id": rm_id, "method": "trex" if args.rank_by == "return" else f"drex-{args.rank_by}",
+        "env_name": args.env_name, "mode": args.distribution_mode, "num_dems": args.num_dems,
+        "max_return": fit.max_return, "max_length": fit.max_length, "sequential": args.sequential,
+        "train_acc": best["train_acc"], "val_acc": best["val_acc"], "test_acc": best["test_acc"],
+        "pearson": m["pearson"], "spearman": m["spearman"], "seed": args.seed,
+        "n_test_demos": m["n_demos"], "baseline_pearson": m["baseline_pearson"],
+        "baseline_spearman": m["baseline_spearman"], "gt_snippet_acc": fit.gt_snippet_acc,
+        "wall_s": round(time.perf_counter() - t_start, 2), "max_return_frac": args.max_return,
+        "epochs": fit.result.epochs, "best_epoch": fit.result.best_epoch,
         "precision": "bf16" if bf16 else "fp32", "device": str(device),
         "model_file": str(model_path.relative_to(save_dir)), "run_dir": str(run_dir),
+        "rank_by": args.rank_by, **choice.pool, "n_train_levels": choice.n_train_levels,
+        **{k: m[k] for k in RESULT_METRICS if k not in ("pearson", "spearman", "baseline_pearson",
+                                                        "baseline_spearman")},
+        "window": args.window, "n_windows": m["n_windows"],
     }
     append_csv_rows(rm_csv, [row], columns=RM_COLUMNS)
     log.info("saved %s and a row in %s", model_path, rm_csv)
     from trex.core.sweeps import write_stage_result
 
     write_stage_result(**row)  # run_experiments' manifest (no-op outside a sweep)
-    table = pd.DataFrame([{k: row[k] for k in ("rm_id", "num_dems", "train_acc", "val_acc", "test_acc",
-                                                "pearson", "spearman", "baseline_pearson",
-                                                "baseline_spearman", "wall_s")}])
+    table = pd.DataFrame([{k: row[k] for k in ("rm_id", "num_dems", "val_acc", "test_acc", "pearson",
+                                                "baseline_pearson", "partial", "window_pearson",
+                                                "n_train_levels", "wall_s")}])
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
-
-
-def _frame_rewards(net, demos, device, bf16: bool, channels_last: bool):
-    from trex.core.trex_learning import frame_rewards
-
-    return frame_rewards(net, demos.frames, device, bf16, None, channels_last)
-
-
-def _log_predictions(logger: logging.Logger, what: str, true, pred) -> None:
-    """The seed's table of true vs predicted returns (sorted by true return)."""
-    logger.info("%s: true | predicted", what)
-    for t, p in sorted(zip(true, pred)):
-        logger.info("%9.2f | %9.2f", t, p)
 
 
 def run() -> None:

@@ -41,7 +41,7 @@ from trex.core.demos import (
     DEFAULT_FILES_DIR, DEFAULT_INDEX_NAME, DEMO_COLUMNS, append_index, read_index_ids,
     write_demo,
 )
-from trex.core.envs import NUM_ACTIONS, OBS_SHAPE_HWC, level_range, make_procgen_env
+from trex.core.envs import NUM_ACTIONS, OBS_SHAPE_HWC, level_pool, make_procgen_env
 from trex.core.runs import UserError
 
 log = logging.getLogger(__name__)
@@ -206,6 +206,8 @@ class CollectConfig:
     env_name: str
     distribution_mode: str = "easy"
     test_set: bool = False
+    start_level: int | None = None
+    num_levels: int | None = None
     sequential: int = 0
     use_backgrounds: bool = True
     max_ep_len: int = 1000
@@ -214,6 +216,12 @@ class CollectConfig:
     deterministic: bool = False
     device: str = "auto"
     precision: str = "auto"
+
+
+    def pool(self) -> tuple[int, int]:
+        """(start_level, num_levels) the demos come from: a pool inside the training range
+        [0, 1e9), or with ``test_set`` inside the unseen range [1e9, 2e9) (default: all of it)."""
+        return level_pool(self.start_level, self.num_levels, self.test_set)
 
 
 @dataclass
@@ -279,7 +287,7 @@ def collect_episodes(jobs: Sequence[DemoJob], cfg: CollectConfig,
     if cfg.max_ep_len <= 0:
         raise UserError(f"--max_ep_len must be positive, got {cfg.max_ep_len}")
     n = max(1, min(cfg.num_envs, len(jobs)))
-    start, count = level_range(cfg.test_set)
+    start, count = cfg.pool()
     env = make_procgen_env(cfg.env_name, n, cfg.distribution_mode, start, count,
                            bool(cfg.sequential), cfg.use_backgrounds, cfg.seed)
     rng = np.random.default_rng([cfg.seed, 7])
@@ -413,7 +421,7 @@ def _grow(frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray, cap: int
 def demo_id_for(level_seed: int, test_set: bool) -> str:
     """Readable id from the level, the seed project's style: ``0_123_456_789`` for training
     level 123456789, ``1_...`` for test level 1e9 + 123456789."""
-    start, _ = level_range(test_set)
+    start, _ = level_pool(None, None, test_set)
     digits = f"{int(level_seed) - start:09d}"
     return f"{int(test_set)}_{digits[0:3]}_{digits[3:6]}_{digits[6:]}"
 
@@ -548,8 +556,10 @@ def generate_demos(jobs: Sequence[DemoJob], cfg: CollectConfig, csv_path: str | 
     nothing half-written is left.
     """
     set_name = "test" if cfg.test_set else "train"
+    start, count = cfg.pool()
     base = {"env_name": cfg.env_name, "mode": cfg.distribution_mode, "set_name": set_name,
-            "sequential": int(cfg.sequential), "seed": int(cfg.seed)}
+            "sequential": int(cfg.sequential), "seed": int(cfg.seed), "start_level": start,
+            "num_levels": count, "use_backgrounds": bool(cfg.use_backgrounds)}
     writer = DemoWriter(Path(csv_path), Path(demo_dir), base, cfg.test_set)
     try:
         stats = collect_episodes(jobs, cfg, writer, progress=progress)

@@ -37,8 +37,12 @@ REQUIRED_COLUMNS: list[str] = [
 ]
 #: extra columns gen_demos writes after the required ones: ``done`` = the episode ended by
 #: itself (False: cut at --max_ep_len), ``seed`` = gen_demos' --seed, ``policy_timesteps`` =
-#: training steps of the checkpoint (-1 for the random policy)
-EXTRA_COLUMNS: list[str] = ["done", "seed", "policy_timesteps"]
+#: training steps of the checkpoint (-1 for the random policy); the level pool the demo was
+#: drawn from, [start_level, start_level + num_levels), and whether backgrounds were drawn
+EXTRA_COLUMNS: list[str] = ["done", "seed", "policy_timesteps", "start_level", "num_levels",
+                            "use_backgrounds"]
+#: the columns that say which level pool a demo comes from
+POOL_COLUMNS: list[str] = ["start_level", "num_levels", "use_backgrounds"]
 DEMO_COLUMNS: list[str] = REQUIRED_COLUMNS + EXTRA_COLUMNS
 #: column DemoIndex adds: the absolute path of the demo's .npz
 PATH_COLUMN = "path"
@@ -248,12 +252,33 @@ def _read_csv(path: Path) -> pd.DataFrame:
         df["sequential"] = df["sequential"].map(_as_int).astype(np.int64)
         if "done" in df.columns:
             df["done"] = df["done"].map(_as_bool)
+        _fill_pool_columns(df)
     except (ValueError, TypeError) as err:
         raise UserError(f"demo index {path} has a malformed value ({str(err).splitlines()[0]})") from None
     dups = df["demo_id"][df["demo_id"].duplicated()]
     if len(dups):
         raise UserError(f"demo index {path} repeats demo id(s) {', '.join(map(str, dups.iloc[:5]))}")
     return df
+
+
+def _fill_pool_columns(df: pd.DataFrame) -> None:
+    """Pool columns as int64/bool; rows of indexes written before pools were recorded get the
+    pools every demo then came from: the whole training or test range, backgrounds on."""
+    from trex.core.envs import TEST_LEVELS, TRAIN_LEVELS
+
+    test = (df["set_name"] == "test").to_numpy()
+    for col, i in (("start_level", 0), ("num_levels", 1)):
+        default = np.where(test, TEST_LEVELS[i], TRAIN_LEVELS[i])
+        if col not in df.columns:
+            df[col] = default
+        else:
+            v = pd.to_numeric(df[col], errors="raise")
+            df[col] = np.where(v.isna(), default, v).astype(np.int64)
+    if "use_backgrounds" not in df.columns:
+        df["use_backgrounds"] = True
+    else:
+        df["use_backgrounds"] = [True if isinstance(v, float) and np.isnan(v) else _as_bool(v)
+                                 for v in df["use_backgrounds"]]
 
 
 def _as_int(v: Any) -> int:

@@ -59,26 +59,36 @@ def level_range(test_set: bool) -> tuple[int, int]:
     return TEST_LEVELS if test_set else TRAIN_LEVELS
 
 
-def training_pool(start_level: int, num_levels: int | None) -> tuple[int, int]:
-    """(start_level, num_levels) of a training pool, checked to lie inside the training range.
+def level_pool(start_level: int | None, num_levels: int | None, test_set: bool = False) -> tuple[int, int]:
+    """(start_level, num_levels) of a level pool, checked to lie inside the training range
+    [0, 1e9) (or, with ``test_set``, inside the unseen test range [1e9, 2e9)).
 
-    ``num_levels=None`` is the rest of the training range from ``start_level``. Procgen's
-    ``num_levels=0`` (unbounded: it covers the unseen test range too) is refused, so a policy,
-    a demo set or a reward model "for training" never sees a test level (Cobbe et al. 2020,
-    arXiv 1912.01588, train on N levels and test on the others).
+    ``start_level=None`` is the range's first level; ``num_levels=None`` the rest of the range
+    from ``start_level``. Procgen's ``num_levels=0`` (unbounded: it covers both ranges) is
+    refused, so a policy, a demo set or a reward model "for training" never sees a test level
+    (procgen's protocol, Cobbe et al. 2020, arXiv 1912.01588: train on a pool of N levels,
+    test on levels outside it).
     """
-    first, count = TRAIN_LEVELS
+    first, count = TEST_LEVELS if test_set else TRAIN_LEVELS
     end = first + count
+    what = "test" if test_set else "training"
+    start_level = first if start_level is None else int(start_level)
     if num_levels is None:
         num_levels = end - start_level
     if num_levels == 0:
-        raise UserError(f"num_levels 0 is procgen's unbounded range, which holds the unseen test "
-                        f"levels [{end}, {end + TEST_LEVELS[1]}); leave --num_levels out for the "
-                        f"whole training range [{first}, {end})")
+        raise UserError(f"num_levels 0 is procgen's unbounded range, which mixes the training levels "
+                        f"[{TRAIN_LEVELS[0]}, {sum(TRAIN_LEVELS)}) and the unseen test levels "
+                        f"[{TEST_LEVELS[0]}, {sum(TEST_LEVELS)}); leave --num_levels out for the "
+                        f"whole {what} range [{first}, {end})")
     if start_level < first or num_levels < 0 or start_level + num_levels > end:
-        raise UserError(f"training pool [{start_level}, {start_level + num_levels}) must lie inside "
-                        f"the training range [{first}, {end})")
-    return int(start_level), int(num_levels)
+        raise UserError(f"{what} level pool [{start_level}, {start_level + num_levels}) must lie inside "
+                        f"the {what} range [{first}, {end})")
+    return start_level, int(num_levels)
+
+
+def training_pool(start_level: int, num_levels: int | None) -> tuple[int, int]:
+    """:func:`level_pool` inside the training range [0, 1e9)."""
+    return level_pool(start_level, num_levels, test_set=False)
 
 
 def _import_procgen():

@@ -4,10 +4,11 @@ Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas di
 no GUI backend is ever touched (works headless, in threads and on clusters) and pyplot's
 global state is not used.
 
-* :func:`plot_correlations`: Pearson and Spearman correlation of predicted with true return
-  on held-out demos against the number of training demos (mean +- std over runs, every run
-  as a dot), with the episode-length baseline as horizontal lines (the seed project's
-  README figure, made readable).
+* :func:`plot_correlations`: metrics of predicted vs true return on held-out demos (Pearson,
+  Spearman, partial correlation given length, fixed-window Pearson, ...) against the number
+  of training demos or any other column (mean +- std over runs, every run as a dot), with
+  the episode-length baseline of each metric as a horizontal line (the seed project's README
+  figure, made readable).
 * :func:`plot_reward_predictions`: true vs predicted cumulative reward along held-out demos,
   one panel per demo, predicted rewards scaled to the true returns by one constant.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +26,6 @@ import pandas as pd
 
 from trex.core.runs import atomic_path
 
-PEARSON_COLOR = "tab:blue"
-SPEARMAN_COLOR = "tab:orange"
 
 
 def _new_figure(figsize: tuple[float, float]):
@@ -46,50 +45,79 @@ def save_png(fig, out: str | os.PathLike) -> Path:
     return out
 
 
-def correlation_summary(rm: pd.DataFrame) -> pd.DataFrame:
-    """Per number of demos: runs, mean and std of Pearson and Spearman (std 0 for one run)."""
-    g = rm.groupby("num_dems")
-    out = pd.DataFrame({
-        "runs": g.size(),
-        "pearson_mean": g["pearson"].mean(), "pearson_std": g["pearson"].std(ddof=1),
-        "spearman_mean": g["spearman"].mean(), "spearman_std": g["spearman"].std(ddof=1),
-    })
-    return out.fillna({"pearson_std": 0.0, "spearman_std": 0.0}).reset_index()
+#: what each metric column of rm_infos is compared with: the episode-length baseline's value
+#: of that metric (its own column, or 0 by construction for the content metrics)
+BASELINE_COLUMNS: dict[str, str | float] = {
+    "pearson": "baseline_pearson", "spearman": "baseline_spearman", "partial": 0.0,
+    "window_pearson": 0.0,
+}
+METRIC_LABELS: dict[str, str] = {
+    "pearson": "Pearson", "spearman": "Spearman", "partial": "partial corr. given length",
+    "window_pearson": "fixed-window Pearson", "test_acc": "test pair accuracy",
+    "val_acc": "validation pair accuracy",
+}
+METRIC_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+def correlation_summary(rm: pd.DataFrame, metrics: Sequence[str] = ("pearson", "spearman"),
+                        by: str = "num_dems") -> pd.DataFrame:
+    """Per value of ``by``: runs, and mean and std over runs of each metric (std 0 for one run)."""
+    g = rm.groupby(by)
+    cols: dict[str, pd.Series] = {"runs": g.size()}
+    for m in metrics:
+        cols[f"{m}_mean"] = g[m].mean()
+        cols[f"{m}_std"] = g[m].std(ddof=1).fillna(0.0)
+    return pd.DataFrame(cols).reset_index()
+
+
+def _group_label(by: str, value) -> str:
+    if by == "num_levels" and int(value) >= 10**9:
+        return "all"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def plot_correlations(rm: pd.DataFrame, out: str | os.PathLike, title: str = "",
-                      baseline: tuple[float, float] | None = None) -> Path:
-    """Correlation vs number of training demos, from rm_infos rows (columns num_dems,
-    pearson, spearman). ``baseline`` = (Pearson, Spearman) of the episode-length baseline,
-    drawn as dashed lines. X positions are evenly spaced, labelled with the demo counts."""
-    summary = correlation_summary(rm)
-    counts = summary["num_dems"].to_numpy()
-    pos = {n: i for i, n in enumerate(counts)}
-    fig = _new_figure((max(6.0, 1.1 * len(counts) + 3), 4.5))
+                      baseline: tuple[float, float] | Mapping[str, float] | None = None,
+                      metrics: Sequence[str] = ("pearson", "spearman"), by: str = "num_dems",
+                      xlabel: str | None = None) -> Path:
+    """Metrics of learned rewards (rm_infos rows) by a grouping column (mean +- std over runs,
+    every run a dot), with the episode-length baseline of each metric as a dashed line.
+
+    ``baseline``: {metric: value} (or the old (Pearson, Spearman) pair). X positions are
+    evenly spaced, labelled with the group values and run counts (num_levels >= 1e9: "all").
+    """
+    if isinstance(baseline, tuple):
+        baseline = {"pearson": baseline[0], "spearman": baseline[1]}
+    baseline = dict(baseline or {})
+    summary = correlation_summary(rm, metrics, by)
+    groups = summary[by].to_numpy()
+    pos = {n: i for i, n in enumerate(groups)}
+    fig = _new_figure((max(6.0, 1.1 * len(groups) + 3), 4.5))
     ax = fig.add_subplot(1, 1, 1)
     rng = np.random.default_rng(0)  # fixed jitter: the same CSV gives the same figure
-    for name, color, shift in (("pearson", PEARSON_COLOR, -0.12), ("spearman", SPEARMAN_COLOR, 0.12)):
-        x = np.array([pos[n] for n in counts]) + shift
-        ax.errorbar(x, summary[f"{name}_mean"], yerr=summary[f"{name}_std"], fmt="o-", color=color,
-                    capsize=4, lw=1.5, ms=6, label=f"{name.capitalize()} (mean ± std)", zorder=3)
-        xs = np.array([pos[n] for n in rm["num_dems"]]) + shift + rng.uniform(-0.05, 0.05, len(rm))
-        ax.scatter(xs, rm[name], s=12, color=color, alpha=0.45, zorder=2,
-                   label=f"{name.capitalize()}, one run")
-    if baseline is not None:
-        bp, bs = baseline
-        if np.isfinite(bp):
-            ax.axhline(bp, color=PEARSON_COLOR, ls="--", lw=1.2, label=f"length baseline, Pearson ({bp:.2f})")
-        if np.isfinite(bs):
-            ax.axhline(bs, color=SPEARMAN_COLOR, ls="--", lw=1.2,
-                       label=f"length baseline, Spearman ({bs:.2f})")
-    ax.set_xticks(range(len(counts)))
-    ax.set_xticklabels([f"{n}\n({r} run{'s' if r != 1 else ''})" for n, r in zip(counts, summary["runs"])])
-    ax.set_xlabel("training demos")
-    ax.set_ylabel("correlation with true return (held-out demos)")
-    lo = min(0.0, float(np.nanmin(rm[["pearson", "spearman"]].to_numpy())) - 0.05) if len(rm) else 0.0
+    width = 0.12 * (len(metrics) - 1)
+    for k, m in enumerate(metrics):
+        color = METRIC_COLORS[k % len(METRIC_COLORS)]
+        shift = -width + 2 * width * k / max(len(metrics) - 1, 1) if len(metrics) > 1 else 0.0
+        name = METRIC_LABELS.get(m, m)
+        x = np.array([pos[n] for n in groups]) + shift
+        ax.errorbar(x, summary[f"{m}_mean"], yerr=summary[f"{m}_std"], fmt="o-", color=color,
+                    capsize=4, lw=1.5, ms=6, label=f"{name} (mean ± std)", zorder=3)
+        xs = np.array([pos[n] for n in rm[by]]) + shift + rng.uniform(-0.05, 0.05, len(rm))
+        ax.scatter(xs, rm[m], s=12, color=color, alpha=0.45, zorder=2, label=f"{name}, one run")
+        b = baseline.get(m)
+        if b is not None and np.isfinite(b):
+            ax.axhline(b, color=color, ls="--", lw=1.2, label=f"length baseline, {name} ({b:.2f})")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{_group_label(by, n)}\n({r} run{'s' if r != 1 else ''})"
+                        for n, r in zip(groups, summary["runs"])])
+    ax.set_xlabel(xlabel or {"num_dems": "training demos", "num_levels": "levels in the training pool"}.get(by, by))
+    ax.set_ylabel("on held-out demos (unseen levels)")
+    values = rm[list(metrics)].to_numpy(dtype=float)
+    lo = min(0.0, float(np.nanmin(values)) - 0.05) if len(rm) and np.isfinite(values).any() else 0.0
     ax.set_ylim(max(-1.05, lo), 1.05)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(loc="best", fontsize=8, framealpha=0.8)
+    ax.legend(loc="best", fontsize=7, framealpha=0.8)
     if title:
         ax.set_title(title)
     return save_png(fig, out)

@@ -49,8 +49,19 @@ RM_COLUMNS: list[str] = SEED_RM_COLUMNS + [
     "seed", "n_test_demos", "baseline_pearson", "baseline_spearman", "gt_snippet_acc",
     "wall_s", "max_return_frac", "epochs", "best_epoch", "precision", "device",
     "model_file", "run_dir",
+    # level pool and ranking behind the model
+    "rank_by", "start_level", "num_levels", "use_backgrounds", "n_train_levels",
+    # intervals and content metrics on the test demos (trex.core.metrics.reward_metrics)
+    "pearson_lo", "pearson_hi", "spearman_lo", "spearman_hi", "baseline_pearson_lo",
+    "baseline_pearson_hi", "baseline_spearman_lo", "baseline_spearman_hi",
+    "partial", "partial_lo", "partial_hi", "window_pearson", "window_pearson_lo",
+    "window_pearson_hi", "window", "n_windows",
 ]
 FRAME_SHAPE_HWC = (64, 64, 3)
+#: metadata keys train_reward adds whose values are JSON (the level pool behind the model,
+#: the ranking, the demos it was trained and validated on)
+JSON_EXTRA_KEYS: tuple[str, ...] = ("start_level", "num_levels", "use_backgrounds", "n_train_levels",
+                                    "train_demo_ids", "val_demo_ids")
 
 
 # ----------------------------------------------------------------------------- network
@@ -162,8 +173,13 @@ def _meta_str(v: Any) -> str:
 def save_reward_model(path: str | os.PathLike, net: RewardNet, *, env_name: str, mode: str,
                       num_dems: int, seed: int, sequential: int = 0, rm_id: str = "",
                       training: Mapping[str, Any] | None = None,
-                      results: Mapping[str, Any] | None = None) -> Path:
-    """Write the weights and metadata to ``path`` (safetensors, atomically); returns the path."""
+                      results: Mapping[str, Any] | None = None,
+                      extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the weights and metadata to ``path`` (safetensors, atomically); returns the path.
+
+    ``extra``: more metadata (e.g. the level pool: start_level, num_levels, use_backgrounds,
+    n_train_levels, rank_by), each value stored as JSON unless it is a string.
+    """
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in net.state_dict().items()}
@@ -180,6 +196,7 @@ def save_reward_model(path: str | os.PathLike, net: RewardNet, *, env_name: str,
         "rm_id": rm_id,
         "training": _meta_str(dict(training or {})),
         "results": _meta_str(dict(results or {})),
+        **{str(k): _meta_str(v) for k, v in (extra or {}).items()},
     }
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -214,6 +231,12 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("num_dems", "seed", "sequential", "format_version"):
         if key in meta:
             meta[key] = int(meta[key])
+    for key in JSON_EXTRA_KEYS:
+        if key in meta:
+            try:
+                meta[key] = json.loads(meta[key])
+            except json.JSONDecodeError:
+                raise UserError(f"reward model file {path}: corrupt '{key}' metadata") from None
     return meta
 
 
@@ -305,7 +328,7 @@ def model_dir_name(save_name: str | None) -> str:
 def rm_id_from_seed(seed: int) -> str:
     """The seed project's reward model id: the seed's digits split after the third
     (seed 1234567 -> ``123_4567``)."""
-    s = str(int(seed))
+    s = f"{int(seed):07d}"  # short seeds zero-padded: 77 -> 000_0077, never "77_"
     return f"{s[:3]}_{s[3:]}"
 
 

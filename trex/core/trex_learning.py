@@ -65,7 +65,10 @@ class DemoSet:
 
     frames uint8 (F, 64, 64, 3); rewards float32 (F,) true per-frame rewards;
     offsets int64 (n + 1,) with demo i at frames[offsets[i]:offsets[i + 1]];
-    returns float64 (n,) the demos' returns (the ranking T-REX learns from); ids (n,).
+    returns float64 (n,) the demos' true returns; ids (n,); rank_keys float64 (n,) or None:
+    what T-REX ranks the demos by (higher = better; None: the true returns). D-REX-style
+    rankings (noise level, checkpoint age) set rank_keys, and then training never reads
+    ``returns`` or ``rewards``.
     """
 
     frames: np.ndarray
@@ -73,6 +76,12 @@ class DemoSet:
     offsets: np.ndarray
     returns: np.ndarray
     ids: list[str] = field(default_factory=list)
+    rank_keys: np.ndarray | None = None
+
+    @property
+    def keys(self) -> np.ndarray:
+        """float64 (n,): the ranking pairs are labelled by (rank_keys, else the true returns)."""
+        return self.returns if self.rank_keys is None else self.rank_keys
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -189,10 +198,30 @@ def select_demos(returns: np.ndarray, num_dems: int, max_return: float,
     return np.array(chosen, dtype=np.int64)
 
 
-def split_train_val(num_dems: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training, validation) positions into the selected demos: the first 80% / the rest."""
-    k = int(num_dems * TRAIN_FRACTION)
-    return np.arange(k), np.arange(k, num_dems)
+def split_train_val(keys: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) positions into the selected demos: the first 80% / the rest
+    (the seed's split), stratified so that validation holds two different ranking keys
+    whenever the demos allow it without leaving training with a single one.
+
+    keys: (n,) the selected demos' ranking keys in selection order (or just n: no keys).
+    """
+    if isinstance(keys, (int, np.integer)):
+        keys = np.arange(int(keys), dtype=np.float64)
+    keys = np.asarray(keys, dtype=np.float64)
+    n = len(keys)
+    k = int(n * TRAIN_FRACTION)
+    train, val = np.arange(k), np.arange(k, n)
+    if len(val) >= 2 and len(np.unique(keys[val])) < 2:
+        # the seed's split would make no validation pair: swap the last validation demo with
+        # the latest training demo of another key, if training keeps two keys after it
+        for i in train[::-1]:
+            if keys[i] == keys[val[0]]:
+                continue
+            new_train = np.where(train == i, val[-1], train)
+            if len(np.unique(keys[new_train])) >= 2:
+                train, val = np.sort(new_train), np.append(val[:-1], i)
+                break
+    return train, val
 
 
 def check_pairable(returns: np.ndarray, what: str, hint: str = "") -> None:
@@ -260,7 +289,7 @@ def sample_pairs(demos: DemoSet, pool: Sequence[int] | np.ndarray, num: int, min
     """
     pool = np.asarray(pool, dtype=np.int64)
     lengths = demos.lengths[pool]
-    rets = demos.returns[pool]
+    rets = demos.keys[pool]
     if min_len >= max_len:
         raise UserError(f"--min_snippet_length ({min_len}) must be smaller than "
                         f"--max_snippet_length ({max_len})")
@@ -295,9 +324,14 @@ def sample_pairs(demos: DemoSet, pool: Sequence[int] | np.ndarray, num: int, min
     demo = np.stack([d0, d1], axis=1).astype(np.int64)
     start = np.stack([s0, s1], axis=1).astype(np.int64)
     length = length.astype(np.int64)
-    true = snippet_sums(demos.rewards, demos.offsets[demo] + start, length)
-    honest = true[:, 0] <= true[:, 1]
+    if demos.rank_keys is None:
+        true = snippet_sums(demos.rewards, demos.offsets[demo] + start, length)
+        honest = true[:, 0] <= true[:, 1]
+    else:  # a reward-free ranking: the true rewards are not read
+        honest = np.zeros(len(length), dtype=bool)
     if use_snippet_rewards:
+        if demos.rank_keys is not None:
+            raise UserError("--use_snippet_rewards labels pairs by the true reward: it needs --rank_by return")
         swap = ~honest
         demo[swap] = demo[swap][:, ::-1]
         start[swap] = start[swap][:, ::-1]
@@ -513,22 +547,27 @@ class TrexData:
 
 
 def make_data(demos: DemoSet, test: DemoSet | None, cfg: TrexConfig, rng: np.random.Generator,
-              train_demos: np.ndarray | None = None, val_demos: np.ndarray | None = None) -> TrexData:
+              train_demos: np.ndarray | None = None, val_demos: np.ndarray | None = None,
+              test_rng: np.random.Generator | None = None) -> TrexData:
     """Split ``demos`` (in selection order) 80/20 and sample training, validation, test and
     train-evaluation pairs (the seed: ``num_snippets``, 1000, 1000 and 1000 pairs)."""
+    # test pairs come from their own random stream, drawn whatever the test demos hold: the
+    # model never depends on them (nor on their returns)
+    test_rng = np.random.default_rng(rng.integers(2**63)) if test_rng is None else test_rng
     if train_demos is None or val_demos is None:
-        train_demos, val_demos = split_train_val(len(demos))
+        train_demos, val_demos = split_train_val(demos.keys)
     hint = " (use more --num_dems, or demos of more varied return)"
-    check_pairable(demos.returns[train_demos], "training", hint)
-    check_pairable(demos.returns[val_demos], "validation", hint)
+    check_pairable(demos.keys[train_demos], "training", hint)
+    check_pairable(demos.keys[val_demos], "validation", hint)
     kw = dict(min_len=cfg.min_snippet_length, max_len=cfg.max_snippet_length, rng=rng,
               use_clip_heuristic=cfg.use_clip_heuristic, use_snippet_rewards=cfg.use_snippet_rewards)
     train_pairs = sample_pairs(demos, train_demos, cfg.num_snippets, **kw)
     val_pairs = sample_pairs(demos, val_demos, cfg.num_val_snippets, **kw)
     test_pairs = None
-    if test is not None:
+    if test is not None and np.all(np.isfinite(test.returns)):
         check_pairable(test.returns, "test")
-        test_pairs = sample_pairs(test, np.arange(len(test)), cfg.num_test_snippets, **kw)
+        test_kw = dict(kw, rng=test_rng)
+        test_pairs = sample_pairs(test, np.arange(len(test)), cfg.num_test_snippets, **test_kw)
     k = min(cfg.num_train_eval_snippets, len(train_pairs))
     train_eval = train_pairs.take(np.sort(rng.choice(len(train_pairs), size=k, replace=False)))
     return TrexData(demos, np.asarray(train_demos), np.asarray(val_demos), test, train_pairs,
