@@ -4,7 +4,6 @@ never reads the true reward, and the metrics that tell a learned reward from a s
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 
 from trex.core.demos import (
-    DEFAULT_FILES_DIR, DEFAULT_INDEX_NAME, DEMO_COLUMNS, append_index, read_index_ids,
-    write_demo,
+    DEFAULT_FILES_DIR, DEFAULT_INDEX_NAME, DEMO_COLUMNS, commit_demo, compress_demo, demo_file_path,
+    read_index_ids, remove_orphans,
 )
 from trex.core.envs import NUM_ACTIONS, OBS_SHAPE_HWC, level_pool, make_procgen_env
 from trex.core.runs import UserError
@@ -464,6 +464,7 @@ class DemoWriter:
         self.demo_dir = Path(demo_dir)
         self.base_row = dict(base_row)
         self.test_set = test_set
+        remove_orphans(self.csv_path, self.demo_dir)  # what a killed run left behind
         self.taken = check_existing_index(self.csv_path)
         self.rows: list[dict[str, Any]] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-writer")
@@ -481,39 +482,39 @@ class DemoWriter:
 
     def _write(self, rec: EpisodeRecord) -> None:
         base = demo_id_for(rec.level_seed, self.test_set)
-        k = 1
-        while True:
-            demo_id = base if k == 1 else f"{base}_{k}"
-            k += 1
-            if demo_id in self.taken:
-                continue
-            try:
-                path = write_demo(self.demo_dir, demo_id, rec.observations, rec.actions, rec.rewards)
-            except UserError as err:
-                if "already exists" in str(err):
-                    self.taken.add(demo_id)
-                    continue
-                raise
-            break
-        self.taken.add(demo_id)
         job = rec.job
         row = {
             **self.base_row,
-            "demo_id": demo_id,
             "length": int(len(rec.actions)),
             "return": rec.ret,
             "level_seed": int(rec.level_seed),
             "policy": job.policy.name,
             "noise": float(job.noise),
-            "file": Path(os.path.relpath(path, self.csv_path.parent)).as_posix(),
             "done": bool(rec.done),
             "policy_timesteps": int(job.policy.timesteps),
         }
+        tmp = compress_demo(self.demo_dir, base, rec.observations, rec.actions, rec.rewards)
         try:
-            append_index(self.csv_path, [{c: row[c] for c in DEMO_COLUMNS}])
-        except BaseException:
-            path.unlink(missing_ok=True)  # no demo file without its index row
-            raise
+            k = 1
+            while True:
+                demo_id = base if k == 1 else f"{base}_{k}"
+                k += 1
+                if demo_id in self.taken:
+                    continue
+                path = demo_file_path(self.demo_dir, demo_id)
+                row.update(demo_id=demo_id,
+                           file=Path(os.path.relpath(path, self.csv_path.parent)).as_posix())
+                try:
+                    commit_demo(self.csv_path, tmp, path, {c: row[c] for c in DEMO_COLUMNS})
+                except UserError as err:
+                    if "already" in str(err):  # a concurrent writer took this id
+                        self.taken.add(demo_id)
+                        continue
+                    raise
+                break
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.taken.add(demo_id)
         self.rows.append(row)
 
     def _raise_failures(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import tempfile
 import zipfile
 import zlib
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trex.core.runs import UserError
+from trex.core.runs import UserError, fault_point
 
 log = logging.getLogger(__name__)
 
@@ -142,32 +143,110 @@ def write_demo(demo_dir: str | os.PathLike, demo_id: str, observations: np.ndarr
     the final link are one atomic step, so two writers cannot both claim an id.
     """
     path = demo_file_path(demo_dir, demo_id)
-    obs, act, rew = check_demo_arrays(observations, actions, rewards, where=str(path))
     if not overwrite and path.exists():
         raise UserError(f"demo file already exists: {path}")
+    tmp = compress_demo(demo_dir, demo_id, observations, actions, rewards, compresslevel)
+    try:
+        claim_demo_file(tmp, path, overwrite)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
+
+
+def _tmp_prefix(demo_id: str) -> str:
+    """Temporary demo files are ``.<demo_id>.<host>.<pid>.<random>.tmp.npz``: a later run can
+    tell the leftovers of a killed writer (its process is gone) from a live one's."""
+    return f".{demo_id}.{socket.gethostname()}.{os.getpid()}."
+
+
+def compress_demo(demo_dir: str | os.PathLike, demo_id: str, observations: np.ndarray,
+                  actions: np.ndarray, rewards: np.ndarray, compresslevel: int = NPZ_COMPRESSLEVEL) -> Path:
+    """Validate and compress a demo into a temporary file in ``demo_dir``; returns its path
+    (the caller claims it with :func:`claim_demo_file` or removes it)."""
+    path = demo_file_path(demo_dir, demo_id)
+    obs, act, rew = check_demo_arrays(observations, actions, rewards, where=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{demo_id}.", suffix=".tmp.npz", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(demo_id), suffix=".tmp.npz", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
             savez_compressed(f, compresslevel, observations=obs, actions=act, rewards=rew)
             f.flush()
             os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if path exists: never clobbers a concurrent writer
-            except FileExistsError:
-                raise UserError(f"demo file already exists: {path}") from None
-            except OSError:  # file systems without hard links
-                if path.exists():
-                    raise UserError(f"demo file already exists: {path}") from None
-                os.replace(tmp, path)
-    finally:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    return path
+        raise
+    return tmp
+
+
+def claim_demo_file(tmp: Path, path: Path, overwrite: bool = False) -> None:
+    """Give a compressed temporary file its final name; without ``overwrite`` never clobber an
+    existing file (an atomic no-clobber hard link; UserError "already exists")."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # fails if path exists: never clobbers a concurrent writer
+    except FileExistsError:
+        raise UserError(f"demo file already exists: {path}") from None
+    except OSError:  # file systems without hard links
+        if path.exists():
+            raise UserError(f"demo file already exists: {path}") from None
+        os.replace(tmp, path)
+
+
+def commit_demo(csv_path: str | os.PathLike, tmp: Path, path: Path, row: dict) -> None:
+    """Make a compressed demo visible: its file under its final name and its index row, both
+    under the index lock (the commit point). A process killed inside leaves at most a file
+    without a row, which :func:`remove_orphans` recognises because no writer holds the lock."""
+    with _index_lock(Path(csv_path)):
+        claim_demo_file(tmp, path)
+        try:
+            fault_point("demo_between_file_and_row")
+            _append_index_locked(Path(csv_path), [row])
+        except BaseException:
+            path.unlink(missing_ok=True)  # no demo file without its index row
+            raise
+
+
+def remove_orphans(csv_path: str | os.PathLike, demo_dir: str | os.PathLike) -> list[Path]:
+    """Delete what killed writers left in ``demo_dir``: demo files without an index row (a kill
+    between claiming the file and appending the row) and temporary files of processes that no
+    longer run on this host. Done under the index lock, so no live writer is mid-commit.
+    Returns the removed paths."""
+    demo_dir = Path(demo_dir)
+    if not demo_dir.is_dir():
+        return []
+    removed: list[Path] = []
+    host = socket.gethostname()
+    with _index_lock(Path(csv_path)):
+        ids = read_index_ids(csv_path)
+        for f in demo_dir.iterdir():
+            name = f.name
+            if name.startswith(".") and name.endswith(".tmp.npz"):
+                parts = name[1:].split(".")
+                # .<id>.<host...>.<pid>.<rand>.tmp.npz: the pid is the third field from the end
+                if len(parts) >= 5 and host in name and parts[-4].isdigit() and not _alive(int(parts[-4])):
+                    f.unlink(missing_ok=True)
+                    removed.append(f)
+            elif name.endswith(".npz") and f.stem not in ids:
+                f.unlink(missing_ok=True)
+                removed.append(f)
+    if removed:
+        log.warning("removed %d file(s) left by an interrupted run in %s", len(removed), demo_dir)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _index_lock(path: Path):
@@ -206,24 +285,30 @@ def append_index(csv_path: str | os.PathLike, rows: list[dict]) -> None:
         raise UserError(f"{p}: duplicate demo id(s) among the new rows: {', '.join(dup_in_rows[:5])}")
     p.parent.mkdir(parents=True, exist_ok=True)
     with _index_lock(p):
-        header: list[str] | None = None
-        if p.exists() and p.stat().st_size > 0:
-            existing = _read_csv(p)
-            header = list(existing.columns)
-            taken = sorted(set(ids) & set(existing["demo_id"]))
-            if taken:
-                raise UserError(f"{p} already has demo id(s) {', '.join(taken[:5])}"
-                                + (" ..." if len(taken) > 5 else ""))
-        columns = header or DEMO_COLUMNS + sorted({k for r in rows for k in r} - set(DEMO_COLUMNS))
-        extra = sorted({k for r in rows for k in r} - set(columns))
-        if extra:
-            raise UserError(f"{p}: rows have columns the file does not ({', '.join(extra)})")
-        frame = pd.DataFrame([{c: r.get(c, "") for c in columns} for r in rows], columns=columns)
-        text = frame.to_csv(index=False, header=header is None, lineterminator="\n")
-        with p.open("a", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        _append_index_locked(p, rows)
+
+
+def _append_index_locked(p: Path, rows: list[dict]) -> None:
+    """:func:`append_index`'s checks and write; the caller holds the index lock."""
+    ids = [str(r["demo_id"]) for r in rows]
+    header: list[str] | None = None
+    if p.exists() and p.stat().st_size > 0:
+        existing = _read_csv(p)
+        header = list(existing.columns)
+        taken = sorted(set(ids) & set(existing["demo_id"]))
+        if taken:
+            raise UserError(f"{p} already has demo id(s) {', '.join(taken[:5])}"
+                            + (" ..." if len(taken) > 5 else ""))
+    columns = header or DEMO_COLUMNS + sorted({k for r in rows for k in r} - set(DEMO_COLUMNS))
+    extra = sorted({k for r in rows for k in r} - set(columns))
+    if extra:
+        raise UserError(f"{p}: rows have columns the file does not ({', '.join(extra)})")
+    frame = pd.DataFrame([{c: r.get(c, "") for c in columns} for r in rows], columns=columns)
+    text = frame.to_csv(index=False, header=header is None, lineterminator="\n")
+    with p.open("a", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # ----------------------------------------------------------------------------- reading

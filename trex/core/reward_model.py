@@ -347,6 +347,11 @@ def read_rm_infos(csv_path: str | os.PathLike) -> pd.DataFrame:
     missing = [c for c in ("rm_id", "env_name", "mode") if c not in df.columns]
     if missing:
         raise UserError(f"reward model index {p} lacks column(s) {', '.join(missing)}")
+    dup = df["rm_id"].duplicated(keep="last")
+    if dup.any():  # written by an older version on a retried run: the last row is the model on disk
+        log.warning("%s holds %d repeated rm_id row(s) (e.g. %s): keeping the last of each", p,
+                    int(dup.sum()), df.loc[dup, "rm_id"].iloc[0])
+        df = df[~dup].reset_index(drop=True)
     return df
 
 

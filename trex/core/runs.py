@@ -37,6 +37,32 @@ class UserError(Exception):
     """A mistake in the user's input (flag, file, id): reported as one line, exit status 2."""
 
 
+# ----------------------------------------------------------------------------- fault injection
+
+#: environment variable naming the fault point(s) at which a run kills itself (tests only)
+FAULT_ENV = "TREX_FAULT"
+#: environment variable with the signal to die of at a fault point: KILL (default) or INT
+FAULT_SIGNAL_ENV = "TREX_FAULT_SIGNAL"
+
+
+def fault_point(name: str) -> None:
+    """Die here if ``$TREX_FAULT`` names this point (comma-separated names allowed).
+
+    The fault-injection tests stop a run at the exact step where a real kill (time limit,
+    preemption, Ctrl-C) would hurt most, instead of hoping a sleep lands there. With
+    ``$TREX_FAULT_SIGNAL=INT`` the process gets SIGINT (Ctrl-C), otherwise SIGKILL.
+    """
+    points = os.environ.get(FAULT_ENV)
+    if not points or name not in points.split(","):
+        return
+    import signal
+
+    sig = signal.SIGINT if os.environ.get(FAULT_SIGNAL_ENV, "KILL").upper() == "INT" else signal.SIGKILL
+    log.warning("fault injection: %s at %s", sig.name, name)
+    os.kill(os.getpid(), sig)
+    time.sleep(5)  # SIGINT is raised as KeyboardInterrupt at the next bytecode
+
+
 # ----------------------------------------------------------------------------- CLI plumbing
 
 
@@ -277,13 +303,16 @@ def _lock_for(path: Path):
 
 
 def append_csv_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
-                    columns: Sequence[str] | None = None) -> None:
-    """Append whole rows to a CSV under a file lock, writing the header if the file is new.
+                    columns: Sequence[str] | None = None, unique: str | None = None) -> int:
+    """Append whole rows to a CSV under a file lock, writing the header if the file is new;
+    returns the number of rows written.
 
     Safe with many writers at once (processes on one machine or on a shared file system):
     the lock serialises appends and each row is written in one ``write`` call. The header
     of an existing file decides the column order; a row's missing keys are left empty;
-    keys not in an existing header are an error (the file would become ragged).
+    keys not in an existing header are an error (the file would become ragged). With
+    ``unique`` (a column name), rows whose value there is already in the file are not
+    written again (checked under the lock: a retried run never doubles its row).
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +320,17 @@ def append_csv_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
         header: list[str] | None = None
         if p.exists() and p.stat().st_size > 0:
             with p.open(newline="") as f:
-                header = next(csv.reader(f), None)
+                reader = csv.reader(f)
+                header = next(reader, None)
+                if unique is not None and header is not None and unique in header:
+                    col = header.index(unique)
+                    taken = {r[col] for r in reader if len(r) > col}
+                    rows = [r for r in rows if str(_csv_value(r.get(unique))) not in taken]
+        if unique is not None:
+            seen: set[str] = set()
+            rows = [r for r in rows if not (str(r.get(unique)) in seen or seen.add(str(r.get(unique))))]
+        if not rows:
+            return 0
         if header is None:
             header = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
             write_header = True
@@ -310,6 +349,7 @@ def append_csv_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
             f.write(buf.getvalue())
             f.flush()
             os.fsync(f.fileno())
+    return len(rows)
 
 
 def _csv_value(v: Any) -> Any:
