@@ -89,3 +89,16 @@ def test_reader_keeps_the_last_of_repeated_rm_ids(tmp_path, caplog):
     df = read_rm_infos(path)
     assert list(df["rm_id"]) == ["123_4567", "234_5678"] and list(df["pearson"]) == [0.2, 0.3]
     assert "repeated rm_id" in caplog.text
+
+
+def test_gen_demos_retry_finishes_the_killed_run_exactly(tmp_path):
+    argv = ["--policy", "random", "--env_name", "coinrun", "--num_dems", "5", "--num_envs", "2",
+            "--max_ep_len", "15", "--log_dir", str(tmp_path / "d"), "--seed", "9", "--progress", "false"]
+    first = run_stage("trex.gen_demos", argv, fault="demo_between_file_and_row")
+    assert first.returncode == -signal.SIGKILL
+    for _ in range(2):  # the retry completes the run; a third call finds nothing to do
+        again = run_stage("trex.gen_demos", argv)
+        assert again.returncode == 0, again.stderr[-2000:]
+        index = _demo_store_consistent(tmp_path / "d")
+        assert len(index) == 5 and index["run_key"].nunique() == 1
+    assert "nothing left to do" in again.stderr

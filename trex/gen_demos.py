@@ -82,10 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     setup_logging()
     from trex.core.demo_generation import (
-        RANDOM_POLICY, CollectConfig, check_existing_index, check_noise, checkpoint_source, generate_demos, index_paths,
-        manifest_sources, plan_jobs, summarize_rows,
+        RANDOM_POLICY, CollectConfig, check_existing_index, check_noise, checkpoint_source, generate_demos,
+        index_paths, manifest_sources, plan_jobs, remaining_jobs, summarize_rows,
     )
     from trex.core.envs import check_distribution_mode, check_env_name
+    import numpy as np
 
     check_env_name(args.env_name)
     check_distribution_mode(args.distribution_mode)
@@ -119,6 +120,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     pool = cfg.pool()  # a clear error for a bad pool before anything is written
     csv_path, demo_dir = index_paths(args.log_dir, args.name)
     check_existing_index(csv_path)  # a clear error before anything is written
+    # a retry of the same run (same arguments and seed) finishes what a killed attempt began
+    key = run_key(args)
+    done = demos_of_run(csv_path, key)
+    if len(done):
+        jobs = remaining_jobs(jobs, done)
+        log.info("%d demos of this run (key %s) are already in %s; %d left to collect",
+                 len(done), key, csv_path, len(jobs))
+        cfg.seed = int(np.random.SeedSequence([args.seed, len(done)]).generate_state(1)[0] % 2**31)
+        if not jobs:
+            log.info("nothing left to do")
+            return 0
     run_dir = Path(args.log_dir) / "gen_demos_runs" / f"{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir / "log.txt")
@@ -129,13 +141,36 @@ def main(argv: Sequence[str] | None = None) -> int:
              "%d envs, seed %d -> %s", len(jobs), "test" if args.test_set else "train", args.env_name,
              args.distribution_mode, pool[0], sum(pool), n_policies, "y" if n_policies == 1 else "ies",
              sorted({j.noise for j in jobs}), min(args.num_envs, len(jobs)), args.seed, csv_path)
-    rows, stats = generate_demos(jobs, cfg, csv_path, demo_dir, progress=args.progress)
+    rows, stats = generate_demos(jobs, cfg, csv_path, demo_dir, progress=args.progress, run_key=key)
     log.info("%d demos, %d steps in %.1f s (%.0f demo steps/s); index %s",
              stats.demos, stats.demo_steps, stats.seconds, stats.demo_steps_per_s, csv_path)
     summary = summarize_rows(rows)
     if not summary.empty:
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     return 0
+
+
+def run_key(args: argparse.Namespace) -> str:
+    """A hash of the arguments that decide which demos a run makes (not where they go, how
+    fast or how verbosely): the same run retried gets the same key."""
+    import hashlib
+    import json
+
+    skip = {"config", "progress", "device", "precision", "num_envs", "log_dir", "name"}
+    chosen = {k: v for k, v in sorted(vars(args).items()) if k not in skip}
+    return hashlib.sha1(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def demos_of_run(csv_path: Path, key: str):
+    """The index rows a run with this key already wrote (empty if none)."""
+    import pandas as pd
+
+    from trex.core.demos import DemoIndex
+
+    if not csv_path.exists() or csv_path.stat().st_size == 0:
+        return pd.DataFrame(columns=["policy", "noise"])
+    df = DemoIndex.read(csv_path).df
+    return df[df["run_key"].astype(str) == key] if "run_key" in df.columns else df.iloc[:0]
 
 
 def run() -> None:

@@ -168,6 +168,23 @@ def plan_jobs(num_dems: int, noise: Sequence[float], sources: Sequence[PolicySou
     return jobs
 
 
+def remaining_jobs(jobs: Sequence[DemoJob], done_rows: pd.DataFrame) -> list[DemoJob]:
+    """The planned jobs a previous attempt of the same run did not finish: ``jobs`` minus one
+    job per stored demo of the same (policy, noise) (the multiset difference)."""
+    left: dict[tuple[str, float], int] = {}
+    for _, r in done_rows.iterrows():
+        key = (str(r["policy"]), float(r["noise"]))
+        left[key] = left.get(key, 0) + 1
+    out = []
+    for j in jobs:
+        key = (j.policy.name, float(j.noise))
+        if left.get(key, 0) > 0:
+            left[key] -= 1
+        else:
+            out.append(j)
+    return out
+
+
 def check_noise(noise: Sequence[float]) -> list[float]:
     """Epsilons must lie in [0, 1]."""
     out = [float(e) for e in noise]
@@ -548,7 +565,7 @@ def summarize_rows(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 
 def generate_demos(jobs: Sequence[DemoJob], cfg: CollectConfig, csv_path: str | os.PathLike,
-                   demo_dir: str | os.PathLike, progress: bool = True
+                   demo_dir: str | os.PathLike, progress: bool = True, run_key: str = ""
                    ) -> tuple[list[dict[str, Any]], CollectStats]:
     """Collect one demo per job and store each as it finishes: ``<demo_dir>/<id>.npz`` plus
     a row appended to ``csv_path``. Returns (the rows written, collection stats).
@@ -560,7 +577,7 @@ def generate_demos(jobs: Sequence[DemoJob], cfg: CollectConfig, csv_path: str | 
     start, count = cfg.pool()
     base = {"env_name": cfg.env_name, "mode": cfg.distribution_mode, "set_name": set_name,
             "sequential": int(cfg.sequential), "seed": int(cfg.seed), "start_level": start,
-            "num_levels": count, "use_backgrounds": bool(cfg.use_backgrounds)}
+            "num_levels": count, "use_backgrounds": bool(cfg.use_backgrounds), "run_key": run_key}
     writer = DemoWriter(Path(csv_path), Path(demo_dir), base, cfg.test_set)
     try:
         stats = collect_episodes(jobs, cfg, writer, progress=progress)

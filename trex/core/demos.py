@@ -41,7 +41,8 @@ REQUIRED_COLUMNS: list[str] = [
 #: training steps of the checkpoint (-1 for the random policy); the level pool the demo was
 #: drawn from, [start_level, start_level + num_levels), and whether backgrounds were drawn
 EXTRA_COLUMNS: list[str] = ["done", "seed", "policy_timesteps", "start_level", "num_levels",
-                            "use_backgrounds"]
+                            "use_backgrounds", "run_key"]
+#: ``run_key``: a hash of the gen_demos run's arguments and seed (a retried run finds its demos)
 #: the columns that say which level pool a demo comes from
 POOL_COLUMNS: list[str] = ["start_level", "num_levels", "use_backgrounds"]
 DEMO_COLUMNS: list[str] = REQUIRED_COLUMNS + EXTRA_COLUMNS
@@ -58,6 +59,7 @@ NPZ_COMPRESSLEVEL = 1
 
 _DTYPES: dict[str, Any] = {
     "demo_id": str, "env_name": str, "mode": str, "set_name": str, "policy": str, "file": str,
+    "run_key": str,
 }
 
 
