@@ -68,6 +68,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label pairs by the snippets' true rewards instead of the demos' returns")
     p.add_argument("--use_clip_heuristic", type=str2bool, default=True,
                    help="the better demo's snippet starts no earlier than the worse one's")
+    # variants of the network and its input (the defaults are the seed's)
+    p.add_argument("--frame_stack", type=int, default=1,
+                   help="frames per network input: frame t and the K-1 before it in its demo/episode "
+                        "on the channel axis, the first frame repeated before the start (as in DQN, "
+                        "Mnih et al. 2015); used alike in training, evaluation and PPO on the "
+                        "learned reward (1 = each frame alone, the seed)")
+    p.add_argument("--scale_frames", action="store_true",
+                   help="divide the network's input by 255 (the seed feeds raw 0..255 pixel values)")
+    p.add_argument("--augment", default="none",
+                   help="training-only input augmentation: none, or shift = random shift by up to 4 "
+                        "pixels with edge-replicated padding, one shift per demo and batch (RAD, "
+                        "Laskin et al. 2020, arXiv 2004.14990; DrAC, Raileanu et al. 2020, "
+                        "arXiv 2006.12862)")
+    p.add_argument("--architecture", default="seed_cnn",
+                   help="reward network: seed_cnn (the seed project's small CNN) or impala (the "
+                        "IMPALA CNN encoder, Espeholt et al. 2018, arXiv 1802.01561, as in Procgen's "
+                        "PPO, with a linear reward head)")
+    p.add_argument("--ensemble", type=int, default=1,
+                   help="train K reward networks together (stacked parameters, one call for all; "
+                        "they differ by init, each gets the T-REX loss on the same pairs); the "
+                        "reward is their mean and the members' disagreement on test-demo returns is "
+                        "reported (ensemble_spread); 1 = a single network")
     p.add_argument("--rank_by", choices=("return", "noise", "checkpoint"), default="return",
                    help="what ranks the demos: their true return (T-REX), or reward-free (D-REX, "
                         "Brown et al. 2019): less epsilon-greedy noise is better (noise), more "
@@ -100,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sqrt: Adam's step size is lr * sqrt(batch_size) (square-root scaling rule, "
                         "Malladi et al. 2022), so --lr keeps the seed's per-pair meaning; none: lr as given")
     p.add_argument("--max_batch_frames", type=positive_int, default=1024,
-                   help="most distinct frames in one training pass (~0.9 MB of activations each); "
-                        "larger batches are split, with exact gradients and one extra forward")
+                   help="most distinct frames in one training pass (~0.9 MB of activations each for "
+                        "the seed CNN, more for impala, K times that for an --ensemble of K); larger "
+                        "batches are split, with exact gradients and one extra forward")
     p.add_argument("--num_val_snippets", type=positive_int, default=1000,
                    help="validation pairs (the seed: 1000)")
     p.add_argument("--num_test_snippets", type=positive_int, default=1000, help="test pairs (the seed: 1000)")
@@ -115,6 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing model file with the same rm_id")
     return p
+
+
+def _check_csv_header(path: Path, columns: Sequence[str]) -> None:
+    """UserError, before any training, when an existing rm_infos CSV lacks some of our
+    columns (its rows could not take ours: e.g. one written before ``variant`` existed)."""
+    import csv
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), [])
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise UserError(f"{path} was written by an older version (no column(s) {', '.join(missing)}): "
+                        "use another --save_name or --save_dir, or add the columns to it")
 
 
 def _run_dir(log_dir: str, rm_id: str) -> Path:
@@ -145,9 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trex.core.device import pick_device, use_bf16
     from trex.core.envs import check_env_name
     from trex.core.reward_model import (
-        MODEL_SUFFIX, RM_COLUMNS, RewardNet, model_dir_name, prepare_net, rm_csv_name,
-        rm_id_from_seed, save_reward_model,
+        MODEL_SUFFIX, RM_COLUMNS, model_dir_name, prepare_net, rm_csv_name, rm_id_from_seed,
+        save_reward_model,
     )
+    from trex.core.reward_variants import check_variant
     from trex.core.reward_training import DemoSpec, choose_demos, fit_reward_model
     from trex.core.runs import append_csv_rows, seed_everything, write_run_config, write_text_atomic
     from trex.core.trex_learning import TrexConfig
@@ -162,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--save_name must be a plain name, got {args.save_name!r}")
     if args.use_snippet_rewards and args.rank_by != "return":
         raise UserError("--use_snippet_rewards labels pairs by the true reward: it needs --rank_by return")
+    check_variant(architecture=args.architecture, frame_stack=args.frame_stack, augment=args.augment,
+                  ensemble=args.ensemble)
     if args.seed is None:
         args.seed = random.SystemRandom().randint(10**6, 10**7 - 1)  # the seed's 7-digit seeds
     rm_id = rm_id_from_seed(args.seed)
@@ -180,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if model_path.exists() and not args.overwrite:
         raise UserError(f"reward model {model_path} already exists (rm_id {rm_id} from seed "
                         f"{args.seed}); pass another --seed or --save_name, or --overwrite")
+    _check_csv_header(rm_csv, RM_COLUMNS)
     spec = DemoSpec(
         demo_csv=args.demo_csv, env_name=args.env_name, distribution_mode=args.distribution_mode,
         sequential=args.sequential, num_dems=args.num_dems, max_return=args.max_return,
@@ -197,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         use_snippet_rewards=args.use_snippet_rewards, use_clip_heuristic=args.use_clip_heuristic,
         batch_size=args.batch_size, lr_scaling=args.lr_scaling, num_val_snippets=args.num_val_snippets,
         num_test_snippets=args.num_test_snippets, max_batch_frames=args.max_batch_frames,
+        architecture=args.architecture, frame_stack=args.frame_stack, scale_frames=args.scale_frames,
+        augment=args.augment, ensemble=args.ensemble,
     )
 
     # ---- the run directory (the seed's layout) and training
@@ -214,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(row)
         write_text_atomic(train_log, pd.DataFrame(rows).to_csv(index=False, lineterminator="\n"))
 
-    net = prepare_net(RewardNet(output_abs=args.output_abs), device, channels_last)
+    net = prepare_net(cfg.make_net(), device, channels_last)
     fit = fit_reward_model(net, choice, demos, test, cfg, rng, device, bf16, channels_last,
                            window=args.window, num_bootstrap=args.num_bootstrap,
                            metrics_seed=args.seed, on_epoch=on_epoch)
@@ -225,13 +269,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train_acc": best["train_acc"], "val_acc": best["val_acc"], "test_acc": best["test_acc"],
         **{k: m[k] for k in RESULT_METRICS}, "gt_snippet_acc": fit.gt_snippet_acc,
         "n_test_demos": m["n_demos"], "best_epoch": fit.result.best_epoch, "epochs": fit.result.epochs,
-        "n_train_levels": choice.n_train_levels, "rank_by": args.rank_by,
+        "n_train_levels": choice.n_train_levels, "rank_by": args.rank_by, "variant": cfg.variant,
+        "ensemble_spread": m["ensemble_spread"], "ensemble_spread_rel": m["ensemble_spread_rel"],
     }
     training = {k: v for k, v in vars(args).items() if k not in ("config",)}
     save_reward_model(model_path, net, env_name=args.env_name, mode=args.distribution_mode,
                       num_dems=args.num_dems, seed=args.seed, sequential=args.sequential,
                       rm_id=rm_id, training=training, results=results,
-                      extra={**choice.pool, "rank_by": args.rank_by,
+                      extra={**choice.pool, "rank_by": args.rank_by, "variant": cfg.variant,
                              "n_train_levels": choice.n_train_levels,
                              "train_demo_ids": choice.train_ids, "val_demo_ids": choice.val_ids})
     row = {
@@ -249,16 +294,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rank_by": args.rank_by, **choice.pool, "n_train_levels": choice.n_train_levels,
         **{k: m[k] for k in RESULT_METRICS if k not in ("pearson", "spearman", "baseline_pearson",
                                                         "baseline_spearman")},
-        "window": args.window, "n_windows": m["n_windows"],
+        "window": args.window, "n_windows": m["n_windows"], "variant": cfg.variant,
+        "ensemble_spread": m["ensemble_spread"], "ensemble_spread_rel": m["ensemble_spread_rel"],
     }
     append_csv_rows(rm_csv, [row], columns=RM_COLUMNS)
     log.info("saved %s and a row in %s", model_path, rm_csv)
     from trex.core.sweeps import write_stage_result
 
     write_stage_result(**row)  # run_experiments' manifest (no-op outside a sweep)
-    table = pd.DataFrame([{k: row[k] for k in ("rm_id", "num_dems", "val_acc", "test_acc", "pearson",
-                                                "baseline_pearson", "partial", "window_pearson",
-                                                "n_train_levels", "wall_s")}])
+    shown = ("rm_id", "variant", "num_dems", "val_acc", "test_acc", "pearson", "baseline_pearson", "partial",
+             "window_pearson", "n_train_levels", "wall_s")
+    table = pd.DataFrame([{k: row[k] for k in shown}])
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 

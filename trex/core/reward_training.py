@@ -26,6 +26,7 @@ import pandas as pd
 
 from trex.core.demos import POOL_COLUMNS, DemoIndex
 from trex.core.metrics import DEFAULT_WINDOW, NUM_BOOTSTRAP, model_agreement, reward_metrics
+from trex.core.reward_variants import ensemble_spread
 from trex.core.runs import UserError
 from trex.core.trex_learning import (
     DemoSet, TrexConfig, TrexResult, check_pairable, frame_rewards, make_data, select_demos,
@@ -221,13 +222,23 @@ def fit_reward_model(net: Any, choice: DemoChoice, demos: DemoSet, test: DemoSet
     log.info("finished training: best validation accuracy %.4f at epoch %d of %d (%.1f s)",
              result.best["val_acc"], result.best_epoch, result.epochs, result.wall_s)
 
+    member_returns: list[np.ndarray] = []  # an ensemble's members' returns (M,) per test demo
+
     def reward_fn(frames: np.ndarray) -> np.ndarray:
-        return frame_rewards(net, frames, device, bf16, None, channels_last)
+        r = frame_rewards(net, frames, device, bf16, None, channels_last, members=True)  # (M, T)
+        member_returns.append(r.sum(axis=1, dtype=np.float64))
+        return r.mean(axis=0)
 
     in_memory = {d: (test.frames[a:b], test.rewards[a:b])
                  for d, a, b in zip(test.ids, test.offsets[:-1], test.offsets[1:])}
     preds, true, offsets = frame_predictions([reward_fn], choice.test_index, choice.test_index.ids(), in_memory)
     metrics = reward_metrics(preds[0], true, offsets, window, num_bootstrap, metrics_seed)
+    metrics["ensemble_spread"], metrics["ensemble_spread_rel"] = ensemble_spread(
+        np.stack(member_returns, axis=1)) if member_returns else (float("nan"), float("nan"))
+    if getattr(net, "ensemble_size", 1) > 1:
+        log.info("ensemble of %d: spread of the members' test-demo returns %.3g (mean std over members), "
+                 "%.3f relative to the spread between demos", net.ensemble_size, metrics["ensemble_spread"],
+                 metrics["ensemble_spread_rel"])
     log.info("all %d test demos: pearson %.3f [%.3f, %.3f], spearman %.3f; length baseline %.3f / %.3f; "
              "partial given length %.3f [%.3f, %.3f]; %d-frame windows %.3f [%.3f, %.3f]",
              metrics["n_demos"], metrics["pearson"], metrics["pearson_lo"], metrics["pearson_hi"],

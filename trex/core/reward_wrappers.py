@@ -7,6 +7,11 @@ observations its actions were taken on. (Using ``o_t`` rather than the next obse
 also keeps Procgen's auto-reset from crediting an episode with the next one's first frame.)
 All environments are scored in one batched forward per step.
 
+A frame-stacking reward (``reward_fn.frame_stack`` K > 1) scores o_t on the stack
+o_{t-K+1..t} of the same episode, kept per environment and reset at every episode start
+by repeating its first frame: exactly the stacks of a demo (tested against the reward
+function applied to the episode's frames as a demo).
+
 The true reward is never lost: it stays in ``info["true_reward"]``, and the adapter's
 ``info["episode"]`` returns (what SB3 logs) are counted from the true rewards.
 """
@@ -45,9 +50,14 @@ class ReplacedRewardVecEnv(VecEnvWrapper):
         """float32 (N,) rewards for the observations (N, 3, 64, 64) the actions were taken on."""
         raise NotImplementedError
 
+    def observed(self, obs: np.ndarray, starts: np.ndarray) -> None:
+        """Hook: ``obs`` (N, 3, 64, 64) are the next observations to act on, and
+        ``starts`` (N,) bool says which of them begin an episode."""
+
     def reset(self) -> np.ndarray:
         self._obs = self.venv.reset()
         self._ep_learned[:] = 0.0
+        self.observed(self._obs, np.ones(self.num_envs, dtype=bool))
         return self._obs
 
     def step_wait(self) -> VecEnvStepReturn:
@@ -63,19 +73,41 @@ class ReplacedRewardVecEnv(VecEnvWrapper):
                 self.learned_episode_returns.append(float(self._ep_learned[i]))
         self._ep_learned[dones] = 0.0
         self._obs = obs
+        self.observed(obs, np.asarray(dones, dtype=bool))
         return obs, rewards, dones, infos
 
 
 class LearnedRewardVecEnv(ReplacedRewardVecEnv):
     """The reward network's prediction ``r(o_t)`` (optionally squashed by a sigmoid, as the
-    seed project's ``--use_sigmoid``) replaces the game's reward."""
+    seed project's ``--use_sigmoid``) replaces the game's reward.
+
+    With ``reward_fn.frame_stack`` K > 1 (a :class:`trex.core.reward_model.RewardFunction`
+    of a frame-stacking model), each environment keeps its last K observations
+    (N, K, 3, 64, 64), the episode's first repeated until there are K, and the reward
+    function gets these stacks.
+    """
 
     def __init__(self, venv: VecEnv, reward_fn: FrameRewardFn, use_sigmoid: bool = False) -> None:
         super().__init__(venv)
         self.reward_fn = reward_fn
         self.use_sigmoid = use_sigmoid
+        self.frame_stack = int(getattr(reward_fn, "frame_stack", 1))
+        self._stacks: np.ndarray | None = None  # (N, K, 3, 64, 64) uint8 when K > 1
+
+    def observed(self, obs: np.ndarray, starts: np.ndarray) -> None:
+        if self.frame_stack == 1:
+            return
+        if self._stacks is None:
+            self._stacks = np.empty((len(obs), self.frame_stack, *obs.shape[1:]), dtype=obs.dtype)
+            starts = np.ones(len(obs), dtype=bool)
+        self._stacks[:, :-1] = self._stacks[:, 1:]  # numpy buffers the overlapping copy
+        self._stacks[:, -1] = obs
+        self._stacks[starts] = obs[starts][:, None]
 
     def rewards_for(self, obs: np.ndarray) -> np.ndarray:
+        if self.frame_stack > 1:
+            assert self._stacks is not None, "reset() must come before step()"
+            obs = self._stacks
         r = np.asarray(self.reward_fn(obs), dtype=np.float32)
         if self.use_sigmoid:
             r = 1.0 / (1.0 + np.exp(-r))

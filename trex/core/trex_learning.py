@@ -27,6 +27,11 @@ What makes it fast without changing the maths:
 * evaluation computes per-frame rewards once per needed frame and gets every pair's
   return from cumulative sums, instead of re-running the network per pair;
 * channels_last + bf16 autocast (the fast path), chosen by the caller.
+
+Variants (:mod:`trex.core.reward_variants`, each off by default): frame stacks gathered by
+index on the demos' offsets wherever frames meet the network; random-shift augmentation of
+each training batch (one shift per demo, drawn once per step so the chunked step's two
+passes agree); ensembles, whose members each get the loss above on the same pairs.
 """
 
 from __future__ import annotations
@@ -45,7 +50,10 @@ import torch.nn.functional as F
 
 from trex.core.device import autocast
 from trex.core.metrics import correlations, pair_accuracy, pair_loss
-from trex.core.reward_model import RewardNet, frames_to_input
+from trex.core.reward_model import RewardModule, build_net, gather_input, predict_frame_rewards
+from trex.core.reward_variants import (
+    AUGMENTATIONS, check_variant, draw_shifts, ensemble_spread, random_shift, variant_name,
+)
 from trex.core.runs import UserError
 
 log = logging.getLogger(__name__)
@@ -379,34 +387,67 @@ def _batch_frames(demos: DemoSet, pairs: PairSet) -> tuple[np.ndarray, np.ndarra
 
 def _segment_returns(r: torch.Tensor, inv: np.ndarray, seg: np.ndarray, n_pairs: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Snippet sums of per-frame rewards r (U,): returns (B, 2) and summed |r| (B, 2)."""
+    """Snippet sums of per-frame rewards r (U,) or of M members' r (M, U): returns (B, 2)
+    and summed |r| (B, 2), or (M, B, 2) each."""
     device = r.device
-    per_use = r.float()[torch.from_numpy(inv).to(device)]
+    rm = r.float().reshape(-1, r.shape[-1])
+    per_use = rm[:, torch.from_numpy(inv).to(device)]
     seg_t = torch.from_numpy(seg).to(device)
+    shape = (*r.shape[:-1], n_pairs, 2)
     n = 2 * n_pairs
-    ret = torch.zeros(n, device=device).index_add_(0, seg_t, per_use).view(-1, 2)
-    absr = torch.zeros(n, device=device).index_add_(0, seg_t, per_use.abs()).view(-1, 2)
+    ret = torch.zeros(len(rm), n, device=device).index_add_(1, seg_t, per_use).view(shape)
+    absr = torch.zeros(len(rm), n, device=device).index_add_(1, seg_t, per_use.abs()).view(shape)
     return ret, absr
 
 
-def batch_returns(net: RewardNet, demos: DemoSet, pairs: PairSet, device: torch.device,
-                  bf16: bool, channels_last: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Predicted returns (B, 2) and summed |r| (B, 2) of a batch of pairs, with gradients.
+class _BatchInput:
+    """The network input of a batch's distinct frames ``uniq`` (U,), chunk by chunk:
+    frame stacks of the net's ``frame_stack`` (by index on the demos' offsets) and, with
+    ``augment="shift"``, a random shift per demo drawn once per batch (so a chunked
+    step's two passes see the same input)."""
+
+    def __init__(self, net: RewardModule, demos: DemoSet, uniq: np.ndarray, device: torch.device,
+                 channels_last: bool, augment: str = "none", rng: np.random.Generator | None = None) -> None:
+        self.net, self.demos, self.uniq = net, demos, uniq
+        self.device, self.channels_last = device, channels_last
+        self.shifts: np.ndarray | None = None
+        if augment == "shift":
+            if rng is None:
+                raise ValueError("augment='shift' needs a random generator")
+            self.shifts = draw_shifts(uniq, demos.offsets, rng)
+        elif augment != "none":
+            raise UserError(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+
+    def __call__(self, part: slice = slice(None)) -> torch.Tensor:
+        """float (u, 3K, 64, 64) for the distinct frames ``uniq[part]``."""
+        x = gather_input(self.demos.frames, self.uniq[part], self.demos.offsets, self.net.frame_stack,
+                         self.device, self.channels_last)
+        if self.shifts is not None:
+            x = random_shift(x, self.shifts[part])
+        return x
+
+
+def batch_returns(net: RewardModule, demos: DemoSet, pairs: PairSet, device: torch.device,
+                  bf16: bool, channels_last: bool = True, augment: str = "none",
+                  rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Predicted returns (B, 2) and summed |r| (B, 2) of a batch of pairs, with gradients
+    (an ensemble: every member's, (M, B, 2)).
 
     Each distinct frame of the batch goes through the network once; snippet sums are
     segment sums of the per-frame rewards. Also returns the number of distinct frames.
     """
     uniq, inv, seg = _batch_frames(demos, pairs)
-    x = frames_to_input(demos.frames[uniq], device, channels_last)
+    x = _BatchInput(net, demos, uniq, device, channels_last, augment, rng)()
     with autocast(device, bf16):
-        r = net(x)
-    ret, absr = _segment_returns(r, inv, seg, len(pairs))
+        r = net.forward_members(x)
+    ret, absr = _segment_returns(r if net.ensemble_size > 1 else r[0], inv, seg, len(pairs))
     return ret, absr, len(uniq)
 
 
-def train_step(net: RewardNet, opt: torch.optim.Optimizer, demos: DemoSet, pairs: PairSet,
+def train_step(net: RewardModule, opt: torch.optim.Optimizer, demos: DemoSet, pairs: PairSet,
                lam_l1: float, device: torch.device, bf16: bool, channels_last: bool = True,
-               max_frames: int = 1024) -> tuple[float, torch.Tensor, torch.Tensor, int]:
+               max_frames: int = 1024, augment: str = "none", rng: np.random.Generator | None = None
+               ) -> tuple[float, torch.Tensor, torch.Tensor, int]:
     """One optimizer step on a batch of pairs: (loss, returns (B, 2), |r| sums (B, 2), distinct frames).
 
     Up to ``max_frames`` distinct frames: one forward/backward over them. More: activations
@@ -414,13 +455,18 @@ def train_step(net: RewardNet, opt: torch.optim.Optimizer, demos: DemoSet, pairs
     -- a no-grad forward gives the per-frame rewards, the loss's gradient with respect to
     each frame's reward follows from them, and a second forward/backward per chunk
     accumulates the exact parameter gradient (memory bounded by the chunk, one extra forward).
+
+    An ensemble of M members minimises the sum of the members' T-REX losses on the same
+    pairs (each member gets exactly its own loss's gradient); the loss reported is their
+    mean, the returns the members' mean. ``augment="shift"`` shifts the input randomly
+    (:func:`trex.core.reward_variants.random_shift`, drawn from ``rng``).
     """
     opt.zero_grad(set_to_none=True)
     uniq, inv, seg = _batch_frames(demos, pairs)
+    inputs = _BatchInput(net, demos, uniq, device, channels_last, augment, rng)
     if len(uniq) <= max_frames:
-        x = frames_to_input(demos.frames[uniq], device, channels_last)
         with autocast(device, bf16):
-            r = net(x)
+            r = net.forward_members(inputs())
         ret, absr = _segment_returns(r, inv, seg, len(pairs))
         loss = trex_loss(ret, absr, lam_l1)
         loss.backward()
@@ -429,56 +475,51 @@ def train_step(net: RewardNet, opt: torch.optim.Optimizer, demos: DemoSet, pairs
         with torch.no_grad():
             parts = []
             for c in chunks:
-                x = frames_to_input(demos.frames[uniq[c]], device, channels_last)
                 with autocast(device, bf16):
-                    parts.append(net(x).float())
-        r = torch.cat(parts).requires_grad_(True)
+                    parts.append(net.forward_members(inputs(c)).float())
+        r = torch.cat(parts, dim=1).requires_grad_(True)
         ret, absr = _segment_returns(r, inv, seg, len(pairs))
         loss = trex_loss(ret, absr, lam_l1)
         loss.backward()
         grad = r.grad
         for c in chunks:
-            x = frames_to_input(demos.frames[uniq[c]], device, channels_last)
             with autocast(device, bf16):
-                rc = net(x)
-            rc.float().backward(grad[c])
+                rc = net.forward_members(inputs(c))
+            rc.float().backward(grad[:, c])
     opt.step()
-    return float(loss.detach()), ret.detach(), absr.detach(), len(uniq)
+    m = ret.shape[0]
+    return float(loss.detach()) / m, ret.detach().mean(0), absr.detach().mean(0), len(uniq)
 
 
 def trex_loss(returns: torch.Tensor, abs_sums: torch.Tensor, lam_l1: float) -> torch.Tensor:
     """Mean over pairs of cross-entropy(logits = returns (B, 2), label 1) + lam_l1 * |r| sums
-    (T-REX Eq. 1 plus the seed's L1 penalty); per pair identical to the seed's loss."""
-    ce = F.softplus(returns[:, 0] - returns[:, 1])  # = CE([R0, R1], 1)
-    return (ce + lam_l1 * abs_sums.sum(dim=1)).mean()
+    (T-REX Eq. 1 plus the seed's L1 penalty); per pair identical to the seed's loss.
+    Members' returns (M, B, 2): the sum over members of each member's loss."""
+    ce = F.softplus(returns[..., 0] - returns[..., 1])  # = CE([R0, R1], 1)
+    return (ce + lam_l1 * abs_sums.sum(dim=-1)).mean(dim=-1).sum()
 
 
 @torch.no_grad()
-def frame_rewards(net: RewardNet, frames: np.ndarray, device: torch.device, bf16: bool,
+def frame_rewards(net: RewardModule, frames: np.ndarray, device: torch.device, bf16: bool,
                   mask: np.ndarray | None = None, channels_last: bool = True,
-                  batch_size: int = 512) -> np.ndarray:
-    """Per-frame rewards float32 (F,) of uint8 frames (F, 64, 64, 3); frames outside
-    ``mask`` (bool (F,)) are skipped and left 0. One forward per chunk of frames."""
-    n = len(frames)
-    out = np.zeros(n, dtype=np.float32)
-    was_training = net.training
-    net.eval()
-    try:
-        if mask is None or mask.all():
-            for lo in range(0, n, batch_size):
-                x = frames_to_input(frames[lo:lo + batch_size], device, channels_last)
-                with autocast(device, bf16):
-                    out[lo:lo + len(x)] = net(x).float().cpu().numpy()
-        else:
-            idx = np.flatnonzero(mask)
-            for lo in range(0, len(idx), batch_size):
-                sel = idx[lo:lo + batch_size]
-                x = frames_to_input(frames[sel], device, channels_last)
-                with autocast(device, bf16):
-                    out[sel] = net(x).float().cpu().numpy()
-    finally:
-        net.train(was_training)
-    return out
+                  batch_size: int = 512, offsets: np.ndarray | None = None,
+                  members: bool = False) -> np.ndarray:
+    """Per-frame rewards float32 (F,) of uint8 frames (F, 64, 64, 3) (with ``members``,
+    every ensemble member's, (M, F)); frames outside ``mask`` (bool (F,)) are skipped and
+    left 0. One forward per chunk of frames.
+
+    ``offsets`` (n + 1,): the frames are n demos laid end to end (a :class:`DemoSet`);
+    None: one demo. A frame-stacking network stacks each frame with those before it in
+    its own demo, so several demos need their offsets.
+    """
+    rows = None if mask is None or mask.all() else np.flatnonzero(mask)
+    r = predict_frame_rewards(net, frames, device, bf16, channels_last, batch_size, offsets=offsets,
+                              rows=rows, members=members)
+    if rows is None:
+        return r
+    full = np.zeros((*r.shape[:-1], len(frames)), dtype=np.float32)
+    full[..., rows] = r
+    return full
 
 
 def pair_returns(demos: DemoSet, rewards: np.ndarray, pairs: PairSet) -> tuple[np.ndarray, np.ndarray]:
@@ -501,6 +542,10 @@ class TrexConfig:
     ``batch_size`` pairs per step, Adam's step size is ``lr * sqrt(batch_size)`` (the
     square-root scaling rule for Adam, Malladi et al. 2022, arXiv 2205.10287) unless
     ``lr_scaling="none"``; ``batch_size=1`` is exactly the seed's optimizer.
+
+    Variants (:mod:`trex.core.reward_variants`; the defaults are the seed's): the network
+    (``architecture``, ``frame_stack``, ``scale_frames``, ``ensemble``, with ``output_abs``:
+    :meth:`make_net`) and the training-only ``augment``.
     """
 
     num_snippets: int = 50000
@@ -522,6 +567,35 @@ class TrexConfig:
     num_train_eval_snippets: int = 1000
     eval_batch_size: int = 512
     max_batch_frames: int = 1024
+    architecture: str = "seed_cnn"
+    frame_stack: int = 1
+    scale_frames: bool = False
+    augment: str = "none"
+    ensemble: int = 1
+
+    def check(self) -> None:
+        """UserError for a bad variant setting."""
+        check_variant(architecture=self.architecture, frame_stack=self.frame_stack,
+                      augment=self.augment, ensemble=self.ensemble)
+
+    @property
+    def net_config(self) -> dict[str, Any]:
+        """The network's settings, as :func:`trex.core.reward_model.build_net` takes them."""
+        return {"output_abs": self.output_abs, "frame_stack": self.frame_stack,
+                "scale_frames": self.scale_frames, "ensemble": self.ensemble}
+
+    def make_net(self) -> RewardModule:
+        """A fresh reward network of these settings (not yet on a device: see ``prepare_net``)."""
+        self.check()
+        return build_net(self.architecture, self.net_config)
+
+    @property
+    def variant(self) -> str:
+        """The short name of the non-default choices (``seed`` for none), e.g. ``stack4+shift``."""
+        return variant_name(use_clip_heuristic=self.use_clip_heuristic,
+                            use_snippet_rewards=self.use_snippet_rewards, frame_stack=self.frame_stack,
+                            scale_frames=self.scale_frames, augment=self.augment,
+                            architecture=self.architecture, ensemble=self.ensemble)
 
 
 @dataclass
@@ -581,19 +655,27 @@ def step_lr(cfg: TrexConfig) -> float:
     return cfg.lr * math.sqrt(cfg.batch_size) if cfg.lr_scaling == "sqrt" else cfg.lr
 
 
-def evaluate(net: RewardNet, data: TrexData, cfg: TrexConfig, device: torch.device, bf16: bool,
+def evaluate(net: RewardModule, data: TrexData, cfg: TrexConfig, device: torch.device, bf16: bool,
              channels_last: bool = True) -> dict[str, float]:
     """Accuracy and loss on train-eval, validation and test pairs, and correlations on the
-    test demos; per-frame rewards are computed once per needed frame."""
+    test demos; per-frame rewards are computed once per needed frame. An ensemble adds
+    ``ensemble_spread`` and ``ensemble_spread_rel`` on the test demos
+    (:func:`trex.core.reward_variants.ensemble_spread`)."""
     mask = frames_mask(data.demos, PairSet.concat([data.train_eval_pairs, data.val_pairs]))
-    r = frame_rewards(net, data.demos.frames, device, bf16, mask, channels_last, cfg.eval_batch_size)
+    r = frame_rewards(net, data.demos.frames, device, bf16, mask, channels_last, cfg.eval_batch_size,
+                      offsets=data.demos.offsets)
     out: dict[str, float] = {}
     for name, pairs in (("train", data.train_eval_pairs), ("val", data.val_pairs)):
         ret, absr = pair_returns(data.demos, r, pairs)
         out[f"{name}_acc"] = pair_accuracy(ret)
         out[f"{name}_loss"] = pair_loss(ret, absr, cfg.lam_l1)
     if data.test is not None and data.test_pairs is not None:
-        rt = frame_rewards(net, data.test.frames, device, bf16, None, channels_last, cfg.eval_batch_size)
+        rt = frame_rewards(net, data.test.frames, device, bf16, None, channels_last, cfg.eval_batch_size,
+                           offsets=data.test.offsets, members=True)
+        if net.ensemble_size > 1:
+            out["ensemble_spread"], out["ensemble_spread_rel"] = ensemble_spread(
+                np.stack([data.test.demo_sums(m) for m in rt]))
+        rt = rt.mean(axis=0)
         ret, absr = pair_returns(data.test, rt, data.test_pairs)
         out["test_acc"] = pair_accuracy(ret)
         out["test_loss"] = pair_loss(ret, absr, cfg.lam_l1)
@@ -615,17 +697,29 @@ class TrexResult:
     wall_s: float
 
 
-def train_trex(net: RewardNet, data: TrexData, cfg: TrexConfig, rng: np.random.Generator,
+def train_trex(net: RewardModule, data: TrexData, cfg: TrexConfig, rng: np.random.Generator,
                device: torch.device, bf16: bool, channels_last: bool = True,
                on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrexResult:
     """Train ``net`` in place; on return it holds the weights of the best validation epoch.
 
     Each epoch takes ``epoch_size`` training pairs (a fresh random subset, as the seed's
     shuffle-and-slice) in batches of ``batch_size``, then evaluates. Early stopping when the
-    validation accuracy has not improved for ``patience`` epochs.
+    validation accuracy has not improved for ``patience`` epochs. ``net`` must be the
+    network ``cfg`` describes (:meth:`TrexConfig.make_net`). Random shifts (``augment``)
+    come from a child stream of ``rng`` that leaves ``rng``'s own draws (the pairs' order)
+    as without augmentation.
     """
     from tqdm import tqdm
 
+    cfg.check()
+    have = (net.architecture, net.frame_stack, net.scale_frames, net.ensemble_size)
+    want = (cfg.architecture, cfg.frame_stack, cfg.scale_frames, cfg.ensemble)
+    if have != want:
+        raise ValueError(f"the network (architecture, frame_stack, scale_frames, ensemble) = {have} "
+                         f"is not the one the config describes, {want}")
+    aug_rng = rng.spawn(1)[0] if cfg.augment != "none" else None
+    if cfg.variant != "seed":
+        log.info("variant %s", cfg.variant)
     opt = torch.optim.Adam(net.parameters(), lr=step_lr(cfg), weight_decay=cfg.weight_decay)
     log.info("training: %d pairs per epoch in batches of %d, Adam lr %.3g (--lr %.3g, %s scaling), "
              "weight decay %g, lam_l1 %g", min(cfg.epoch_size, len(data.train_pairs)), cfg.batch_size,
@@ -650,7 +744,7 @@ def train_trex(net: RewardNet, data: TrexData, cfg: TrexConfig, rng: np.random.G
                        disable=None):
             batch = data.train_pairs.take(order[lo:lo + cfg.batch_size])
             loss, ret, absr, n_uniq = train_step(net, opt, data.demos, batch, cfg.lam_l1, device, bf16,
-                                                 channels_last, cfg.max_batch_frames)
+                                                 channels_last, cfg.max_batch_frames, cfg.augment, aug_rng)
             loss_sum += loss * len(batch)
             ret_sum += float(ret.sum())
             abs_sum += float(absr.sum())
@@ -695,7 +789,7 @@ def train_trex(net: RewardNet, data: TrexData, cfg: TrexConfig, rng: np.random.G
 
 
 @torch.no_grad()
-def predict_demo_returns(net: RewardNet, demos: Iterable[Any], device: torch.device, bf16: bool,
+def predict_demo_returns(net: RewardModule, demos: Iterable[Any], device: torch.device, bf16: bool,
                          channels_last: bool = True, batch_size: int = 512,
                          total: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stream demos (objects with ``observations`` (T, 64, 64, 3) and ``rewards``): returns
