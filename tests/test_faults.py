@@ -102,3 +102,70 @@ def test_gen_demos_retry_finishes_the_killed_run_exactly(tmp_path):
         index = _demo_store_consistent(tmp_path / "d")
         assert len(index) == 5 and index["run_key"].nunique() == 1
     assert "nothing left to do" in again.stderr
+
+
+# ----------------------------------------------------------------------------- train_reward and sweeps
+
+
+def _tiny_reward_args(tmp: Path, csv: Path) -> list[str]:
+    from tests.test_train_reward import TINY
+
+    return [*TINY, "--demo_csv", str(csv), "--save_dir", str(tmp / "rm"), "--log_dir", str(tmp / "logs"),
+            "--num_bootstrap", "20", "--window", "5"]
+
+
+def _rm_store_consistent(tmp: Path) -> pd.DataFrame:
+    """Exactly one row per model file and one model file per row."""
+    rows = pd.read_csv(tmp / "rm" / "rm_infos.csv", dtype={"rm_id": str})
+    models = {p.stem for p in (tmp / "rm" / "model_files").glob("*.safetensors")}
+    assert not rows["rm_id"].duplicated().any()
+    assert set(rows["rm_id"]) == models
+    return rows
+
+
+@pytest.mark.parametrize("sig", ["KILL", "INT"])
+def test_train_reward_killed_between_model_and_row_then_retried(tmp_path, sig):
+    from tests.test_protocol import make_pool_store
+
+    csv = make_pool_store(tmp_path / "d")
+    argv = [*_tiny_reward_args(tmp_path, csv), "--seed", "1234567"]
+    first = run_stage("trex.train_reward", argv, fault="reward_between_model_and_row", sig=sig)
+    assert first.returncode != 0
+    assert not (tmp_path / "rm" / "rm_infos.csv").exists()
+    if sig == "KILL":  # the model was written, its row not: not a finished run
+        assert (tmp_path / "rm" / "model_files" / "123_4567.safetensors").exists()
+    for _ in range(2):  # the retry trains it; the next call finds it complete
+        again = run_stage("trex.train_reward", argv)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert len(_rm_store_consistent(tmp_path)) == 1
+    assert "already complete" in again.stderr
+
+
+def test_sweep_killed_with_its_runs_then_restarted_finishes_each_run_once(tmp_path):
+    from tests.test_protocol import make_pool_store
+
+    csv = make_pool_store(tmp_path / "d")
+    argv = ["--num_dems", "8", "--num_seeds", "4", "--env_name", "starpilot",
+            "--pass_args", " ".join(_tiny_reward_args(tmp_path, csv)[2:])]
+    # 1. every run killed between its model and its row: the sweep records 4 failures
+    first = run_stage("trex.run_experiments", [*argv, "--jobs", "2"], fault="reward_between_model_and_row")
+    assert first.returncode == 1, first.stderr[-2000:]
+    assert len(list((tmp_path / "rm" / "model_files").glob("*.safetensors"))) == 4
+    assert not (tmp_path / "rm" / "rm_infos.csv").exists()
+    # 2. the sweep itself killed (SIGKILL) right after its first finished run
+    # (one run at a time, so no run is left running when the sweep dies)
+    second = run_stage("trex.run_experiments", [*argv, "--jobs", "1"], fault="sweep_after_record")
+    assert second.returncode == -signal.SIGKILL
+    assert len(pd.read_csv(tmp_path / "rm" / "rm_infos.csv")) == 1
+    # 3. restarted: the rest run, each exactly once; the manifest agrees with the files
+    third = run_stage("trex.run_experiments", [*argv, "--jobs", "2"])
+    assert third.returncode == 0, third.stderr[-2000:]
+    rows = _rm_store_consistent(tmp_path)
+    manifest = pd.read_csv(tmp_path / "rm" / "sweep_manifest.csv", dtype={"rm_id": str})
+    # "skipped": finished by an earlier start of the sweep (its status.json says done)
+    assert len(rows) == 4 and manifest["status"].isin(["done", "skipped"]).all()
+    assert (manifest["status"] == "done").sum() == 3
+    assert set(manifest["rm_id"]) == set(rows["rm_id"])
+    # 4. once more: nothing to do, nothing doubled
+    fourth = run_stage("trex.run_experiments", [*argv, "--jobs", "2"])
+    assert fourth.returncode == 0 and len(_rm_store_consistent(tmp_path)) == 4

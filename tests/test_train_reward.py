@@ -104,10 +104,20 @@ def test_outputs(tmp_path, store, capsys):
     assert cfg["args"]["seed"] == 1234567 and len(cfg["chosen_demos"]) == 8
     assert not set(cfg["train_demo_ids"]) & set(cfg["val_demo_ids"])
     assert "val_acc" in capsys.readouterr().out
-    # same rm_id again: refused without --overwrite, nothing added
-    assert main(tiny_args(tmp_path, store)) == 2
+    # the same run again: already complete, nothing added, nothing retrained
+    mtime = (tmp_path / "rm" / row["model_file"]).stat().st_mtime_ns
+    assert main(tiny_args(tmp_path, store)) == 0
+    assert len(pd.read_csv(csv)) == 1 and len(list((tmp_path / "logs" / rm_id).iterdir())) == 1
+    assert (tmp_path / "rm" / row["model_file"]).stat().st_mtime_ns == mtime
+    assert "already complete" in capsys.readouterr().err
+    # the same rm_id from other flags: refused without --overwrite, nothing added
+    assert main(tiny_args(tmp_path, store, "--lam_l1", "0.01")) == 2
+    assert "other lam_l1" in capsys.readouterr().err
     assert len(pd.read_csv(csv)) == 1
-    assert "already exists" in capsys.readouterr().err
+    # --overwrite retrains and replaces the row: still one row
+    assert main(tiny_args(tmp_path, store, "--lam_l1", "0.01", "--overwrite")) == 0
+    df = pd.read_csv(csv, dtype={"rm_id": str})
+    assert len(df) == 1 and df["rm_id"].iloc[0] == rm_id
 
 
 def test_same_seed_same_model(tmp_path, store):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trex.core.runs import (
-    UserError, add_config_flag, cli_entry, nonnegative_int, parse_args, positive_float,
+    UserError, add_config_flag, cli_entry, fault_point, nonnegative_int, parse_args, positive_float,
     positive_int, str2bool,
 )
 
@@ -155,6 +155,56 @@ def _check_csv_header(path: Path, columns: Sequence[str]) -> None:
                         "use another --save_name or --save_dir, or add the columns to it")
 
 
+#: flags that do not change which model a run makes (where things go, how verbose)
+_NOT_IDENTITY = {"config", "overwrite", "log_dir", "save_dir", "save_name", "device", "precision"}
+
+
+def finished_row(rm_csv: Path, rm_id: str, model_path: Path, args: argparse.Namespace) -> dict | None:
+    """The rm_infos row of this run if it already finished (row and model file there), else
+    None. UserError if ``rm_id`` was made by a different run (other flags, same seed)."""
+    from trex.core.reward_model import read_metadata, read_rm_infos
+
+    if not rm_csv.is_file() or rm_csv.stat().st_size == 0:
+        return None
+    rows = read_rm_infos(rm_csv)
+    rows = rows[rows["rm_id"] == rm_id]
+    if rows.empty:
+        return None
+    if not model_path.is_file():
+        raise UserError(f"{rm_csv} lists rm_id {rm_id} but {model_path} is missing; pass --overwrite "
+                        f"to train it again")
+    theirs = read_metadata(model_path).get("training", {})
+    ours = {k: v for k, v in vars(args).items() if k not in _NOT_IDENTITY}
+    differ = sorted(k for k, v in ours.items() if k in theirs and theirs[k] != v)
+    if differ:
+        raise UserError(f"reward model {model_path} (rm_id {rm_id}, seed {args.seed}) was trained with "
+                        f"other {', '.join(differ[:5])}; pass another --seed or --save_name, or --overwrite")
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in rows.iloc[-1].to_dict().items()}
+
+
+def _drop_rows(rm_csv: Path, rm_id: str) -> None:
+    """Remove ``rm_id``'s rows from an rm_infos CSV (``--overwrite``), atomically under its lock."""
+    import csv
+    import io
+
+    from trex.core.runs import _lock_for, write_text_atomic
+
+    if not rm_csv.is_file():
+        return
+    with _lock_for(rm_csv):
+        with rm_csv.open(newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows or "rm_id" not in rows[0]:
+            return
+        col = rows[0].index("rm_id")
+        kept = [rows[0]] + [r for r in rows[1:] if len(r) <= col or r[col] != rm_id]
+        if len(kept) == len(rows):
+            return
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(kept)
+        write_text_atomic(rm_csv, buf.getvalue())
+
+
 def _run_dir(log_dir: str, rm_id: str) -> Path:
     """``<log_dir>/<rm_id>/<YYYYmmdd_HHMMSS>`` (the seed's run id), made unique."""
     base = Path(log_dir) / rm_id
@@ -218,10 +268,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     save_dir = Path(args.save_dir)
     model_path = save_dir / model_dir_name(args.save_name) / f"{rm_id}{MODEL_SUFFIX}"
     rm_csv = save_dir / rm_csv_name(args.save_name)
-    if model_path.exists() and not args.overwrite:
-        raise UserError(f"reward model {model_path} already exists (rm_id {rm_id} from seed "
-                        f"{args.seed}); pass another --seed or --save_name, or --overwrite")
     _check_csv_header(rm_csv, RM_COLUMNS)
+    # the rm_infos row is the run's commit point: a row means done, a model without one is
+    # what a killed attempt left (it is replaced)
+    done = None if args.overwrite else finished_row(rm_csv, rm_id, model_path, args)
+    if done is not None:
+        log.info("reward model %s is already complete (%s has its row): nothing to do", rm_id, rm_csv)
+        from trex.core.sweeps import write_stage_result
+
+        write_stage_result(**done)
+        return 0
+    if model_path.exists() and not args.overwrite:
+        log.warning("%s has no row in %s (an interrupted run): it will be replaced", model_path, rm_csv)
     spec = DemoSpec(
         demo_csv=args.demo_csv, env_name=args.env_name, distribution_mode=args.distribution_mode,
         sequential=args.sequential, num_dems=args.num_dems, max_return=args.max_return,
@@ -297,7 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "window": args.window, "n_windows": m["n_windows"], "variant": cfg.variant,
         "ensemble_spread": m["ensemble_spread"], "ensemble_spread_rel": m["ensemble_spread_rel"],
     }
-    append_csv_rows(rm_csv, [row], columns=RM_COLUMNS)
+    fault_point("reward_between_model_and_row")
+    if args.overwrite:
+        _drop_rows(rm_csv, rm_id)
+    append_csv_rows(rm_csv, [row], columns=RM_COLUMNS, unique="rm_id")
     log.info("saved %s and a row in %s", model_path, rm_csv)
     from trex.core.sweeps import write_stage_result
 

@@ -48,7 +48,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from trex.core.runs import UserError, load_yaml_config, parse_args, write_json_atomic, write_text_atomic
+from trex.core.runs import (
+    UserError, fault_point, load_yaml_config, parse_args, write_json_atomic, write_text_atomic,
+)
 
 log = logging.getLogger("trex.sweeps")
 
@@ -641,6 +643,7 @@ def run_local(plan: SweepPlan, jobs: int,
                     status = {"status": "failed", "error": f"{type(err).__name__}: {err}",
                               "log": str(Path(spec.run_dir) / "log.txt")}
                 _record(manifest, spec, status, statuses)
+                fault_point("sweep_after_record")
                 if on_status is not None:
                     on_status(spec, status)
                 bar.update(1)
