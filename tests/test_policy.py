@@ -13,7 +13,7 @@ import torch
 from conftest import TINY_PPO_FLAGS
 from trex.core.envs import make_procgen_env
 from trex.core.policy import (
-    ImpalaCNN, ImpalaPolicy, action_logits, act, load_policy, read_checkpoint_meta, read_manifest,
+    ImpalaCNN, action_logits, act, load_policy, read_checkpoint_meta, read_manifest,
 )
 from trex.core.runs import UserError
 
@@ -134,6 +134,72 @@ def test_test_policy_same_seed_same_numbers(tiny_expert, tmp_path):
     df = pd.read_csv(out)
     stats = ["return_mean", "return_std", "length_mean", "length_std", "truncated"]
     pd.testing.assert_series_equal(df.loc[0, stats], df.loc[1, stats], check_names=False)
+
+
+def test_test_policy_writes_every_episode(tiny_expert, tmp_path):
+    """One row per episode beside the summary, whose returns average to the summary's mean."""
+    from trex.test_policy import episodes_csv_path, main
+
+    out = tmp_path / "results.csv"
+    path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
+    assert main(["--load_path", str(path), "--num_runs", "3", "--num_envs", "3",
+                 "--max_steps", "15", "--seed", "5", "--out_csv", str(out)]) == 0
+    assert episodes_csv_path(out) == tmp_path / "results_episodes.csv"
+    summary, episodes = pd.read_csv(out), pd.read_csv(tmp_path / "results_episodes.csv")
+    assert len(episodes) == 6
+    assert {"load_path", "level_set", "level_seed", "return", "length", "seed"} <= set(episodes.columns)
+    assert (episodes["load_path"] == str(path.resolve())).all() and (episodes["seed"] == 5).all()
+    for row in summary.itertuples():
+        eps = episodes[(episodes["level_set"] == row.level_set) & (episodes["time"] == row.time)]
+        assert len(eps) == row.episodes == 3
+        assert eps["return"].mean() == pytest.approx(row.return_mean)
+        assert eps["length"].mean() == pytest.approx(row.length_mean)
+    test_levels = episodes.loc[episodes["level_set"] == "test", "level_seed"]
+    assert (test_levels >= 1_000_000_000).all() and (test_levels < 2_000_000_000).all()
+
+
+def test_train_level_set_is_the_policys_own_pool(tiny_expert, tmp_path):
+    from trex.core.policy import save_policy_weights
+    from trex.test_policy import main
+
+    src = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
+    policy, meta = load_policy(src, device="cpu")
+    pooled = save_policy_weights(policy, tmp_path / "pool.safetensors", {**meta, "start_level": 10, "num_levels": 3})
+    out = tmp_path / "results.csv"
+    assert main(["--load_path", str(pooled), "--num_runs", "4", "--num_envs", "4", "--max_steps", "5",
+                 "--out_csv", str(out)]) == 0
+    summary = pd.read_csv(out).set_index("level_set")
+    assert (summary.loc["train", "start_level"], summary.loc["train", "num_levels"]) == (10, 3)
+    assert (summary.loc["test", "start_level"], summary.loc["test", "num_levels"]) == (10**9, 10**9)
+    episodes = pd.read_csv(tmp_path / "results_episodes.csv")
+    assert set(episodes.loc[episodes["level_set"] == "train", "level_seed"]) <= {10, 11, 12}
+
+
+def test_episodes_stay_in_the_pool_across_resets():
+    from trex.core.evaluation import random_act_fn, run_episodes
+
+    stats = run_episodes(random_act_fn(0), "coinrun", start_level=10, num_levels=3, num_episodes=8,
+                         num_envs=2, max_steps=5, progress=False)
+    assert len(stats.level_seeds) == 8 and set(stats.level_seeds) <= {10, 11, 12}
+    records = stats.records()
+    assert [r["level_seed"] for r in records] == list(stats.level_seeds)
+    assert sum(r["return"] for r in records) == pytest.approx(stats.returns.sum())
+
+
+def test_level_ranges_of_old_and_new_checkpoints():
+    import argparse
+
+    from trex.core.envs import TEST_LEVELS, TRAIN_LEVELS
+    from trex.test_policy import level_ranges
+
+    flags = argparse.Namespace(start_level=None, num_levels=None)
+    assert level_ranges({"start_level": 0, "num_levels": 0}, flags)["train"] == TRAIN_LEVELS  # old checkpoints
+    assert level_ranges({}, flags) == {"train": TRAIN_LEVELS, "test": TEST_LEVELS}  # random policy
+    assert level_ranges({"start_level": 10, "num_levels": 3}, flags)["train"] == (10, 3)
+    assert level_ranges({"start_level": 10, "num_levels": 3},
+                        argparse.Namespace(start_level=None, num_levels=200))["train"] == (10, 200)
+    with pytest.raises(UserError, match="inside the training range"):
+        level_ranges({"start_level": 999_999_999, "num_levels": 5}, flags)
 
 
 def test_episode_quotas_sum():

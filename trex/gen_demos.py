@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint directory written by train_policy (its checkpoints.csv); "
                         "checkpoints are chosen so the demos spread over the skill range")
     p.add_argument("--policy", default=None,
-                   help="'random' for a uniformly random policy, or one checkpoint .zip "
+                   help="'random' for a uniformly random policy, or one checkpoint (.zip or .safetensors) "
                         "(instead of --models_dir)")
     p.add_argument("--noise", type=float, nargs="+", default=None, metavar="EPS",
                    help="epsilon-greedy noise levels (D-REX); demos split evenly over them "

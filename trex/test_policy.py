@@ -1,9 +1,14 @@
 """Test a policy's true return on its training levels and on unseen levels.
 
     python -m trex.test_policy --load_path experts/starpilot/easy/checkpoint_0000491520.zip --num_runs 100
+    python -m trex.test_policy --load_path experts_shipped/starpilot/checkpoint_0000491520.safetensors
 
-``--load_path random`` tests a uniformly random policy (the baseline to beat). One row per
-level set is appended to ``--out_csv``.
+"train" is the policy's own training pool [start_level, start_level + num_levels) from its
+checkpoint (old checkpoints with num_levels 0: the whole training range [0, 1e9)); "test" is
+the unseen range [1e9, 2e9). ``--load_path random`` tests a uniformly random policy (the
+baseline to beat). One row per level set is appended to ``--out_csv``, and one row per
+episode to ``<out_csv stem>_episodes.csv`` beside it (same ``time``, ``load_path``,
+``level_set`` and ``seed``: confidence intervals can be recomputed from it).
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ from trex.core.runs import (
 log = logging.getLogger("trex.test_policy")
 
 LEVEL_SETS = ("train", "test")
+#: columns of the per-episode CSV (one row per episode)
+EPISODE_COLUMNS = [
+    "time", "load_path", "timesteps", "reward", "env_name", "distribution_mode", "level_set",
+    "start_level", "num_levels", "use_backgrounds", "deterministic", "max_steps", "seed",
+    "episode", "level_seed", "return", "length", "truncated",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,12 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_flag(p)
     p.add_argument("--load_path", required=True,
-                   help="policy checkpoint .zip, or 'random' for a uniformly random policy")
+                   help="policy checkpoint (.zip, or weights-only .safetensors from export_policy), "
+                        "or 'random' for a uniformly random policy")
     p.add_argument("--env_name", default=None, help="default: the checkpoint's game")
     p.add_argument("--distribution_mode", default=None, help="default: the checkpoint's mode")
     p.add_argument("--num_levels", type=nonnegative_int, default=None,
-                   help="training level range size (default: the checkpoint's; 0 = the training demos' range)")
-    p.add_argument("--start_level", type=nonnegative_int, default=None)
+                   help="size of the 'train' level pool (default: the checkpoint's training pool; "
+                        "0 = the whole training range [0, 1e9))")
+    p.add_argument("--start_level", type=nonnegative_int, default=None,
+                   help="first level of the 'train' pool (default: the checkpoint's)")
+    p.add_argument("--use_backgrounds", type=str2bool, default=None,
+                   help="default: as the policy was trained (the checkpoint's), else True")
     p.add_argument("--level_sets", nargs="+", choices=LEVEL_SETS, default=list(LEVEL_SETS),
                    help="train: the policy's training levels; test: unseen levels [1e9, 2e9)")
     p.add_argument("--num_runs", type=positive_int, default=100, help="episodes per level set")
@@ -54,13 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def level_ranges(meta: dict, args: argparse.Namespace) -> dict[str, tuple[int, int]]:
-    """(start_level, num_levels) per level set: the training range and the unseen range."""
-    from trex.core.envs import TEST_LEVELS, TRAIN_LEVELS
+    """(start_level, num_levels) per level set: "train" is the policy's own training pool
+    (the checkpoint's start_level/num_levels, or the flags'), checked to lie inside the
+    training range [0, 1e9); num_levels 0 (old checkpoints, the random policy) stands for the
+    whole training range. "test" is the unseen range [1e9, 2e9)."""
+    from trex.core.envs import TEST_LEVELS, TRAIN_LEVELS, training_pool
 
     start = args.start_level if args.start_level is not None else int(meta.get("start_level", 0))
     num = args.num_levels if args.num_levels is not None else int(meta.get("num_levels", 0))
-    train = (start, num) if num > 0 else TRAIN_LEVELS
+    train = training_pool(start, num) if num > 0 else TRAIN_LEVELS
     return {"train": train, "test": TEST_LEVELS}
+
+
+def episodes_csv_path(out_csv: str | Path) -> Path:
+    """Where the per-episode rows of a summary CSV go: ``<stem>_episodes.csv`` beside it."""
+    out = Path(out_csv)
+    return out.with_name(f"{out.stem}_episodes.csv")
 
 
 @cli_entry
@@ -78,32 +103,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_name = check_env_name(args.env_name or meta["env_name"])
     mode = check_distribution_mode(args.distribution_mode or meta.get("distribution_mode", "easy"))
     ranges = level_ranges(meta, args)
+    backgrounds = (args.use_backgrounds if args.use_backgrounds is not None
+                   else bool(meta.get("use_backgrounds", True)))
     # absolute, so that plot_policy_returns --test_csv can match rows to runs from any directory
     load_path = args.load_path if args.load_path == "random" else str(Path(args.load_path).resolve())
-    rows = []
+    rows, episode_rows = [], []
     for level_set in args.level_sets:
         start, num = ranges[level_set]
         stats = run_episodes(act_fn, env_name, distribution_mode=mode, start_level=start,
                              num_levels=num, num_episodes=args.num_runs, num_envs=args.num_envs,
-                             max_steps=args.max_steps, seed=args.seed)
+                             max_steps=args.max_steps, seed=args.seed, use_backgrounds=backgrounds)
         s = stats.summary()
-        rows.append({
+        key = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_path": load_path,
             "timesteps": meta.get("timesteps", ""), "reward": meta.get("reward", "true"),
             "env_name": env_name, "distribution_mode": mode, "level_set": level_set,
             "start_level": start, "num_levels": num, "deterministic": args.deterministic,
-            "seed": args.seed, **s,
-        })
+            "seed": args.seed,
+        }
+        rows.append({**key, **s})
+        episode_rows += [{**key, "use_backgrounds": backgrounds, "max_steps": args.max_steps or "", **e}
+                         for e in stats.records()]
         log.info("%s levels [%d, %d): return %.2f +- %.2f (min %.1f, max %.1f), length %.0f +- %.0f, "
                  "%d episodes", level_set, start, start + num if num else 2**31, s["return_mean"],
                  s["return_std"], s["return_min"], s["return_max"], s["length_mean"],
                  s["length_std"], s["episodes"])
+    # episodes first: a summary row is never without its episodes
+    append_csv_rows(episodes_csv_path(args.out_csv), episode_rows, columns=EPISODE_COLUMNS)
     append_csv_rows(Path(args.out_csv), rows)
     print(f"{'levels':<6} {'episodes':>8} {'return mean':>11} {'std':>6} {'min':>6} {'max':>6} {'length':>7}")
     for r in rows:
         print(f"{r['level_set']:<6} {r['episodes']:>8} {r['return_mean']:>11.2f} {r['return_std']:>6.2f} "
               f"{r['return_min']:>6.1f} {r['return_max']:>6.1f} {r['length_mean']:>7.0f}")
-    log.info("appended %d row(s) to %s", len(rows), args.out_csv)
+    log.info("appended %d row(s) to %s and %d episode(s) to %s", len(rows), args.out_csv,
+             len(episode_rows), episodes_csv_path(args.out_csv))
     return 0
 
 

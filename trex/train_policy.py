@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log_dir", default="experts")
     p.add_argument("--log_name", default="", help="sub-directory under <log_dir>/<env>/<mode>")
     p.add_argument("--load_path", default=None,
-                   help="checkpoint .zip or checkpoint directory to resume from")
+                   help="a training checkpoint .zip to resume (continues in its directory), a "
+                        "weights-only .safetensors to fine-tune from (a new run directory, fresh "
+                        "optimizer), or a checkpoint directory (its latest)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto/bf16: channels_last + bf16 autocast (fast path); fp32: plain")
@@ -125,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     setup_logging()
     from trex.core.envs import check_distribution_mode, check_env_name, training_pool
+    from trex.core.policy import is_weights_file
     from trex.core.ppo_training import PPOConfig, check_run_dir, find_resume_checkpoint, train_ppo
 
     check_env_name(args.env_name)
@@ -136,8 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_path = find_resume_checkpoint(args.load_path) if args.load_path else None
     wrap_env, reward_meta, reward_tag = reward_setup(args)
     run_dir = run_dir_for(args, reward_tag)
-    if load_path is not None and not args.log_name and args.log_dir == "experts" and not reward_tag:
+    fine_tune = load_path is not None and is_weights_file(load_path)
+    if load_path is not None and not fine_tune and not args.log_name and args.log_dir == "experts" \
+            and not reward_tag:
         run_dir = load_path.parent  # resume continues in the checkpoint's own directory
+    elif fine_tune and not args.log_name and not reward_tag:
+        run_dir = run_dir / f"finetune_{load_path.stem}"  # a new run, never the shipped folder
     check_run_dir(run_dir, load_path)
     cfg = PPOConfig(
         env_name=args.env_name, distribution_mode=args.distribution_mode,
@@ -163,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.num_threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir / "log.txt")
-    config_name = "config.json" if load_path is None else "config_resume.json"
+    config_name = "config.json" if load_path is None or fine_tune else "config_resume.json"
     write_run_config(run_dir / config_name, args, run_dir=str(run_dir),
                      resumed_from=str(load_path) if load_path else None)
     log.info("training PPO on %s (%s), reward %s -> %s", args.env_name, args.distribution_mode,

@@ -60,7 +60,7 @@ class PolicySource:
     """Where a demo's actions come from: a checkpoint file, or the random policy (path None)."""
 
     name: str                  # what the index's ``policy`` column records
-    path: Path | None          # checkpoint .zip, None for the random policy
+    path: Path | None          # checkpoint .zip or .safetensors, None for the random policy
     timesteps: int = -1        # training steps of the checkpoint (-1: random policy)
     mean_return: float = float("nan")  # the manifest's mean training return
 

@@ -42,6 +42,14 @@ class EpisodeStats:
             "truncated": int(self.truncated.sum()),
         }
 
+    def records(self) -> list[dict[str, int | float | bool]]:
+        """One dict per episode, in the order they ended: episode (index), level_seed,
+        return, length, truncated."""
+        return [
+            {"episode": i, "level_seed": int(s), "return": float(r), "length": int(n), "truncated": bool(t)}
+            for i, (s, r, n, t) in enumerate(zip(self.level_seeds, self.returns, self.lengths, self.truncated))
+        ]
+
 
 def random_act_fn(seed: int) -> ActFn:
     """A uniformly random policy over Procgen's 15 actions."""
@@ -115,8 +123,9 @@ def run_episodes(act_fn: ActFn, env_name: str, *, distribution_mode: str = "easy
 def load_act_fn(load_path: str, env_name: str | None, *, device: str = "auto",
                 precision: str = "auto", deterministic: bool = False, seed: int = 0
                 ) -> tuple[ActFn, dict]:
-    """(act_fn, checkpoint meta) for a checkpoint path, or for ``"random"`` (then
-    ``env_name`` is required). UserError for a missing/corrupt checkpoint or one of another game."""
+    """(act_fn, checkpoint meta) for a checkpoint path (.zip or weights-only .safetensors),
+    or for ``"random"`` (then ``env_name`` is required). UserError for a missing/corrupt
+    checkpoint or one of another game."""
     if load_path == "random":
         if env_name is None:
             raise UserError("--env_name is required with --load_path random")

@@ -8,10 +8,18 @@ dense layer; policy and value heads are linear on top (SB3 ``net_arch=[]``).
 Fast path (on by default): channels_last memory format + bf16 autocast where the hardware
 has it; features leave the autocast region as fp32.
 
-Checkpoints are stable-baselines3 ``.zip`` files with one extra member,
-``trex_checkpoint.json`` (env, mode, levels, timesteps, mean return, reward kind, return
-normalisation statistics). We never unpickle SB3's ``data`` member: weights are read with
-``torch.load(weights_only=True)`` and the policy is rebuilt from the JSON.
+Checkpoints come in two formats, read alike by :func:`read_checkpoint_meta`,
+:func:`load_policy` and :func:`read_manifest` (dispatch on the suffix):
+
+- training checkpoints, stable-baselines3 ``.zip`` files with one extra member,
+  ``trex_checkpoint.json`` (env, mode, levels, timesteps, mean return, reward kind, return
+  normalisation statistics), written by train_policy; resuming one restores the optimizer too.
+  We never unpickle SB3's ``data`` member: weights are read with ``torch.load(weights_only=True)``
+  and the policy is rebuilt from the JSON.
+- weights-only ``.safetensors`` files (:func:`save_policy_weights`, the export_policy stage):
+  the policy's state_dict in fp32, each shared tensor once, with the same metadata as JSON in
+  the safetensors header (key ``trex_checkpoint``). About 2.5 MB instead of 7.6 MB: the format
+  for experts shipped in the repository. Fine-tuning from one starts a fresh optimizer.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import json
 import logging
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +50,12 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_META = "trex_checkpoint.json"
 CHECKPOINT_FORMAT_VERSION = 1
+#: suffix of weights-only checkpoints; anything else is read as an SB3 .zip
+WEIGHTS_SUFFIX = ".safetensors"
+#: safetensors header keys of a weights-only checkpoint
+WEIGHTS_FORMAT = "procgen-trex-policy"
+WEIGHTS_FORMAT_VERSION = 1
+WEIGHTS_META_KEY = "trex_checkpoint"
 MANIFEST_NAME = "checkpoints.csv"
 MANIFEST_COLUMNS = ["file", "timesteps", "mean_return"]
 IMPALA_DEPTHS = (16, 32, 32)
@@ -216,16 +231,59 @@ def save_checkpoint(model: PPO, path: str | os.PathLike, meta: dict[str, Any]) -
     return path
 
 
+def is_weights_file(path: str | os.PathLike) -> bool:
+    """True for a weights-only ``.safetensors`` checkpoint; any other file is read as an SB3 ``.zip``."""
+    return Path(path).suffix.lower() == WEIGHTS_SUFFIX
+
+
+def _not_a_checkpoint(path: Path, why: str) -> UserError:
+    return UserError(f"{path} is not a procgen-trex policy checkpoint ({why})")
+
+
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``trex_checkpoint.json`` of a checkpoint; UserError if missing or not one of ours."""
+    """A checkpoint's metadata (``trex_checkpoint.json`` of a .zip, the header of a
+    .safetensors); UserError if the file is missing, corrupt or not one of ours."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    if is_weights_file(path):
+        return _read_weights_meta(path)
     try:
         with zipfile.ZipFile(path) as zf:
             return json.loads(zf.read(CHECKPOINT_META))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as err:
-        raise UserError(f"{path} is not a procgen-trex policy checkpoint ({type(err).__name__})") from None
+        raise _not_a_checkpoint(path, type(err).__name__) from None
+
+
+def _read_weights_meta(path: Path) -> dict[str, Any]:
+    """The metadata in a weights-only checkpoint's safetensors header (the header is
+    checked against the file's size, so a truncated file fails here)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as err:  # safetensors' own error type, plus OSError/ValueError
+        raise _not_a_checkpoint(path, f"corrupt or truncated safetensors file: {_first_line(err)}") from None
+    if header.get("format") != WEIGHTS_FORMAT or WEIGHTS_META_KEY not in header:
+        raise _not_a_checkpoint(path, f"a safetensors file without {WEIGHTS_FORMAT!r} metadata")
+    try:
+        version = int(header.get("format_version", "0"))
+        meta = json.loads(header[WEIGHTS_META_KEY])
+    except (ValueError, json.JSONDecodeError):
+        raise _not_a_checkpoint(path, "corrupt metadata") from None
+    if version > WEIGHTS_FORMAT_VERSION:
+        raise UserError(f"{path} has policy file format version {version}; this toolkit reads "
+                        f"up to {WEIGHTS_FORMAT_VERSION} (update it)")
+    if not isinstance(meta, dict):
+        raise _not_a_checkpoint(path, "corrupt metadata")
+    return meta
 
 
 def _load_member(path: Path, member: str, device: torch.device) -> dict[str, Any]:
@@ -237,6 +295,86 @@ def _load_member(path: Path, member: str, device: torch.device) -> dict[str, Any
         raise UserError(f"{path}: cannot read {member} ({type(err).__name__}); the checkpoint is corrupt") from None
 
 
+def _read_weights(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    """The state_dict tensors stored in a checkpoint of either format (no pickle)."""
+    if not is_weights_file(path):
+        return _load_member(path, "policy.pth", device)
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as err:
+        raise UserError(f"{path}: cannot read the weights ({_first_line(err)}); the checkpoint is corrupt") from None
+
+
+def _shared_names(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """{alias: first name} for state_dict entries that are the same tensor (SB3 shares one
+    features extractor under three names: features_extractor, pi_ and vf_features_extractor)."""
+    first: dict[tuple, str] = {}
+    alias: dict[str, str] = {}
+    for name, t in state.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+        if key in first:
+            alias[name] = first[key]
+        else:
+            first[key] = name
+    return alias
+
+
+def policy_weights(policy: nn.Module) -> dict[str, torch.Tensor]:
+    """The policy's state_dict as a weights-only file holds it: float tensors in fp32,
+    contiguous (channels_last weights are copied to the standard layout), on the CPU, each
+    shared tensor once under its first name."""
+    state = policy.state_dict()
+    alias = _shared_names(state)
+    out = {}
+    for name, t in state.items():
+        if name in alias:
+            continue
+        t = t.detach().to("cpu")
+        out[name] = (t.float() if t.is_floating_point() else t).contiguous()
+    return out
+
+
+def _load_into(policy: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load ``state`` into ``policy`` strictly, filling the names of shared tensors that a
+    weights-only file stores once; UserError if the weights do not fit."""
+    state = dict(state)
+    for name, first in _shared_names(policy.state_dict()).items():
+        if name not in state and first in state:
+            state[name] = state[first]
+    try:
+        policy.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise UserError(f"{path}: weights do not fit the IMPALA policy "
+                        f"({' '.join(lines[:2])[:200]})") from None
+
+
+def save_policy_weights(policy: nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
+    """Write ``policy``'s weights to a ``.safetensors`` file with ``meta`` in its header, atomically.
+
+    ``meta`` is the checkpoint metadata (env_name, distribution_mode, start_level, num_levels,
+    use_backgrounds, timesteps, mean_return, reward, ret_rms, ...; ``format_version`` is added),
+    stored as one JSON string under the header key ``trex_checkpoint``. Tensors: see
+    :func:`policy_weights` (about 2.5 MB for the IMPALA policy).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if not is_weights_file(path):
+        raise UserError(f"a weights-only policy file must end in {WEIGHTS_SUFFIX}, got {path}")
+    missing = [k for k in ("env_name", "timesteps") if k not in meta]
+    if missing:
+        raise ValueError(f"checkpoint metadata lacks {', '.join(missing)}")
+    full_meta = {"format_version": CHECKPOINT_FORMAT_VERSION, **meta}
+    header = {"format": WEIGHTS_FORMAT, "format_version": str(WEIGHTS_FORMAT_VERSION),
+              WEIGHTS_META_KEY: json.dumps(full_meta, sort_keys=True)}
+    with atomic_path(path) as tmp:
+        save_file(policy_weights(policy), str(tmp), metadata=header)
+    return path
+
+
 def check_checkpoint_env(meta: dict[str, Any], path: str | os.PathLike, env_name: str | None) -> None:
     """UserError if the checkpoint was trained on another game than ``env_name``."""
     if env_name is not None and meta.get("env_name") != env_name:
@@ -246,31 +384,34 @@ def check_checkpoint_env(meta: dict[str, Any], path: str | os.PathLike, env_name
 def load_policy(path: str | os.PathLike, device: torch.device | str | None = None,
                 precision: str = "auto", expected_env: str | None = None
                 ) -> tuple[ImpalaPolicy, dict[str, Any]]:
-    """Rebuild a policy from a checkpoint without unpickling: (policy in eval mode, meta)."""
+    """Rebuild a policy from a checkpoint (.zip or .safetensors) without unpickling:
+    (policy in eval mode, meta)."""
     path = Path(path)
     meta = read_checkpoint_meta(path)
     check_checkpoint_env(meta, path, expected_env)
     device = pick_device() if device is None else torch.device(device)
-    state = _load_member(path, "policy.pth", device)
+    state = _read_weights(path, device)
     policy = ImpalaPolicy(
         spaces.Box(0, 255, (3, 64, 64), np.uint8), spaces.Discrete(NUM_ACTIONS),
         lambda _: 0.0, **precision_flags(precision, device),
     ).to(device)
-    try:
-        policy.load_state_dict(state)
-    except RuntimeError as err:
-        raise UserError(f"{path}: weights do not fit the IMPALA policy ({str(err).splitlines()[0]})") from None
+    _load_into(policy, state, path)
     policy.set_precision(**precision_flags(precision, device))
     policy.eval()
     return policy, meta
 
 
 def restore_training_state(model: PPO, path: str | os.PathLike) -> dict[str, Any]:
-    """Load weights, optimizer state and step count of a checkpoint into ``model`` (resume)."""
+    """Load a checkpoint into ``model`` to train on: weights and step count, plus the
+    optimizer state from a .zip (resume); a weights-only .safetensors starts a fresh
+    optimizer (fine-tuning). Returns the checkpoint's metadata (with ``ret_rms`` if saved)."""
     path = Path(path)
     meta = read_checkpoint_meta(path)
-    model.policy.load_state_dict(_load_member(path, "policy.pth", model.device))
-    model.policy.optimizer.load_state_dict(_load_member(path, "policy.optimizer.pth", model.device))
+    _load_into(model.policy, _read_weights(path, model.device), path)
+    if is_weights_file(path):
+        log.info("%s holds weights only: fine-tuning with a fresh optimizer", path)
+    else:
+        model.policy.optimizer.load_state_dict(_load_member(path, "policy.optimizer.pth", model.device))
     model.num_timesteps = int(meta.get("timesteps", 0))
     return meta
 
@@ -286,7 +427,9 @@ def append_manifest(models_dir: str | os.PathLike, file: str, timesteps: int, me
 
 
 def read_manifest(models_dir: str | os.PathLike) -> pd.DataFrame:
-    """``checkpoints.csv`` of a checkpoint directory: columns file, timesteps, mean_return.
+    """``checkpoints.csv`` of a checkpoint directory: columns file, timesteps, mean_return
+    (and whatever columns follow them). The files may be training .zip checkpoints or
+    exported weights-only .safetensors files (export_policy).
 
     Only rows whose file exists are kept (a checkpoint may have been deleted by hand);
     UserError if the manifest is missing, malformed or lists no existing file.
@@ -301,3 +444,144 @@ def read_manifest(models_dir: str | os.PathLike) -> pd.DataFrame:
     if df.empty:
         raise UserError(f"{manifest} lists no checkpoint file that exists")
     return df
+
+
+# ----------------------------------------------------------------------------- shipping (export_policy)
+
+BEST = "best"
+
+
+def _finite_returns(manifest: pd.DataFrame, what: str, models_dir: str | os.PathLike) -> pd.DataFrame:
+    rows = manifest[np.isfinite(manifest["mean_return"].astype(float))]
+    if rows.empty:
+        raise UserError(f"no checkpoint in {models_dir} has a recorded mean_return, which {what} needs")
+    return rows
+
+
+def select_checkpoints(manifest: pd.DataFrame, timesteps: Sequence[int | str] | None = None,
+                       pick: int | None = None, models_dir: str | os.PathLike = "the manifest"
+                       ) -> pd.DataFrame:
+    """The manifest rows to export, oldest first, with a ``selected_by`` column.
+
+    ``timesteps``: for each value the checkpoint nearest that step count (UserError if the
+    nearest is further away than the largest gap between consecutive checkpoints, e.g. 1M asked
+    of a run that stopped at 500k), or ``"best"``: the highest mean training return (the
+    earliest of equals). ``pick`` N: N checkpoints spread over skill: the earliest and the
+    best (among those with a recorded mean_return) and N-2 between them whose returns are
+    nearest to evenly spaced targets from the earliest's to the best's return.
+    """
+    if (timesteps is None) == (pick is None):
+        raise UserError("choose the checkpoints with either --timesteps or --pick")
+    df = manifest.sort_values("timesteps", kind="stable").reset_index(drop=True)
+    chosen: dict[int, list[str]] = {}
+
+    def choose(i: int, why: str) -> None:
+        chosen.setdefault(int(i), []).append(why)
+
+    if timesteps is not None:
+        steps = df["timesteps"].to_numpy(dtype=np.int64)
+        gaps = np.diff(np.unique(steps))
+        tolerance = int(gaps.max()) if len(gaps) else 0
+        for want in timesteps:
+            if want == BEST:
+                rows = _finite_returns(df, "'best'", models_dir)
+                choose(rows["mean_return"].astype(float).idxmax(), BEST)
+                continue
+            want = int(want)
+            i = int(np.abs(steps - want).argmin())
+            if abs(int(steps[i]) - want) > tolerance:
+                raise UserError(f"no checkpoint in {models_dir} near {want} timesteps (nearest: "
+                                f"{int(steps[i])}; checkpoints span {steps.min()} to {steps.max()})")
+            choose(i, f"timesteps {want}")
+    else:
+        if pick is None or pick <= 0:
+            raise UserError(f"--pick must be positive, got {pick}")
+        rows = _finite_returns(df, "--pick", models_dir)
+        if pick > len(rows):
+            raise UserError(f"--pick {pick}: {models_dir} has only {len(rows)} checkpoint(s) "
+                            "with a recorded mean_return")
+        ret = rows["mean_return"].astype(float)
+        first, best = int(rows.index[0]), int(ret.idxmax())
+        if pick > 1 and first == best:
+            raise UserError(f"--pick {pick}: the earliest checkpoint in {models_dir} is the best "
+                            "one, so there is no skill range to spread over; use --timesteps")
+        choose(best, BEST)
+        if pick > 1:
+            choose(first, "earliest")
+            free = [int(i) for i in rows.index if int(i) not in chosen]
+            for target in np.linspace(ret[first], ret[best], pick)[1:-1]:
+                j = min(free, key=lambda i: (abs(ret[i] - target), i))
+                free.remove(j)
+                choose(j, f"return {target:.3g}")
+    out = df.loc[sorted(chosen)].copy()
+    out["selected_by"] = ["; ".join(dict.fromkeys(chosen[i])) for i in out.index]
+    return out.reset_index(drop=True)
+
+
+def export_checkpoints(models_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                       selection: pd.DataFrame) -> pd.DataFrame:
+    """Write the weights-only ``.safetensors`` copies of the ``selection`` (rows of
+    ``<models_dir>/checkpoints.csv``) into ``out_dir``, with its ``checkpoints.csv``
+    (file, timesteps, mean_return, source, selected_by); returns that manifest.
+
+    Every source is loaded and checked (one game and mode, an ``out_dir`` that is not a
+    training run's directory) before anything is written; each file and then the manifest
+    are written atomically. Files already listed in ``out_dir``'s manifest stay listed
+    (exporting more checkpoints of the same game into it adds them; a re-export replaces).
+    """
+    models_dir, out_dir = Path(models_dir), Path(out_dir)
+    if out_dir.resolve() == models_dir.resolve():
+        raise UserError(f"--out_dir must differ from --models_dir ({models_dir})")
+    loaded = []
+    for row in selection.itertuples(index=False):
+        src = models_dir / str(row.file)
+        policy, meta = load_policy(src, device="cpu", precision="fp32")
+        name = Path(str(row.file)).stem + WEIGHTS_SUFFIX
+        loaded.append((name, src, row, policy, meta))
+    names = [x[0] for x in loaded]
+    if len(set(names)) < len(names):
+        raise UserError(f"two selected checkpoints would both be written as one file ({', '.join(names)})")
+    games = {(m.get("env_name"), m.get("distribution_mode", "easy")) for *_, m in loaded}
+    old = _existing_shipped(out_dir)
+    for _, r in old.iterrows():
+        meta = read_checkpoint_meta(out_dir / str(r["file"]))
+        games.add((meta.get("env_name"), meta.get("distribution_mode", "easy")))
+    if len(games) > 1:
+        listed = ", ".join(f"{g}/{m}" for g, m in sorted(games, key=str))
+        raise UserError(f"one shipped folder holds one game and mode; this export would mix {listed} in {out_dir}")
+    rows = []
+    for name, src, row, policy, meta in loaded:
+        # the training checkpoint it came from (kept when re-exporting an exported file)
+        origin = meta.get("exported_from") if is_weights_file(src) else None
+        meta = {**meta, "exported_from": origin or Path(str(row.file)).name}
+        meta.pop("format_version", None)
+        save_policy_weights(policy, out_dir / name, meta)
+        rows.append({"file": name, "timesteps": int(row.timesteps), "mean_return": float(row.mean_return),
+                     "source": str(row.file), "selected_by": row.selected_by})
+        log.info("%s -> %s (%d timesteps, mean training return %.2f; %s)", src, out_dir / name,
+                 int(row.timesteps), float(row.mean_return), row.selected_by)
+    new = pd.DataFrame(rows)
+    kept = old[~old["file"].astype(str).isin(set(names))]
+    manifest = pd.concat([kept, new], ignore_index=True) if len(kept) else new
+    manifest = manifest.sort_values("timesteps", kind="stable").reset_index(drop=True)
+    columns = MANIFEST_COLUMNS + [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
+    with atomic_path(out_dir / MANIFEST_NAME) as tmp:
+        manifest[columns].to_csv(tmp, index=False)
+    return manifest[columns]
+
+
+def _existing_shipped(out_dir: Path) -> pd.DataFrame:
+    """The rows of ``out_dir``'s manifest whose file exists (empty if none); UserError if
+    ``out_dir`` is a training run's directory (its manifest lists .zip checkpoints)."""
+    manifest = out_dir / MANIFEST_NAME
+    if not manifest.is_file():
+        return pd.DataFrame(columns=MANIFEST_COLUMNS)
+    df = read_csv_checked(manifest, "checkpoint manifest", MANIFEST_COLUMNS)
+    if not all(is_weights_file(f) for f in df["file"].astype(str)):
+        raise UserError(f"{out_dir} is a training run's directory (its {MANIFEST_NAME} lists .zip "
+                        "checkpoints); export into another --out_dir")
+    exists = [(out_dir / str(f)).is_file() for f in df["file"]]
+    if not all(exists):
+        log.warning("%s lists %d file(s) that are gone; they are dropped from it", manifest,
+                    exists.count(False))
+    return df[exists].drop_duplicates("file", keep="last").reset_index(drop=True)

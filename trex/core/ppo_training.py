@@ -3,7 +3,9 @@
 The loop is stable-baselines3's; this module adds what the pipeline needs around it:
 checkpoints every ``save_interval`` updates listed in ``checkpoints.csv`` (what
 ``gen_demos --models_dir`` reads), one progress row every ``log_interval`` updates, a
-progress bar, resume from a checkpoint, and a last checkpoint on Ctrl-C.
+progress bar, resume from a training checkpoint (weights, optimizer, step count), fine-tuning
+from a weights-only .safetensors (weights and step count, fresh optimizer, in a new run
+directory), and a last checkpoint on Ctrl-C.
 
 Returns logged as ``true_return_mean`` are always the game's true returns (the env adapter
 counts them before any reward replacement); a learned-reward wrapper reports its own
@@ -27,8 +29,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from trex.core.device import pick_device
 from trex.core.envs import make_procgen_env
 from trex.core.policy import (
-    MANIFEST_NAME, append_manifest, build_ppo, check_checkpoint_env, read_checkpoint_meta,
-    restore_training_state, save_checkpoint,
+    MANIFEST_NAME, append_manifest, build_ppo, check_checkpoint_env, is_weights_file,
+    read_checkpoint_meta, restore_training_state, save_checkpoint,
 )
 from trex.core.runs import UserError, append_csv_rows
 
@@ -175,23 +177,37 @@ class _TrainingMonitor(BaseCallback):
 
 
 def find_resume_checkpoint(load_path: str | Path) -> Path:
-    """A checkpoint file, or a checkpoint directory's latest checkpoint (by timesteps)."""
+    """A checkpoint file (.zip or weights-only .safetensors), or a checkpoint directory's
+    latest checkpoint by timesteps (a training run's or an export_policy folder's; at equal
+    timesteps a .zip, which holds the optimizer state too, wins)."""
     from trex.core.policy import read_manifest
 
     path = Path(load_path)
     if path.is_dir():
         df = read_manifest(path)
-        return path / df.sort_values("timesteps")["file"].iloc[-1]
+        df = df.assign(_zip=[not is_weights_file(f) for f in df["file"].astype(str)])
+        return path / str(df.sort_values(["timesteps", "_zip"], kind="stable")["file"].iloc[-1])
     if not path.is_file():
         raise UserError(f"--load_path not found: {path}")
     return path
 
 
 def check_run_dir(run_dir: Path, resume_from: Path | None) -> None:
-    """Refuse to mix two runs' checkpoints in one directory (resume continues in place)."""
+    """Refuse to mix two runs' checkpoints in one directory.
+
+    Resuming from a training checkpoint (.zip) continues in its own directory; fine-tuning
+    from a weights-only .safetensors (e.g. a shipped expert) is a new run, so it never writes
+    into the folder that file is in, nor into a directory that already holds a run.
+    """
+    weights_only = resume_from is not None and is_weights_file(resume_from)
+    if weights_only:
+        folder, target = resume_from.resolve().parent, run_dir.resolve()
+        if target == folder or folder in target.parents:
+            raise UserError(f"fine-tuning from {resume_from} would write into its own folder; "
+                            "choose another --log_dir/--log_name for the new run")
     manifest = run_dir / MANIFEST_NAME
     if manifest.exists():
-        if resume_from is None or resume_from.resolve().parent != run_dir.resolve():
+        if resume_from is None or weights_only or resume_from.resolve().parent != run_dir.resolve():
             raise UserError(f"{run_dir} already holds a training run; resume it with --load_path "
                             f"{run_dir} or choose another --log_dir/--log_name")
 
@@ -236,13 +252,19 @@ def train_ppo(cfg: PPOConfig, run_dir: Path, load_path: Path | None = None,
         rms = (resume_meta or {}).get("ret_rms")
         if rms:
             venv.ret_rms.mean, venv.ret_rms.var, venv.ret_rms.count = rms["mean"], rms["var"], rms["count"]
-        log.info("resumed from %s at %d steps", load_path, model.num_timesteps)
+        log.info("%s from %s at %d steps",
+                 "fine-tuning" if is_weights_file(load_path) else "resumed", load_path, model.num_timesteps)
     meta = {
         "env_name": cfg.env_name, "distribution_mode": cfg.distribution_mode,
         "num_levels": cfg.num_levels, "start_level": cfg.start_level,
         "use_backgrounds": cfg.use_backgrounds, "seed": cfg.seed, "config": asdict(cfg),
         **(checkpoint_meta or {}),
     }
+    # a run started from another run's weights says where they came from (kept on resume)
+    if load_path is not None and is_weights_file(load_path):
+        meta["fine_tuned_from"] = str(Path(load_path).resolve())
+    elif resume_meta and resume_meta.get("fine_tuned_from"):
+        meta["fine_tuned_from"] = resume_meta["fine_tuned_from"]
     learned_source = inner if hasattr(inner, "learned_episode_returns") else None
     monitor = _TrainingMonitor(run_dir, cfg, meta, cfg.timesteps_per_proc, learned_source, writer)
     remaining = cfg.timesteps_per_proc - model.num_timesteps
