@@ -169,3 +169,64 @@ def test_sweep_killed_with_its_runs_then_restarted_finishes_each_run_once(tmp_pa
     # 4. once more: nothing to do, nothing doubled
     fourth = run_stage("trex.run_experiments", [*argv, "--jobs", "2"])
     assert fourth.returncode == 0 and len(_rm_store_consistent(tmp_path)) == 4
+
+
+# ----------------------------------------------------------------------------- train_policy
+
+
+@pytest.mark.parametrize("sig", ["KILL", "INT"])
+def test_train_policy_killed_while_checkpointing_then_resumed(tmp_path, sig):
+    from tests.conftest import TINY_PPO_FLAGS
+    from trex.core.policy import load_policy, read_manifest
+
+    tmpdir = tmp_path / "tmp"  # the run's TMPDIR: nothing may be left in it
+    tmpdir.mkdir()
+    base = ["--env_name", "coinrun", *TINY_PPO_FLAGS, "--num_levels", "10", "--seed", "1"]
+    run = tmp_path / "coinrun" / "easy"
+    argv = [*base, "--timesteps_per_proc", "128", "--log_dir", str(tmp_path)]
+    # killed after writing its 2nd checkpoint file, before listing it in checkpoints.csv
+    env_tmp = {"TMPDIR": str(tmpdir)}
+    os.environ.update(env_tmp)
+    try:
+        first = run_stage("trex.train_policy", argv, fault="checkpoint_between_file_and_row@2", sig=sig)
+        assert first.returncode != 0 or sig == "INT", first.stderr[-2000:]
+        manifest = read_manifest(run)
+        on_disk = {p.name for p in run.glob("checkpoint_*.zip")}
+        assert set(manifest["file"]) <= on_disk
+        if sig == "KILL":  # the 2nd checkpoint's file is there, its manifest row is not
+            assert len(on_disk) == len(manifest) + 1
+        again = run_stage("trex.train_policy", [*base, "--timesteps_per_proc", "128",
+                                                "--load_path", str(run), "--log_dir", str(tmp_path)])
+        assert again.returncode == 0, again.stderr[-2000:]
+    finally:
+        os.environ.pop("TMPDIR")
+    manifest = read_manifest(run)
+    files = {p.name for p in run.glob("checkpoint_*.zip")}
+    assert set(manifest["file"]) == files and not manifest["file"].duplicated().any()
+    assert manifest["timesteps"].max() == 128
+    for f in files:  # every checkpoint loads
+        load_policy(run / f, device="cpu")
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temporary files
+    # no /tmp/SB3-* litter (torch's own compile cache directory, made by Adam.step in torch
+    # 2.13 whatever the caller does, is torch's, not ours)
+    assert not [p for p in tmpdir.iterdir() if not p.name.startswith("torchinductor")]
+
+
+# ----------------------------------------------------------------------------- test_policy
+
+
+def test_test_policy_killed_between_episodes_and_summary_then_retried(tmp_path):
+    out = tmp_path / "results" / "t.csv"
+    argv = ["--load_path", "random", "--env_name", "coinrun", "--num_runs", "3", "--num_envs", "2",
+            "--max_steps", "20", "--out_csv", str(out)]
+    first = run_stage("trex.test_policy", argv, fault="test_policy_between_episodes_and_summary")
+    assert first.returncode == -signal.SIGKILL
+    assert not out.exists() and len(pd.read_csv(tmp_path / "results" / "t_episodes.csv")) == 6
+    for _ in range(2):  # the retry redoes it (dropping the orphan episodes); then nothing to do
+        again = run_stage("trex.test_policy", argv)
+        assert again.returncode == 0, again.stderr[-2000:]
+        summary = pd.read_csv(out)
+        episodes = pd.read_csv(tmp_path / "results" / "t_episodes.csv")
+        assert len(summary) == 2 and len(episodes) == 6
+        assert set(episodes["run_key"]) == set(summary["run_key"])
+    assert "already complete" in again.stderr

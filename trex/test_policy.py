@@ -33,7 +33,7 @@ LEVEL_SETS = ("train", "test")
 EPISODE_COLUMNS = [
     "time", "load_path", "timesteps", "reward", "env_name", "distribution_mode", "level_set",
     "start_level", "num_levels", "use_backgrounds", "deterministic", "max_steps", "seed",
-    "episode", "level_seed", "return", "length", "truncated",
+    "episode", "level_seed", "return", "length", "truncated", "run_key",
 ]
 
 
@@ -82,6 +82,18 @@ def level_ranges(meta: dict, args: argparse.Namespace) -> dict[str, tuple[int, i
     return {"train": train, "test": TEST_LEVELS}
 
 
+def run_key(args: argparse.Namespace, load_path: str, env_name: str, mode: str, backgrounds: bool,
+            ranges: dict) -> str:
+    """A hash of what decides a test's episodes: the same test retried gets the same key."""
+    import hashlib
+    import json
+
+    what = {"load_path": load_path, "env_name": env_name, "mode": mode, "backgrounds": backgrounds,
+            "ranges": ranges, **{k: getattr(args, k) for k in ("num_runs", "num_envs", "max_steps",
+                                                                "deterministic", "seed", "precision")}}
+    return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def episodes_csv_path(out_csv: str | Path) -> Path:
     """Where the per-episode rows of a summary CSV go: ``<stem>_episodes.csv`` beside it."""
     out = Path(out_csv)
@@ -94,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     from trex.core.envs import check_distribution_mode, check_env_name
     from trex.core.evaluation import load_act_fn, run_episodes
-    from trex.core.runs import append_csv_rows
+    from trex.core.runs import append_csv_rows, csv_column_values, drop_csv_rows, fault_point
 
     seed_everything(args.seed)  # the policy samples its actions with torch's generator
     act_fn, meta = load_act_fn(args.load_path, args.env_name, device=args.device,
@@ -107,8 +119,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                    else bool(meta.get("use_backgrounds", True)))
     # absolute, so that plot_policy_returns --test_csv can match rows to runs from any directory
     load_path = args.load_path if args.load_path == "random" else str(Path(args.load_path).resolve())
+    # a retry of the same run (same policy, levels, episodes, seed) skips the level sets whose
+    # summary row (the commit point, written after the episodes) is there, and drops the
+    # episode rows a killed attempt left for the others
+    out_csv, episodes_csv = Path(args.out_csv), episodes_csv_path(args.out_csv)
+    done = csv_column_values(out_csv, "run_key")
+    if done is None or csv_column_values(episodes_csv, "run_key") is None:
+        raise UserError(f"{out_csv} (or {episodes_csv.name}) was written by an older version (no run_key "
+                        "column): pass another --out_csv")
+    base_key = run_key(args, load_path, env_name, mode, backgrounds, ranges)
+    keys = {ls: f"{base_key}-{ls}" for ls in args.level_sets}
+    todo = [ls for ls in args.level_sets if keys[ls] not in done]
+    if not todo:
+        log.info("this test (run_key %s) is already complete in %s: nothing to do", base_key, out_csv)
+        return 0
+    drop_csv_rows(episodes_csv, "run_key", {keys[ls] for ls in todo})
     rows, episode_rows = [], []
-    for level_set in args.level_sets:
+    for level_set in todo:
         start, num = ranges[level_set]
         stats = run_episodes(act_fn, env_name, distribution_mode=mode, start_level=start,
                              num_levels=num, num_episodes=args.num_runs, num_envs=args.num_envs,
@@ -119,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "timesteps": meta.get("timesteps", ""), "reward": meta.get("reward", "true"),
             "env_name": env_name, "distribution_mode": mode, "level_set": level_set,
             "start_level": start, "num_levels": num, "deterministic": args.deterministic,
-            "seed": args.seed,
+            "seed": args.seed, "run_key": keys[level_set],
         }
         rows.append({**key, **s})
         episode_rows += [{**key, "use_backgrounds": backgrounds, "max_steps": args.max_steps or "", **e}
@@ -129,8 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                  s["return_std"], s["return_min"], s["return_max"], s["length_mean"],
                  s["length_std"], s["episodes"])
     # episodes first: a summary row is never without its episodes
-    append_csv_rows(episodes_csv_path(args.out_csv), episode_rows, columns=EPISODE_COLUMNS)
-    append_csv_rows(Path(args.out_csv), rows)
+    append_csv_rows(episodes_csv, episode_rows, columns=EPISODE_COLUMNS)
+    fault_point("test_policy_between_episodes_and_summary")
+    append_csv_rows(out_csv, rows, unique="run_key")
     print(f"{'levels':<6} {'episodes':>8} {'return mean':>11} {'std':>6} {'min':>6} {'max':>6} {'length':>7}")
     for r in rows:
         print(f"{r['level_set']:<6} {r['episodes']:>8} {r['return_mean']:>11.2f} {r['return_std']:>6.2f} "

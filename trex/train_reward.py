@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trex.core.runs import (
-    UserError, add_config_flag, cli_entry, fault_point, nonnegative_int, parse_args, positive_float,
+    UserError, add_config_flag, cli_entry, drop_csv_rows, fault_point, nonnegative_int, parse_args, positive_float,
     positive_int, str2bool,
 )
 
@@ -182,29 +182,6 @@ def finished_row(rm_csv: Path, rm_id: str, model_path: Path, args: argparse.Name
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in rows.iloc[-1].to_dict().items()}
 
 
-def _drop_rows(rm_csv: Path, rm_id: str) -> None:
-    """Remove ``rm_id``'s rows from an rm_infos CSV (``--overwrite``), atomically under its lock."""
-    import csv
-    import io
-
-    from trex.core.runs import _lock_for, write_text_atomic
-
-    if not rm_csv.is_file():
-        return
-    with _lock_for(rm_csv):
-        with rm_csv.open(newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows or "rm_id" not in rows[0]:
-            return
-        col = rows[0].index("rm_id")
-        kept = [rows[0]] + [r for r in rows[1:] if len(r) <= col or r[col] != rm_id]
-        if len(kept) == len(rows):
-            return
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(kept)
-        write_text_atomic(rm_csv, buf.getvalue())
-
-
 def _run_dir(log_dir: str, rm_id: str) -> Path:
     """``<log_dir>/<rm_id>/<YYYYmmdd_HHMMSS>`` (the seed's run id), made unique."""
     base = Path(log_dir) / rm_id
@@ -357,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     fault_point("reward_between_model_and_row")
     if args.overwrite:
-        _drop_rows(rm_csv, rm_id)
+        drop_csv_rows(rm_csv, "rm_id", {rm_id})
     append_csv_rows(rm_csv, [row], columns=RM_COLUMNS, unique="rm_id")
     log.info("saved %s and a row in %s", model_path, rm_csv)
     from trex.core.sweeps import write_stage_result

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
@@ -176,13 +177,17 @@ def build_ppo(env, *, nsteps: int, nminibatches: int, ppo_epochs: int, learning_
     batch = env.num_envs * nsteps
     if batch % nminibatches:
         raise UserError(f"num_envs * nsteps ({batch}) must be divisible by nminibatches ({nminibatches})")
-    return PPO(
+    model = PPO(
         ImpalaPolicy, env, learning_rate=learning_rate, n_steps=nsteps,
         batch_size=batch // nminibatches, n_epochs=ppo_epochs, gamma=gamma, gae_lambda=lam,
         clip_range=clip_range, clip_range_vf=clip_range, ent_coef=ent_coef, vf_coef=vf_coef,
         max_grad_norm=max_grad_norm, seed=seed, device=device, verbose=0,
         tensorboard_log=tensorboard_log, policy_kwargs=precision_flags(precision, device),
     )
+    # SB3 would otherwise set up a logger that creates /tmp/SB3-<time>/ at every learn(); our
+    # progress goes to progress.csv and TensorBoard, so SB3's logger only keeps values in memory
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 # ----------------------------------------------------------------------------- acting

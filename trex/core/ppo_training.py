@@ -32,7 +32,7 @@ from trex.core.policy import (
     MANIFEST_NAME, append_manifest, build_ppo, check_checkpoint_env, is_weights_file,
     read_checkpoint_meta, restore_training_state, save_checkpoint,
 )
-from trex.core.runs import UserError, append_csv_rows
+from trex.core.runs import UserError, append_csv_rows, fault_point
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ class _TrainingMonitor(BaseCallback):
         mean_ret = self.mean_return()
         meta["mean_return"] = mean_ret
         save_checkpoint(self.model, self.run_dir / name, meta)
+        fault_point("checkpoint_between_file_and_row")
         append_manifest(self.run_dir, name, steps, mean_ret)
         self.last_saved = steps
         log.info("checkpoint %s (mean training return %.2f)", name, mean_ret)

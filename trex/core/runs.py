@@ -45,15 +45,23 @@ FAULT_ENV = "TREX_FAULT"
 FAULT_SIGNAL_ENV = "TREX_FAULT_SIGNAL"
 
 
+_FAULT_HITS: dict[str, int] = {}
+
+
 def fault_point(name: str) -> None:
-    """Die here if ``$TREX_FAULT`` names this point (comma-separated names allowed).
+    """Die here if ``$TREX_FAULT`` names this point (comma-separated names allowed;
+    ``name@N`` dies at the N-th time the point is reached, default the first).
 
     The fault-injection tests stop a run at the exact step where a real kill (time limit,
     preemption, Ctrl-C) would hurt most, instead of hoping a sleep lands there. With
     ``$TREX_FAULT_SIGNAL=INT`` the process gets SIGINT (Ctrl-C), otherwise SIGKILL.
     """
     points = os.environ.get(FAULT_ENV)
-    if not points or name not in points.split(","):
+    if not points:
+        return
+    _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
+    wanted = {p.partition("@")[0]: int(p.partition("@")[2] or 1) for p in points.split(",")}
+    if wanted.get(name) != _FAULT_HITS[name]:
         return
     import signal
 
@@ -350,6 +358,43 @@ def append_csv_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
             f.flush()
             os.fsync(f.fileno())
     return len(rows)
+
+
+def drop_csv_rows(path: str | os.PathLike, column: str, values: set[str]) -> int:
+    """Remove the rows whose ``column`` is one of ``values`` (what a killed run left, or a row
+    ``--overwrite`` replaces): the file is rewritten atomically under its lock. Returns how
+    many rows went; a missing file or column removes nothing."""
+    p = Path(path)
+    if not p.is_file() or not values:
+        return 0
+    with _lock_for(p):
+        with p.open(newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows or column not in rows[0]:
+            return 0
+        col = rows[0].index(column)
+        kept = [rows[0]] + [r for r in rows[1:] if len(r) <= col or r[col] not in values]
+        if len(kept) == len(rows):
+            return 0
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(kept)
+        write_text_atomic(p, buf.getvalue())
+        return len(rows) - len(kept)
+
+
+def csv_column_values(path: str | os.PathLike, column: str) -> set[str] | None:
+    """The values of ``column`` in a CSV (empty set for a missing or empty file; None when the
+    file exists but has no such column: written by an older version)."""
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        return set()
+    with p.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        if column not in header:
+            return None
+        col = header.index(column)
+        return {r[col] for r in reader if len(r) > col}
 
 
 def _csv_value(v: Any) -> Any:
