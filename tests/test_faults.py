@@ -230,3 +230,13 @@ def test_test_policy_killed_between_episodes_and_summary_then_retried(tmp_path):
         assert len(summary) == 2 and len(episodes) == 6
         assert set(episodes["run_key"]) == set(summary["run_key"])
     assert "already complete" in again.stderr
+
+
+def test_test_policy_refuses_a_results_csv_of_an_older_version(tmp_path, capsys):
+    from trex.test_policy import main
+
+    out = tmp_path / "old.csv"
+    out.write_text("time,load_path,level_set,return_mean\nx,random,test,1.0\n")
+    assert main(["--load_path", "random", "--env_name", "coinrun", "--num_runs", "1",
+                 "--out_csv", str(out)]) == 2
+    assert "older version" in capsys.readouterr().err

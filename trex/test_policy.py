@@ -22,7 +22,7 @@ from pathlib import Path
 
 from trex.core.device import PRECISIONS
 from trex.core.runs import (
-    add_config_flag, cli_entry, nonnegative_int, parse_args, positive_int,
+    UserError, add_config_flag, cli_entry, nonnegative_int, parse_args, positive_int,
     seed_everything, setup_logging, str2bool,
 )
 
