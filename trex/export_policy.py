@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from trex.core.runs import add_config_flag, cli_entry, parse_args, positive_int, setup_logging
+from trex.core.runs import UserError, add_config_flag, cli_entry, parse_args, positive_int, setup_logging
 
 log = logging.getLogger("trex.export_policy")
 
@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out_dir", required=True,
                    help="folder to write into (created; an exported folder of the same game gets "
                         "the new files added)")
-    choice = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--test_csv", default=None,
+                   help="a test_policy results CSV of the exported files: their mean true return and "
+                        "standard error per level set go into the manifest (alone, without "
+                        "--timesteps/--pick, it only updates an exported folder's scores)")
+    choice = p.add_mutually_exclusive_group()
     choice.add_argument("--timesteps", nargs="+", type=timesteps_or_best, metavar="T|best",
                         help="the checkpoint nearest each step count; 'best': the highest mean training return")
     choice.add_argument("--pick", type=positive_int, metavar="N",
@@ -66,17 +70,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     setup_logging()
     from trex.core.policy import (
-        check_checkpoint_env, export_checkpoints, read_checkpoint_meta, read_manifest, select_checkpoints,
+        add_test_scores, check_checkpoint_env, export_checkpoints, read_checkpoint_meta, read_manifest,
+        select_checkpoints,
     )
 
-    manifest = read_manifest(args.models_dir)
-    selection = select_checkpoints(manifest, timesteps=args.timesteps, pick=args.pick,
-                                   models_dir=args.models_dir)
-    if args.env_name is not None:
-        for f in selection["file"]:
-            path = Path(args.models_dir) / str(f)
-            check_checkpoint_env(read_checkpoint_meta(path), path, args.env_name)
-    shipped = export_checkpoints(args.models_dir, args.out_dir, selection)
+    if args.timesteps is None and args.pick is None:
+        if args.test_csv is None:
+            raise UserError("give --timesteps or --pick (which checkpoints to export), or --test_csv")
+        shipped = add_test_scores(args.out_dir, args.test_csv)
+    else:
+        manifest = read_manifest(args.models_dir)
+        selection = select_checkpoints(manifest, timesteps=args.timesteps, pick=args.pick,
+                                       models_dir=args.models_dir)
+        if args.env_name is not None:
+            for f in selection["file"]:
+                path = Path(args.models_dir) / str(f)
+                check_checkpoint_env(read_checkpoint_meta(path), path, args.env_name)
+        shipped = export_checkpoints(args.models_dir, args.out_dir, selection)
+        if args.test_csv is not None:
+            shipped = add_test_scores(args.out_dir, args.test_csv)
     print(shipped.to_string(index=False))
     log.info("%s lists %d checkpoint(s)", Path(args.out_dir) / "checkpoints.csv", len(shipped))
     return 0

@@ -590,3 +590,36 @@ def _existing_shipped(out_dir: Path) -> pd.DataFrame:
         log.warning("%s lists %d file(s) that are gone; they are dropped from it", manifest,
                     exists.count(False))
     return df[exists].drop_duplicates("file", keep="last").reset_index(drop=True)
+
+
+#: level sets of test_policy and the manifest columns their scores go to
+SCORE_COLUMNS = {"train": ("train_levels_return", "train_levels_se"),
+                 "test": ("unseen_levels_return", "unseen_levels_se")}
+
+
+def add_test_scores(out_dir: str | os.PathLike, test_csv: str | os.PathLike) -> pd.DataFrame:
+    """Put test_policy's scores of an exported folder's files into its manifest: per level set
+    the mean true return and its standard error (the latest test of each file), and the
+    number of episodes behind them. Returns the manifest (written atomically)."""
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    tests = read_csv_checked(test_csv, "test_policy CSV",
+                             ["load_path", "level_set", "return_mean", "return_std", "episodes"])
+    tests = tests[tests["load_path"] != "random"]
+    tests = tests.assign(_file=[Path(p).name for p in tests["load_path"]],
+                         _dir=[str(Path(p).resolve().parent) for p in tests["load_path"]])
+    tests = tests[tests["_dir"] == str(out_dir.resolve())]
+    if tests.empty:
+        raise UserError(f"{test_csv} has no test of a file in {out_dir}")
+    for level_set, (mean_col, se_col) in SCORE_COLUMNS.items():
+        latest = tests[tests["level_set"] == level_set].drop_duplicates("_file", keep="last").set_index("_file")
+        manifest[mean_col] = [float(latest.loc[f, "return_mean"]) if f in latest.index else float("nan")
+                              for f in manifest["file"]]
+        manifest[se_col] = [float(latest.loc[f, "return_std"] / np.sqrt(latest.loc[f, "episodes"]))
+                            if f in latest.index else float("nan") for f in manifest["file"]]
+        manifest[f"{level_set}_episodes"] = [int(latest.loc[f, "episodes"]) if f in latest.index else 0
+                                             for f in manifest["file"]]
+    columns = MANIFEST_COLUMNS + [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
+    with atomic_path(out_dir / MANIFEST_NAME) as tmp:
+        manifest[columns].to_csv(tmp, index=False, float_format="%.4g")
+    return manifest[columns]
