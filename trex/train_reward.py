@@ -121,10 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr_scaling", choices=("sqrt", "none"), default="sqrt",
                    help="sqrt: Adam's step size is lr * sqrt(batch_size) (square-root scaling rule, "
                         "Malladi et al. 2022), so --lr keeps the seed's per-pair meaning; none: lr as given")
-    p.add_argument("--max_batch_frames", type=positive_int, default=1024,
+    p.add_argument("--max_batch_frames", type=positive_int, default=256,
                    help="most distinct frames in one training pass (~0.9 MB of activations each for "
                         "the seed CNN, more for impala, K times that for an --ensemble of K); larger "
-                        "batches are split, with exact gradients and one extra forward")
+                        "batches go through in chunks, with exact gradients and one extra forward. "
+                        "256 (measured on 20 real starpilot demos: peak RSS 0.98 GB instead of 1.58 GB "
+                        "with 1024, at the same speed)")
     p.add_argument("--num_val_snippets", type=positive_int, default=1000,
                    help="validation pairs (the seed: 1000)")
     p.add_argument("--num_test_snippets", type=positive_int, default=1000, help="test pairs (the seed: 1000)")

@@ -566,7 +566,7 @@ class TrexConfig:
     num_test_snippets: int = 1000
     num_train_eval_snippets: int = 1000
     eval_batch_size: int = 512
-    max_batch_frames: int = 1024
+    max_batch_frames: int = 256
     architecture: str = "seed_cnn"
     frame_stack: int = 1
     scale_frames: bool = False
