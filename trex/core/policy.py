@@ -99,6 +99,18 @@ class ConvSequence(nn.Module):
         return self.res1(self.res0(self.pool(self.conv(x))))
 
 
+def impala_stacks(in_channels: int, height: int, width: int,
+                  depths: tuple[int, ...] = IMPALA_DEPTHS) -> tuple[nn.Sequential, int]:
+    """The IMPALA CNN's conv sequences: (module mapping (N, in_channels, H, W) to
+    (N, depths[-1], H', W'), the flattened size depths[-1] * H' * W')."""
+    c, h, w = in_channels, height, width
+    stacks = []
+    for depth in depths:
+        stacks.append(ConvSequence(c, depth))
+        c, h, w = depth, (h + 1) // 2, (w + 1) // 2
+    return nn.Sequential(*stacks), c * h * w
+
+
 class ImpalaCNN(BaseFeaturesExtractor):
     """IMPALA CNN features extractor: float images (N, 3, 64, 64) in [0, 1] -> fp32 (N, 256).
 
@@ -110,13 +122,8 @@ class ImpalaCNN(BaseFeaturesExtractor):
                  depths: tuple[int, ...] = IMPALA_DEPTHS, channels_last: bool = True,
                  bf16: bool = False) -> None:
         super().__init__(observation_space, features_dim)
-        c, h, w = observation_space.shape
-        stacks = []
-        for depth in depths:
-            stacks.append(ConvSequence(c, depth))
-            c, h, w = depth, (h + 1) // 2, (w + 1) // 2
-        self.stacks = nn.Sequential(*stacks)
-        self.fc = nn.Linear(c * h * w, features_dim)
+        self.stacks, flat = impala_stacks(*observation_space.shape, depths)
+        self.fc = nn.Linear(flat, features_dim)
         self.channels_last = channels_last
         self.bf16 = bf16
 

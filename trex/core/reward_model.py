@@ -176,15 +176,10 @@ class ImpalaRewardNet(RewardModule):
 
     def __init__(self, output_abs: bool = False, frame_stack: int = 1, scale_frames: bool = False) -> None:
         super().__init__(output_abs, frame_stack, scale_frames)
-        from trex.core.policy import EMBEDDING_DIM, IMPALA_DEPTHS, ConvSequence
+        from trex.core.policy import EMBEDDING_DIM, impala_stacks
 
-        c, h, w = self.in_channels, FRAME_SHAPE_HWC[0], FRAME_SHAPE_HWC[1]
-        stacks = []
-        for depth in IMPALA_DEPTHS:
-            stacks.append(ConvSequence(c, depth))
-            c, h, w = depth, (h + 1) // 2, (w + 1) // 2
-        self.stacks = nn.Sequential(*stacks)
-        self.fc = nn.Linear(c * h * w, EMBEDDING_DIM)
+        self.stacks, flat = impala_stacks(self.in_channels, FRAME_SHAPE_HWC[0], FRAME_SHAPE_HWC[1])
+        self.fc = nn.Linear(flat, EMBEDDING_DIM)
         self.head = nn.Linear(EMBEDDING_DIM, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
