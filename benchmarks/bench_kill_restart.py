@@ -5,12 +5,16 @@ Each trial: a fresh directory with a small synthetic demo store; ``run_experimen
 train_reward runs starts; after a random delay (uniform over the time an uninterrupted sweep
 takes, measured first) the sweep and every run of it get SIGKILL (local launcher), or the
 SLURM job array gets ``scancel`` (``--launcher slurm``, needs a cluster, e.g.
-``scripts/start_local_slurm.sh``); then the same command runs again to the end. Counted after
+``scripts/start_local_slurm.sh``); then the same command runs again to the end. With
+``--kill timelimit`` (SLURM) nothing is killed by hand: the first attempt's tasks get a
+1-minute time limit and runs that need longer (``--slow_epochs`` epochs), so SLURM itself
+kills them past their limit; the restart is the same sweep with a 30-minute limit. Counted after
 the restart: duplicate rm_infos rows, rows without their model, models without their row,
 runs not done, and a restart that did not exit 0 (a spurious failure).
 
     python benchmarks/bench_kill_restart.py --trials 20 --out kill_local.json
     python benchmarks/bench_kill_restart.py --trials 3 --launcher slurm --out kill_slurm.json
+    python benchmarks/bench_kill_restart.py --trials 3 --launcher slurm --kill timelimit --out kill_tl.json
 """
 
 from __future__ import annotations
@@ -32,17 +36,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TINY = ["--num_snippets", "100", "--min_snippet_length", "3", "--max_snippet_length", "8",
-        "--epoch_size", "32", "--max_num_epochs", "2", "--patience", "2", "--batch_size", "16",
+        "--epoch_size", "32", "--batch_size", "16",
         "--num_val_snippets", "32", "--num_test_snippets", "32", "--num_bootstrap", "50", "--window", "5"]
 
 
-def sweep_cmd(work: Path, csv: Path, launcher: str) -> list[str]:
+def sweep_cmd(work: Path, csv: Path, launcher: str, timeout_min: int = 10, epochs: int = 2) -> list[str]:
+    flags = [*TINY, "--max_num_epochs", str(epochs), "--patience", str(epochs)]
     cmd = [sys.executable, "-m", "trex.run_experiments", "--env_name", "starpilot", "--num_dems", "8",
            "--num_seeds", "6", "--pass_args",
-           " ".join([*TINY, "--demo_csv", str(csv), "--save_dir", str(work / "rm"),
+           " ".join([*flags, "--demo_csv", str(csv), "--save_dir", str(work / "rm"),
                      "--log_dir", str(work / "logs")])]
     if launcher == "slurm":
-        cmd += ["--launcher", "slurm", "--cpus_per_job", "1", "--mem_gb", "2", "--timeout_min", "10"]
+        cmd += ["--launcher", "slurm", "--cpus_per_job", "1", "--mem_gb", "2", "--timeout_min", str(timeout_min)]
     else:
         cmd += ["--jobs", "2"]
     return cmd
@@ -79,14 +84,23 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--launcher", choices=("local", "slurm"), default="local")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kill", choices=("signal", "timelimit"), default="signal",
+                   help="signal: SIGKILL / scancel after a random delay; timelimit (SLURM): tasks past "
+                        "a 1-minute time limit")
+    p.add_argument("--slow_epochs", type=int, default=400,
+                   help="--kill timelimit: epochs per run (enough to outlast 1 minute)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
+    if args.kill == "timelimit" and args.launcher != "slurm":
+        raise SystemExit("--kill timelimit needs --launcher slurm")
     from tests.test_protocol import make_pool_store
 
     rng = random.Random(args.seed)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     base = Path(tempfile.mkdtemp(prefix="bench_kill_"))
     store = make_pool_store(base / "demos")
+    if args.kill == "timelimit":
+        return time_limit_trials(args, store, base, env)
     # an uninterrupted sweep first: how long one takes sets the range of kill times
     t0 = time.time()
     ref = subprocess.run(sweep_cmd(base / "ref", store, args.launcher), env=env, cwd=ROOT,
@@ -120,9 +134,44 @@ def main() -> None:
         "spurious_failures": sum(t["restart_exit"] != 0 for t in trials),
         "rows_per_trial": sorted({t["rows"] for t in trials}),
     }
+    report(summary, trials, args.out)
+
+
+def report(summary: dict, trials: list[dict], out: str | None) -> None:
     print(json.dumps(summary, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps({"summary": summary, "trials": trials}, indent=2) + "\n")
+    if out:
+        Path(out).write_text(json.dumps({"summary": summary, "trials": trials}, indent=2) + "\n")
+
+
+def time_limit_trials(args: argparse.Namespace, store: Path, base: Path, env: dict) -> None:
+    """Each trial: the sweep with 1-minute task limits and runs that need longer (SLURM kills
+    them past the limit), then the same sweep with a 30-minute limit."""
+    trials = []
+    for k in range(args.trials):
+        work = base / f"timelimit{k}"
+        t0 = time.time()
+        first = subprocess.run(sweep_cmd(work, store, "slurm", 1, args.slow_epochs), env=env, cwd=ROOT,
+                               capture_output=True, text=True)
+        first_s = time.time() - t0
+        manifest = pd.read_csv(work / "rm" / "sweep_manifest.csv", dtype={"rm_id": str})
+        cut = int((manifest["status"] != "done").sum())
+        restart = subprocess.run(sweep_cmd(work, store, "slurm", 30, args.slow_epochs), env=env, cwd=ROOT,
+                                 capture_output=True, text=True)
+        result = {"trial": k, "first_attempt_s": round(first_s, 1), "first_exit": first.returncode,
+                  "runs_cut_by_time_limit": cut, "restart_exit": restart.returncode, **check(work)}
+        trials.append(result)
+        print(json.dumps(result), flush=True)
+    summary = {
+        "launcher": "slurm", "kill": "timelimit", "trials": len(trials),
+        "runs_cut_by_time_limit": sum(t["runs_cut_by_time_limit"] for t in trials),
+        "duplicate_rows": sum(t["duplicate_rows"] for t in trials),
+        "missing_models": sum(t["rows_without_model"] for t in trials),
+        "models_without_row": sum(t["models_without_row"] for t in trials),
+        "runs_not_done": sum(t["runs_not_done"] for t in trials),
+        "spurious_failures": sum(t["restart_exit"] != 0 for t in trials),
+        "rows_per_trial": sorted({t["rows"] for t in trials}),
+    }
+    report(summary, trials, args.out)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ def fault_point(name: str) -> None:
 
     The fault-injection tests stop a run at the exact step where a real kill (time limit,
     preemption, Ctrl-C) would hurt most, instead of hoping a sleep lands there. With
-    ``$TREX_FAULT_SIGNAL=INT`` the process gets SIGINT (Ctrl-C), otherwise SIGKILL.
+    ``$TREX_FAULT_SIGNAL=INT`` the process gets SIGINT (Ctrl-C), ``TERM`` SIGTERM (a time
+    limit), otherwise SIGKILL.
     """
     points = os.environ.get(FAULT_ENV)
     if not points:
@@ -65,10 +66,11 @@ def fault_point(name: str) -> None:
         return
     import signal
 
-    sig = signal.SIGINT if os.environ.get(FAULT_SIGNAL_ENV, "KILL").upper() == "INT" else signal.SIGKILL
+    sig = {"INT": signal.SIGINT, "TERM": signal.SIGTERM}.get(os.environ.get(FAULT_SIGNAL_ENV, "KILL").upper(),
+                                                            signal.SIGKILL)
     log.warning("fault injection: %s at %s", sig.name, name)
     os.kill(os.getpid(), sig)
-    time.sleep(1)  # SIGINT is raised as KeyboardInterrupt in the main thread at once
+    time.sleep(1)  # SIGINT / SIGTERM are raised in the main thread at once
 
 
 # ----------------------------------------------------------------------------- CLI plumbing
@@ -84,18 +86,51 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
     @functools.wraps(main)
     def wrapper(argv: Sequence[str] | None = None) -> int:
         try:
-            status = main(argv)
+            with sigterm_as_interrupt():
+                status = main(argv)
         except UserError as err:
             logging.shutdown()
             sys.stderr.write(f"error: {err}\n")
             sys.stderr.flush()
             return USER_ERROR_EXIT
+        except Terminated:
+            sys.stderr.write("terminated\n")
+            return 143
         except KeyboardInterrupt:
             sys.stderr.write("interrupted\n")
             return 130
         return 0 if status is None else int(status)
 
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a SLURM time limit or preemption, ``docker stop``), raised like
+    Ctrl-C so that every clean-up path for an interrupt runs (train_policy saves a last
+    checkpoint)."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (elsewhere,
+    or where SIGTERM is not at its default, nothing changes). Note: a shell without job
+    control starts ``cmd &`` with SIGINT ignored, so there only SIGTERM stops a run cleanly."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def add_config_flag(parser: argparse.ArgumentParser) -> None:
