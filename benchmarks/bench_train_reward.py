@@ -1,28 +1,37 @@
-"""Benchmark: this toolkit's T-REX trainer against a literal reference of the seed's loop
-(benchmarks/reference_trex.py), same demos, same pairs, same seed, same machine, one run.
+"""Benchmark: train_reward against the seed's T-REX loop at equal quality, over several seeds.
 
-Reports: wall time for each to reach the best validation accuracy the reference reaches
-(and the ratio), per-epoch wall time, the final test accuracy and the correlations (best
-validation model, all test demos) of each, and the peak memory of a train_reward run on
-``--mem_num_dems`` demos (a separate process, so its peak RSS is its own).
+For each seed, three trainers run one after another, each in a process of its own (so that
+its peak memory is its own), on the same chosen demos, the same pair sets (sampled once
+from the seed, as (demo, start, length) indices) and the same initial weights:
 
-Both trainers see identical pair sets (sampled once, as (demo, start, length) indices; the
-reference gets them as the seed's lists of frame-array views) and start from the same
-initial weights, so validation accuracies are directly comparable.
+* ``reference``: a literal copy of the seed's loop (benchmarks/reference_trex.py: one pair
+  per Adam step, fp32, per-pair evaluation of 1000 training, 1000 validation and 1000 test
+  pairs and whole-demo correlations on the test demos after every epoch);
+* ``ours``: this toolkit's trainer with train_reward's defaults (64 pairs per step, Adam lr
+  scaled by sqrt(64), bf16 autocast + channels_last, each distinct frame run once);
+* ``faithful``: this toolkit's trainer with the seed's optimiser (``--batch_size 1
+  --lr_scaling none``).
 
-The seed's sizes (1000 pairs per epoch, 1000-pair evaluations, 100 test demos), 6 epochs, one
-torch thread for both (steadier on a shared machine), plus the 200-demo memory run (what
-benchmarks/README.md reports; ~45 min on 2 CPU cores, almost all of it the reference):
-    python benchmarks/bench_train_reward.py --demo_csv demos/demo_infos.csv --env_name starpilot \
-        --num_dems 12 --max_num_epochs 6 --patience 6 --threads 1 --mem_num_dems 200 --out bench.json
-Reduced, a few minutes:
-    python benchmarks/bench_train_reward.py --demo_csv demos/demo_infos.csv --env_name starpilot \
-        --epoch_size 200 --n_eval 200 --n_test_demos 30 --max_num_epochs 4 --patience 4 --mem_num_dems 0
+The reference runs ``--reference_epochs`` epochs; its target is the validation accuracy and
+the test Pearson of its best-validation epoch (what the seed reports). The reference's time is
+the wall time until its first epoch that reaches both; ours and faithful train (no early
+stopping, at most ``--max_epochs``) until their first epoch that reaches both, and stop there.
+Times are measured inside each process from the start of training; ``setup_s`` (imports,
+loading the demos, sampling the pairs) is reported beside. Peak memory: the process's max
+RSS when it stops.
+
+Measured command (benchmarks/README.md), on demos from the shipped starpilot experts:
+    python benchmarks/bench_train_reward.py --demo_csv bench_demos/demo_infos.csv \
+        --env_name starpilot --num_dems 20 --seeds 0 1 2 --out bench_train_reward.json
+Quick check (a few minutes):
+    python benchmarks/bench_train_reward.py --demo_csv bench_demos/demo_infos.csv --seeds 0 \
+        --epoch_size 200 --n_eval 200 --reference_epochs 2
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -35,240 +44,267 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_trex import ReferenceConfig, ReferenceTrainer, get_corr_with_ground  # noqa: E402
-
-from trex.core.demos import DemoIndex  # noqa: E402
-from trex.core.device import pick_device, use_bf16  # noqa: E402
-from trex.core.metrics import correlations  # noqa: E402
-from trex.core.reward_model import RewardNet, prepare_net  # noqa: E402
-from trex.core.runs import setup_logging, write_json_atomic  # noqa: E402
-from trex.core.trex_learning import (  # noqa: E402
-    DemoSet, PairSet, TrexConfig, make_data, predict_demo_returns, select_demos, step_lr, train_trex,
-)
-
-log = logging.getLogger("bench_train_reward")
 ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("bench_train_reward")
+TRAINERS = ("reference", "ours", "faithful")
 
 
-def parse() -> argparse.Namespace:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--demo_csv", nargs="+", default=["demos/demo_infos.csv"])
     p.add_argument("--env_name", default="starpilot")
     p.add_argument("--mode", default="easy")
-    p.add_argument("--sequential", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num_dems", type=int, default=12)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--num_dems", type=int, default=20)
     p.add_argument("--max_return", type=float, default=1.0)
     p.add_argument("--num_snippets", type=int, default=50000)
     p.add_argument("--min_snippet_length", type=int, default=20)
     p.add_argument("--max_snippet_length", type=int, default=100)
-    p.add_argument("--epoch_size", type=int, default=1000)
-    p.add_argument("--max_num_epochs", type=int, default=50)
-    p.add_argument("--patience", type=int, default=10)
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--epoch_size", type=int, default=500, help="training pairs per epoch (all trainers)")
+    p.add_argument("--lr", type=float, default=5e-5, help="the seed's per-pair learning rate")
     p.add_argument("--n_eval", type=int, default=1000,
                    help="training-eval, validation and test pairs evaluated each epoch (the seed: 1000)")
-    p.add_argument("--n_test_demos", type=int, default=100, help="test demos evaluated each epoch (the seed: 100)")
-    p.add_argument("--batch_size", type=int, default=64, help="ours: pairs per optimizer step")
-    p.add_argument("--lr_scaling", default="sqrt", choices=("sqrt", "none"),
-                   help="ours: Adam step size lr * sqrt(batch_size) (sqrt) or lr (none)")
-    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="ours")
-    p.add_argument("--ours_lr", type=float, default=None, help="ours: learning rate (default: --lr)")
+    p.add_argument("--n_test_demos", type=int, default=100,
+                   help="test demos for the per-epoch Pearson (the seed: the first 100)")
+    p.add_argument("--reference_epochs", type=int, default=6, help="epochs of the reference (sets the target)")
+    p.add_argument("--max_epochs", type=int, default=40, help="at most this many epochs for ours/faithful")
+    p.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS)
+    p.add_argument("--ours", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override train_reward settings of 'ours' (TrexConfig fields, e.g. lr=1e-4 "
+                        "batch_size=32); default: none, train_reward's defaults")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="ours and faithful: auto (bf16 autocast + channels_last where supported, "
+                        "train_reward's default) or fp32")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads for both trainers (default: torch's; 1 is steadier on a shared machine)")
-    p.add_argument("--ours_max_num_epochs", type=int, default=None,
-                   help="ours: epoch limit (default: --max_num_epochs)")
-    p.add_argument("--skip_reference", action="store_true", help="run only ours (no ratio)")
-    p.add_argument("--reference_json", default=None,
-                   help="take the reference's results from an earlier --out JSON with the same data "
-                        "flags instead of running it (for trying settings of ours; not for reporting)")
-    p.add_argument("--mem_num_dems", type=int, default=200, help="peak memory run on this many demos (0: skip)")
-    p.add_argument("--out", default=None, help="write the results as JSON here")
-    return p.parse_args()
+                   help="torch threads in every trainer (default: torch's own, as the seed ran)")
+    p.add_argument("--out", default=None, help="write all results as JSON here")
+    # one trainer in this process (what the driver spawns)
+    p.add_argument("--worker", choices=TRAINERS, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--target", type=float, nargs=2, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
 
 
-def first_reaching(history: list[dict], target: float) -> dict | None:
+def parse_overrides(items: list[str]) -> dict:
+    """KEY=VALUE strings -> TrexConfig fields with the field's type."""
+    from trex.core.trex_learning import TrexConfig
+
+    types = {f.name: type(f.default) for f in dataclasses.fields(TrexConfig)}
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in types:
+            raise SystemExit(f"--ours: unknown setting {key!r}")
+        out[key] = types[key](value)
+    return out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def first_reaching(history: list[dict], val_acc: float, pearson: float) -> dict | None:
+    """The first epoch whose validation accuracy and test Pearson both reach the target."""
     for row in history:
-        if row["val_acc"] >= target:
+        if row["val_acc"] >= val_acc and row["pearson"] >= pearson:
             return row
     return None
 
 
-def peak_memory_run(args: argparse.Namespace) -> dict:
-    """train_reward on ``mem_num_dems`` demos, 1 short epoch, in a child process: its peak RSS."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "trex.train_reward", "--env_name", args.env_name,
-               "--distribution_mode", args.mode, "--sequential", str(args.sequential),
-               "--num_dems", str(args.mem_num_dems), "--demo_csv", *args.demo_csv,
-               "--min_snippet_length", str(args.min_snippet_length),
-               "--max_snippet_length", str(args.max_snippet_length),
-               "--num_snippets", str(args.num_snippets), "--epoch_size", "64", "--max_num_epochs", "1",
-               "--num_val_snippets", str(args.n_eval), "--num_test_snippets", str(args.n_eval),
-               "--max_test_demos", str(args.n_test_demos), "--seed", str(args.seed + 1),
-               "--save_dir", f"{tmp}/rm", "--log_dir", f"{tmp}/logs", "--precision", args.precision,
-               "--batch_size", str(args.batch_size), "--lr_scaling", args.lr_scaling]
-        t0 = time.perf_counter()
-        env = {**os.environ, "TQDM_DISABLE": "1"}
-        if args.threads:
-            env["OMP_NUM_THREADS"] = str(args.threads)
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
-        wall = time.perf_counter() - t0
-        if out.returncode != 0:
-            log.warning("peak-memory run failed: %s", out.stderr.strip().splitlines()[-1:])
-            return {"num_dems": args.mem_num_dems, "error": out.stderr.strip().splitlines()[-1:]}
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        frames_mb = None
-        for line in out.stderr.splitlines():
-            if "MB of frames" in line:
-                frames_mb = float(line.rsplit("MB of frames", 1)[0].rsplit(";", 1)[-1].strip())
-        return {"num_dems": args.mem_num_dems, "peak_rss_mb": round(peak_mb, 1),
-                "chosen_demo_frames_mb": frames_mb, "wall_s": round(wall, 1)}
+class _TargetReached(Exception):
+    pass
 
 
-def main() -> None:
-    args = parse()
-    setup_logging()
+def run_worker(args: argparse.Namespace) -> dict:
+    """One trainer, one seed: load, sample, train; its history, times and peak RSS."""
+    t_setup = time.perf_counter()
+    import torch
+
+    from trex.core.demos import DemoIndex
+    from trex.core.device import pick_device, use_bf16
+    from trex.core.reward_model import RewardNet, prepare_net
+    from trex.core.trex_learning import DemoSet, TrexConfig, make_data, select_demos, train_trex
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    results: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                                 "torch": torch.__version__, "threads": torch.get_num_threads()},
-                     "args": vars(args)}
-    if args.mem_num_dems > 0:  # first, so that RUSAGE_CHILDREN is this child's peak
-        log.info("peak memory: train_reward with %d demos", args.mem_num_dems)
-        results["memory"] = peak_memory_run(args)
-        log.info("peak memory: %s", results["memory"])
-
     index = DemoIndex.read(args.demo_csv)
-    match = index.filter(env_name=args.env_name, mode=args.mode, sequential=args.sequential)
+    match = index.filter(env_name=args.env_name, mode=args.mode, sequential=0)
     train_idx = match.filter(set_name="train", min_length=args.min_snippet_length + 1)
     test_idx = match.filter(set_name="test", min_length=args.min_snippet_length + 1)
     rng = np.random.default_rng(args.seed)
     pos = select_demos(train_idx.df["return"].to_numpy(), args.num_dems, args.max_return, rng)
-    chosen = [str(train_idx.df["demo_id"].iloc[i]) for i in pos]
-    test_ids = test_idx.ids()
-    demos = DemoSet.from_index(train_idx, chosen)
-    test = DemoSet.from_index(test_idx, test_ids[:args.n_test_demos])  # the seed: test_dems[:100]
+    demos = DemoSet.from_index(train_idx, [str(train_idx.df["demo_id"].iloc[i]) for i in pos])
+    test = DemoSet.from_index(test_idx, test_idx.ids()[:args.n_test_demos])
+    faithful = args.worker == "faithful"
     cfg = TrexConfig(num_snippets=args.num_snippets, min_snippet_length=args.min_snippet_length,
                      max_snippet_length=args.max_snippet_length, epoch_size=args.epoch_size,
-                     max_num_epochs=args.ours_max_num_epochs or args.max_num_epochs, patience=args.patience,
-                     lr=args.ours_lr or args.lr, batch_size=args.batch_size, lr_scaling=args.lr_scaling,
-                     num_val_snippets=args.n_eval,
-                     num_test_snippets=args.n_eval, num_train_eval_snippets=args.n_eval)
+                     lr=args.lr, num_val_snippets=args.n_eval, num_test_snippets=args.n_eval,
+                     num_train_eval_snippets=args.n_eval,
+                     max_num_epochs=args.reference_epochs if args.worker == "reference" else args.max_epochs,
+                     patience=10**6, **({"batch_size": 1, "lr_scaling": "none"} if faithful else {}))
+    if args.worker == "ours":
+        cfg = dataclasses.replace(cfg, **parse_overrides(args.ours))
     data = make_data(demos, test, cfg, rng)
-    all_test = list(test_idx.iter_demos(test_ids))
-    true_all = np.array([float(d.rewards.sum(dtype=np.float64)) for d in all_test])
-    results["data"] = {"train_demos": len(data.train_demos), "val_demos": len(data.val_demos),
-                       "test_demos_per_epoch": len(test), "test_demos_final": len(all_test),
-                       "mean_demo_length": float(demos.lengths.mean()),
-                       "demo_returns": np.round(demos.returns, 2).tolist(),
-                       "gt_snippet_acc": data.gt_snippet_acc}
-    log.info("data: %s", results["data"])
     device = pick_device("auto")
+    out: dict = {"trainer": args.worker, "seed": args.seed, "threads": torch.get_num_threads(),
+                 "train_demos": len(data.train_demos), "val_demos": len(data.val_demos),
+                 "test_demos": len(test), "mean_demo_length": float(demos.lengths.mean()),
+                 "demo_returns": sorted(np.round(demos.returns, 2).tolist())}
 
-    # ---- reference (the seed's loop), same pairs
-    if args.reference_json:
-        old = json.loads(Path(args.reference_json).read_text())
-        same = ("demo_csv", "env_name", "mode", "sequential", "seed", "num_dems", "max_return", "num_snippets",
-                "min_snippet_length", "max_snippet_length", "epoch_size", "n_eval", "n_test_demos", "lr")
-        diff = [k for k in same if old["args"].get(k) != vars(args)[k]]
-        if diff:
-            raise SystemExit(f"--reference_json was run with other {', '.join(diff)}")
-        results["reference"] = old["reference"]
-        results["reference_from"] = args.reference_json
-    elif not args.skip_reference:
-        def as_dict(ds: DemoSet, i: int) -> dict:
-            a, b = ds.offsets[i], ds.offsets[i + 1]
-            return {"observations": ds.frames[a:b], "rewards": ds.rewards[a:b],
-                    "return": float(ds.returns[i]), "length": int(b - a)}
+    if args.worker == "reference":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from reference_trex import ReferenceConfig, ReferenceTrainer
 
-        def as_seed_pairs(ds: DemoSet, pairs: PairSet) -> list:
-            dd = [as_dict(ds, i) for i in range(len(ds))]
-            return [([dd[d0]["observations"][s0:s0 + n], dd[d1]["observations"][s1:s1 + n]], np.array([1]))
-                    for (d0, d1), (s0, s1), n in zip(pairs.demo, pairs.start, pairs.length)]
+        def as_seed_pairs(ds: DemoSet, pairs) -> list:
+            """The seed's pair list: ([clip0, clip1], label) with frame views into the demos."""
+            g0 = ds.offsets[pairs.demo[:, 0]] + pairs.start[:, 0]
+            g1 = ds.offsets[pairs.demo[:, 1]] + pairs.start[:, 1]
+            return [([ds.frames[a:a + n], ds.frames[b:b + n]], np.array([1]))
+                    for a, b, n in zip(g0, g1, pairs.length)]
 
-        ref_test_dems = [{"observations": d.observations, "rewards": d.rewards, "return": float(t),
-                          "length": len(d)} for d, t in zip(all_test, true_all)]
-        rcfg = ReferenceConfig(epoch_size=args.epoch_size, max_num_epochs=args.max_num_epochs,
-                               patience=args.patience, lr=args.lr, n_eval=args.n_eval,
+        test_dems = [{"observations": test.frames[test.offsets[i]:test.offsets[i + 1]],
+                      "return": float(test.returns[i])} for i in range(len(test))]
+        rcfg = ReferenceConfig(epoch_size=args.epoch_size, max_num_epochs=args.reference_epochs,
+                               patience=args.reference_epochs, lr=args.lr, n_eval=args.n_eval,
                                n_test_demos=args.n_test_demos)
         np.random.seed(args.seed)
         ref = ReferenceTrainer(rcfg, device, args.seed)
-        log.info("reference: %d epochs max of %d pairs (one per step)", rcfg.max_num_epochs, rcfg.epoch_size)
-        rres = ref.learn_reward(as_seed_pairs(demos, data.train_pairs), as_seed_pairs(demos, data.val_pairs),
-                                as_seed_pairs(test, data.test_pairs), ref_test_dems)
-        ref.net.load_state_dict(ref.best_model)
-        ref_final = get_corr_with_ground(ref_test_dems, ref.net, device)
-        best_ref = max(rres.history, key=lambda r: r["val_acc"])  # first epoch with the max
-        results["reference"] = {
-            "epochs": len(rres.history), "wall_s": round(rres.wall_s, 1),
-            "s_per_epoch": round(rres.wall_s / len(rres.history), 1),
-            "cpu_s_per_epoch": round(rres.history[-1]["cpu_s"] / len(rres.history), 1),
-            "best_val_acc": best_ref["val_acc"], "best_epoch": best_ref["epoch"],
-            "time_to_best_val_s": round(best_ref["wall_s"], 1), "test_acc": best_ref["test_acc"],
-            "pearson": ref_final[0], "spearman": ref_final[1], "history": rres.history,
-        }
+        out["setup_s"] = time.perf_counter() - t_setup
+        res = ref.learn_reward(as_seed_pairs(demos, data.train_pairs), as_seed_pairs(demos, data.val_pairs),
+                               as_seed_pairs(test, data.test_pairs), test_dems)
+        out.update(precision="fp32", batch_size=1, adam_lr=args.lr, history=res.history)
+    else:
+        torch.manual_seed(args.seed)  # the same initial weights as the reference's
+        bf16 = use_bf16(args.precision, device)
+        channels_last = args.precision != "fp32"
+        net = prepare_net(RewardNet(), device, channels_last=channels_last)
+        target = args.target
 
-    # ---- ours
-    torch.manual_seed(args.seed)
-    precision = args.precision
-    bf16 = use_bf16(precision, device)
-    channels_last = precision != "fp32"
-    net = prepare_net(RewardNet(), device, channels_last)
-    ores = train_trex(net, data, cfg, np.random.default_rng(args.seed + 1), device, bf16, channels_last)
-    pred, true, _ = predict_demo_returns(net, all_test, device, bf16, channels_last)
-    o_p, o_s = correlations(pred, true)
-    results["ours"] = {
-        "precision": "bf16" if bf16 else "fp32", "channels_last": channels_last, "batch_size": args.batch_size,
-        "lr": cfg.lr, "lr_scaling": cfg.lr_scaling, "adam_lr": step_lr(cfg),
-        "epochs": ores.epochs, "wall_s": round(ores.wall_s, 1), "s_per_epoch": round(ores.wall_s / ores.epochs, 2),
-        "cpu_s_per_epoch": round(ores.history[-1]["cpu_s"] / ores.epochs, 2),
-        "best_val_acc": ores.best["val_acc"], "best_epoch": ores.best_epoch,
-        "time_to_best_val_s": round(ores.best["wall_s"], 2), "test_acc": ores.best["test_acc"],
-        "pearson": o_p, "spearman": o_s, "history": ores.history,
-    }
-    if "reference" in results:
-        r, o = results["reference"], results["ours"]
-        target = r["best_val_acc"]
-        hit = first_reaching(ores.history, target)
-        r_hit = first_reaching(r["history"], target)
-        cmp = {"target_val_acc": target, "reference_time_to_target_s": round(r_hit["wall_s"], 1),
-               "ours_time_to_target_s": round(hit["wall_s"], 2) if hit else None,
-               "ours_epoch_at_target": hit["epoch"] if hit else None,
-               "speedup_time_to_target": round(r_hit["wall_s"] / hit["wall_s"], 1) if hit else None,
-               "reference_cpu_to_target_s": round(r_hit["cpu_s"], 1) if "cpu_s" in r_hit else None,
-               "ours_cpu_to_target_s": round(hit["cpu_s"], 2) if hit else None,
-               "speedup_cpu_to_target": round(r_hit["cpu_s"] / hit["cpu_s"], 1)
-               if hit and "cpu_s" in r_hit else None,
-               "speedup_per_epoch": round(r["s_per_epoch"] / o["s_per_epoch"], 1),
-               "speedup_cpu_per_epoch": round(r["cpu_s_per_epoch"] / o["cpu_s_per_epoch"], 1)
-               if "cpu_s_per_epoch" in r else None,
-               "test_acc_ours_minus_ref": round(o["test_acc"] - r["test_acc"], 4),
-               "pearson_ours_minus_ref": round(o["pearson"] - r["pearson"], 4),
-               "spearman_ours_minus_ref": round(o["spearman"] - r["spearman"], 4)}
-        results["comparison"] = cmp
+        def stop_at_target(row: dict) -> None:
+            if target is not None and row["val_acc"] >= target[0] and row["pearson"] >= target[1]:
+                raise _TargetReached
+
+        history: list[dict] = []
+
+        def record(row: dict) -> None:
+            history.append(dict(row))
+            stop_at_target(row)
+
+        out["setup_s"] = time.perf_counter() - t_setup
+        try:
+            train_trex(net, data, cfg, np.random.default_rng(args.seed + 1), device, bf16, channels_last,
+                       on_epoch=record)
+        except _TargetReached:
+            pass
+        from trex.core.trex_learning import step_lr
+
+        out.update(precision="bf16" if bf16 else "fp32", batch_size=cfg.batch_size, adam_lr=step_lr(cfg),
+                   history=history)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return out
+
+
+def spawn(args: argparse.Namespace, trainer: str, seed: int, target: tuple[float, float] | None) -> dict:
+    """Run one trainer in a child process; its JSON result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        res_path = Path(tmp) / "result.json"
+        cmd = [sys.executable, __file__, "--worker", trainer, "--seed", str(seed), "--worker_out", str(res_path),
+               "--demo_csv", *args.demo_csv, "--env_name", args.env_name, "--mode", args.mode,
+               "--num_dems", str(args.num_dems), "--max_return", str(args.max_return),
+               "--num_snippets", str(args.num_snippets), "--min_snippet_length", str(args.min_snippet_length),
+               "--max_snippet_length", str(args.max_snippet_length), "--epoch_size", str(args.epoch_size),
+               "--lr", str(args.lr), "--n_eval", str(args.n_eval), "--n_test_demos", str(args.n_test_demos),
+               "--reference_epochs", str(args.reference_epochs), "--max_epochs", str(args.max_epochs)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        cmd += ["--precision", args.precision]
+        if target is not None:
+            cmd += ["--target", str(target[0]), str(target[1])]
+        if trainer == "ours" and args.ours:
+            cmd += ["--ours", *args.ours]
+        env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)}
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{trainer} (seed {seed}) failed:\n{done.stderr[-3000:]}")
+        res = json.loads(res_path.read_text())
+        res["process_wall_s"] = time.perf_counter() - t0
+        return res
+
+
+def summarise(run: dict, target: tuple[float, float]) -> dict:
+    hit = first_reaching(run["history"], *target)
+    last = run["history"][-1]
+    return {"reached": hit is not None, "epochs_run": len(run["history"]),
+            "epoch_at_target": hit["epoch"] if hit else None,
+            "time_to_target_s": round(hit["wall_s"], 2) if hit else None,
+            "cpu_to_target_s": round(hit["cpu_s"], 2) if hit else None,
+            "val_acc": round((hit or last)["val_acc"], 4), "pearson": round((hit or last)["pearson"], 4),
+            "test_acc": round((hit or last)["test_acc"], 4), "total_train_s": round(last["wall_s"], 2),
+            "setup_s": round(run["setup_s"], 2), "peak_rss_mb": run["peak_rss_mb"],
+            "s_per_epoch": round(last["wall_s"] / len(run["history"]), 2)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    if args.worker:
+        res = run_worker(args)
+        Path(args.worker_out).write_text(json.dumps(res))
+        return
+    from trex.core.runs import setup_logging, write_json_atomic
+
+    setup_logging()
+    import torch
+
+    results: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                                 "torch": torch.__version__, "load_avg_before": os.getloadavg()},
+                     "args": {k: v for k, v in vars(args).items() if k not in ("worker", "seed", "target",
+                                                                                 "worker_out")},
+                     "seeds": {}}
+    for seed in args.seeds:
+        log.info("seed %d: reference, %d epochs of %d pairs", seed, args.reference_epochs, args.epoch_size)
+        ref = spawn(args, "reference", seed, None)
+        best = max(ref["history"], key=lambda r: r["val_acc"])  # first epoch with the max, as the seed
+        target = (best["val_acc"], best["pearson"])
+        log.info("seed %d: target val acc %.4f, Pearson %.4f (reference epoch %d)", seed, *target, best["epoch"])
+        per = {"target_val_acc": target[0], "target_pearson": target[1], "runs": {"reference": ref},
+               "summary": {"reference": summarise(ref, target)}}
+        for trainer in args.trainers:
+            if trainer == "reference":
+                continue
+            run = spawn(args, trainer, seed, target)
+            per["runs"][trainer] = run
+            per["summary"][trainer] = s = summarise(run, target)
+            log.info("seed %d: %s %s", seed, trainer, s)
+        ref_t = per["summary"]["reference"]["time_to_target_s"]
+        for trainer, s in per["summary"].items():
+            s["speedup"] = round(ref_t / s["time_to_target_s"], 1) if s["reached"] else None
+            s["memory_ratio"] = round(s["peak_rss_mb"] / per["summary"]["reference"]["peak_rss_mb"], 2)
+        results["seeds"][str(seed)] = per
+        if args.out:
+            write_json_atomic(args.out, results)
+    results["machine"]["load_avg_after"] = os.getloadavg()
     if args.out:
         write_json_atomic(args.out, results)
-    # the table
-    print(f"\nT-REX train_reward benchmark ({args.env_name}, {args.num_dems} demos, seed {args.seed}, "
-          f"epoch {args.epoch_size} pairs, eval {args.n_eval} pairs x3 + {args.n_test_demos} test demos)")
-    for name in ("reference", "ours"):
-        if name in results:
-            x = results[name]
-            print(f"  {name:9s}: {x['epochs']:3d} epochs, {x['s_per_epoch']:8.2f} s/epoch, best val acc "
-                  f"{x['best_val_acc']:.3f} (epoch {x['best_epoch']}, {x['time_to_best_val_s']:.1f} s); test acc "
-                  f"{x['test_acc']:.3f}; pearson {x['pearson']:.3f} spearman {x['spearman']:.3f}")
-    if "comparison" in results:
-        c = results["comparison"]
-        print(f"  target val acc {c['target_val_acc']:.3f}: reference {c['reference_time_to_target_s']} s, ours "
-              f"{c['ours_time_to_target_s']} s -> speedup {c['speedup_time_to_target']}x "
-              f"(per epoch {c['speedup_per_epoch']}x); CPU time: {c['speedup_cpu_to_target']}x "
-              f"(per epoch {c['speedup_cpu_per_epoch']}x)")
-    if "memory" in results:
-        print(f"  peak memory, train_reward with {args.mem_num_dems} demos: {results['memory']}")
+    print(f"\ntrain_reward vs the seed's loop at equal quality ({args.env_name}, {args.num_dems} demos, "
+          f"epochs of {args.epoch_size} pairs, {args.n_eval}-pair evaluations)")
+    print(f"{'seed':>4} {'trainer':>9} {'target val/pc':>14} {'epoch':>5} {'time s':>8} {'speedup':>8} "
+          f"{'peak MB':>8} {'val acc':>7} {'pearson':>7}")
+    for seed, per in results["seeds"].items():
+        for trainer, s in per["summary"].items():
+            print(f"{seed:>4} {trainer:>9} {per['target_val_acc']:.3f}/{per['target_pearson']:+.3f} "
+                  f"{s['epoch_at_target'] if s['reached'] else '-':>5} "
+                  f"{s['time_to_target_s'] if s['reached'] else 'no':>8} {s['speedup'] or '-':>8} "
+                  f"{s['peak_rss_mb']:>8} {s['val_acc']:>7} {s['pearson']:>7}")
+    for trainer in args.trainers:
+        sp = [per["summary"][trainer]["speedup"] for per in results["seeds"].values()]
+        if trainer != "reference" and all(x is not None for x in sp):
+            print(f"{trainer}: speedup to equal quality min {min(sp)}x, median {float(np.median(sp))}x "
+                  f"over {len(sp)} seeds")
 
 
 if __name__ == "__main__":
