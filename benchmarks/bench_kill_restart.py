@@ -6,9 +6,12 @@ train_reward runs starts; after a random delay (uniform over the time an uninter
 takes, measured first) the sweep and every run of it get SIGKILL (local launcher), or the
 SLURM job array gets ``scancel`` (``--launcher slurm``, needs a cluster, e.g.
 ``scripts/start_local_slurm.sh``); then the same command runs again to the end. With
-``--kill timelimit`` (SLURM) nothing is killed by hand: the first attempt's tasks get a
-1-minute time limit and runs that need longer (``--slow_epochs`` epochs), so SLURM itself
-kills them past their limit; the restart is the same sweep with a 30-minute limit. Counted after
+``--kill timelimit`` (SLURM) nothing is killed by hand: the first attempt's tasks get a short
+time limit (``--first_timeout_min``) and runs that need longer (``--slow_epochs`` epochs), so
+the time limit ends them: submitit asks SLURM for SIGUSR2 90 s before the limit and, the task
+not being checkpointable, ends it there (with a 2-minute limit: 30 s into each task, mid-run);
+SLURM's own SIGTERM/SIGKILL at the limit ends whatever is left. The restart is the same sweep
+with a 30-minute limit. Counted after
 the restart: duplicate rm_infos rows, rows without their model, models without their row,
 runs not done, and a restart that did not exit 0 (a spurious failure).
 
@@ -86,9 +89,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kill", choices=("signal", "timelimit"), default="signal",
                    help="signal: SIGKILL / scancel after a random delay; timelimit (SLURM): tasks past "
-                        "a 1-minute time limit")
+                        "a short time limit")
+    p.add_argument("--first_timeout_min", type=int, default=2,
+                   help="--kill timelimit: the first attempt's time limit per task (minutes)")
     p.add_argument("--slow_epochs", type=int, default=400,
-                   help="--kill timelimit: epochs per run (enough to outlast 1 minute)")
+                   help="--kill timelimit: epochs per run (enough to outlast the first time limit)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     if args.kill == "timelimit" and args.launcher != "slurm":
@@ -143,27 +148,36 @@ def report(summary: dict, trials: list[dict], out: str | None) -> None:
         Path(out).write_text(json.dumps({"summary": summary, "trials": trials}, indent=2) + "\n")
 
 
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
 def time_limit_trials(args: argparse.Namespace, store: Path, base: Path, env: dict) -> None:
-    """Each trial: the sweep with 1-minute task limits and runs that need longer (SLURM kills
-    them past the limit), then the same sweep with a 30-minute limit."""
+    """Each trial: the sweep with short task limits and runs that need longer (ended by the time
+    limit), then the same sweep with a 30-minute limit."""
     trials = []
     for k in range(args.trials):
         work = base / f"timelimit{k}"
         t0 = time.time()
-        first = subprocess.run(sweep_cmd(work, store, "slurm", 1, args.slow_epochs), env=env, cwd=ROOT,
+        first = subprocess.run(sweep_cmd(work, store, "slurm", args.first_timeout_min, args.slow_epochs), env=env, cwd=ROOT,
                                capture_output=True, text=True)
         first_s = time.time() - t0
         manifest = pd.read_csv(work / "rm" / "sweep_manifest.csv", dtype={"rm_id": str})
         cut = int((manifest["status"] != "done").sum())
+        # runs whose training had begun when the time limit ended them (mid-run cuts)
+        mid_run = sum(1 for log in (work / "rm" / "sweep_runs").glob("*/log.txt")
+                      if "epoch " in log.read_text(errors="replace")
+                      and '"done"' not in _read(log.parent / "status.json"))
         restart = subprocess.run(sweep_cmd(work, store, "slurm", 30, args.slow_epochs), env=env, cwd=ROOT,
                                  capture_output=True, text=True)
         result = {"trial": k, "first_attempt_s": round(first_s, 1), "first_exit": first.returncode,
-                  "runs_cut_by_time_limit": cut, "restart_exit": restart.returncode, **check(work)}
+                  "runs_cut_by_time_limit": cut, "cut_mid_training": mid_run, "restart_exit": restart.returncode, **check(work)}
         trials.append(result)
         print(json.dumps(result), flush=True)
     summary = {
         "launcher": "slurm", "kill": "timelimit", "trials": len(trials),
         "runs_cut_by_time_limit": sum(t["runs_cut_by_time_limit"] for t in trials),
+        "cut_mid_training": sum(t["cut_mid_training"] for t in trials),
         "duplicate_rows": sum(t["duplicate_rows"] for t in trials),
         "missing_models": sum(t["rows_without_model"] for t in trials),
         "models_without_row": sum(t["models_without_row"] for t in trials),

@@ -103,6 +103,49 @@ def test_impala_shapes():
     assert 500_000 < n_params < 700_000  # IMPALA 16-32-32 + 2048x256 dense
 
 
+def test_initialisation_is_train_procgens():
+    """Glorot-uniform CNN with zero biases, orthogonal heads with gains 0.01 (policy) and 1
+    (value), as baselines' build_impala_cnn + fc; SB3's ortho_init (sqrt(2) gain through the
+    residual blocks) blows the initial features up and stays available as init='sb3'."""
+    from gymnasium import spaces
+
+    from trex.core.policy import ImpalaPolicy
+
+    def build(init):
+        torch.manual_seed(0)
+        return ImpalaPolicy(spaces.Box(0, 255, (3, 64, 64), np.uint8), spaces.Discrete(15),
+                            lambda _: 5e-4, channels_last=False, bf16=False, init=init)
+
+    policy = build("baselines")
+    for m in policy.features_extractor.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            fan_in = m.weight[0].numel()
+            fan_out = m.weight.shape[0] * m.weight[0, 0].numel()
+            assert m.weight.abs().max() <= (6 / (fan_in + fan_out)) ** 0.5 + 1e-6
+            assert torch.count_nonzero(m.bias) == 0
+    for head, gain in ((policy.action_net, 0.01), (policy.value_net, 1.0)):
+        w = head.weight.detach()
+        assert torch.allclose(w @ w.T, gain ** 2 * torch.eye(w.shape[0]), atol=1e-6)
+        assert torch.count_nonzero(head.bias) == 0
+    frames = torch.rand(16, 3, 64, 64) * 255
+    with torch.no_grad():
+        rms = {init: build(init).extract_features(frames).pow(2).mean().sqrt().item()
+               for init in ("baselines", "sb3")}
+    assert rms["sb3"] > 5 * rms["baselines"]
+    with pytest.raises(ValueError):
+        build("other")
+
+
+def test_value_coefficient_means_train_procgens():
+    """baselines' ppo2 weights half the squared error by vf_coef, SB3 the whole one."""
+    from trex.core.policy import build_ppo
+
+    env = make_procgen_env("coinrun", num_envs=2)
+    model = build_ppo(env, nsteps=8, nminibatches=2, ppo_epochs=1, learning_rate=5e-4, gamma=0.999,
+                      lam=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5, device=torch.device("cpu"))
+    assert model.vf_coef == 0.25
+
+
 def test_test_policy_reports_train_and_unseen_levels(tiny_expert, tmp_path):
     from trex.test_policy import main
 
