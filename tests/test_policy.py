@@ -136,6 +136,33 @@ def test_initialisation_is_train_procgens():
         build("other")
 
 
+def test_adam_steps_equal_tensorflows():
+    """TF1's AdamOptimizer (baselines' ppo2) adds epsilon before the bias correction; TFAdam's
+    steps equal that update exactly, also for gradients far below epsilon (where PyTorch's
+    Adam steps ~30x further at the start)."""
+    import math
+
+    from trex.core.policy import TFAdam
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5))
+    expected = w.detach().clone()
+    opt = TFAdam([w], lr=1e-2, eps=1e-5)
+    m, v = torch.zeros(5), torch.zeros(5)
+    for t in range(1, 8):
+        g = torch.randn(5) * 1e-4
+        w.grad = g.clone()
+        opt.step()
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        lr_t = 1e-2 * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        expected -= lr_t * m / (v.sqrt() + 1e-5)
+        assert torch.allclose(w.detach(), expected, atol=1e-7, rtol=0)
+    # the optimizer state round-trips (resume) and keeps TF's epsilon
+    again = TFAdam([w], lr=1e-2, eps=1e-5)
+    again.load_state_dict(opt.state_dict())
+    assert again.param_groups[0]["eps_hat"] == 1e-5
+
+
 def test_value_coefficient_means_train_procgens():
     """baselines' ppo2 weights half the squared error by vf_coef, SB3 the whole one."""
     from trex.core.policy import build_ppo
@@ -144,6 +171,7 @@ def test_value_coefficient_means_train_procgens():
     model = build_ppo(env, nsteps=8, nminibatches=2, ppo_epochs=1, learning_rate=5e-4, gamma=0.999,
                       lam=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5, device=torch.device("cpu"))
     assert model.vf_coef == 0.25
+    assert type(model.policy.optimizer).__name__ == "TFAdam"
 
 
 def test_test_policy_reports_train_and_unseen_levels(tiny_expert, tmp_path):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import zipfile
 from collections.abc import Sequence
@@ -138,6 +139,37 @@ class ImpalaCNN(BaseFeaturesExtractor):
         return x.float()
 
 
+class TFAdam(torch.optim.Adam):
+    """Adam with TensorFlow 1's epsilon, as baselines' ppo2 (so train-procgen) uses it.
+
+    TF's ``AdamOptimizer(epsilon=1e-5)`` adds epsilon to sqrt(v) *before* the bias correction
+    ("epsilon hat" of Kingma & Ba, arXiv 1412.6980, end of section 2): the update is
+    ``lr * m_hat / (sqrt(v_hat) + eps / sqrt(1 - beta2^t))``. PyTorch adds a constant eps to
+    sqrt(v_hat), so early in training (t small) its steps on parameters with tiny gradients
+    are up to ~30x larger than TF's (at t=1, eps / sqrt(1 - 0.999) = 32 eps). Here the group's
+    eps is set to ``eps_hat / sqrt(1 - beta2^t)`` before each step, which makes PyTorch's update
+    equal TF's exactly.
+    """
+
+    def __init__(self, params: Any, lr: float = 1e-3, eps: float = 1e-5, **kwargs: Any) -> None:
+        super().__init__(params, lr=lr, eps=eps, **kwargs)
+        for group in self.param_groups:
+            group["eps_hat"] = eps
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            eps_hat = group.setdefault("eps_hat", group["eps"])
+            t = 1
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state and "step" in state:
+                    t = int(state["step"]) + 1
+                    break
+            group["eps"] = eps_hat / math.sqrt(1.0 - group["betas"][1] ** t)
+        return super().step(closure)
+
+
 class ImpalaPolicy(ActorCriticPolicy):
     """SB3 actor-critic with the IMPALA CNN and linear heads (train-procgen's architecture).
 
@@ -154,6 +186,8 @@ class ImpalaPolicy(ActorCriticPolicy):
         kwargs.setdefault("features_extractor_class", ImpalaCNN)
         if init == "baselines":
             kwargs["ortho_init"] = False
+            kwargs.setdefault("optimizer_class", TFAdam)
+            kwargs.setdefault("optimizer_kwargs", {"eps": 1e-5})
         fx = dict(kwargs.pop("features_extractor_kwargs", None) or {})
         fx.update(channels_last=channels_last, bf16=bf16)
         kwargs["features_extractor_kwargs"] = fx
@@ -209,7 +243,8 @@ def build_ppo(env, *, nsteps: int, nminibatches: int, ppo_epochs: int, learning_
     train-procgen's coefficient: baselines' ppo2 multiplies it with half the squared error,
     SB3 with the whole one, so SB3 gets ``vf_coef / 2`` (same gradient). One difference stays:
     ppo2's value loss is the max of the clipped and unclipped errors, SB3's the clipped one.
-    The network is initialised as train-procgen's (:func:`baselines_init`).
+    The network is initialised as train-procgen's (:func:`baselines_init`) and trained with
+    TF's Adam epsilon (:class:`TFAdam`).
     """
     device = device or pick_device()
     batch = env.num_envs * nsteps
