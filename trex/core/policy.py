@@ -212,8 +212,8 @@ def baselines_init(policy: ActorCriticPolicy) -> None:
 
     SB3's own ``ortho_init`` gives the CNN orthogonal weights with gain sqrt(2); through the six
     residual blocks that makes the initial features ~20x larger (RMS 8-16 vs 0.5-0.7 on 64
-    coinrun frames, 3 seeds each) and initial values up to -9 on a normalised-return scale, so
-    the value loss's gradient dominates the first, clipped updates of the shared network.
+    coinrun frames, 3 seeds each) and initial values up to -9 on a normalised-return scale
+    (train-procgen's start near 0).
     """
     for m in policy.features_extractor.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
