@@ -164,14 +164,46 @@ def test_adam_steps_equal_tensorflows():
 
 
 def test_value_coefficient_means_train_procgens():
-    """baselines' ppo2 weights half the squared error by vf_coef, SB3 the whole one."""
+    """--vf_coef is ppo2's coefficient (of half the squared error), used by PPO2's own loss."""
     from trex.core.policy import build_ppo
+    from trex.core.ppo2 import PPO2
 
     env = make_procgen_env("coinrun", num_envs=2)
     model = build_ppo(env, nsteps=8, nminibatches=2, ppo_epochs=1, learning_rate=5e-4, gamma=0.999,
                       lam=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5, device=torch.device("cpu"))
-    assert model.vf_coef == 0.25
+    assert isinstance(model, PPO2) and model.vf_coef == 0.5
     assert type(model.policy.optimizer).__name__ == "TFAdam"
+    model.learn(16)  # two updates through PPO2.train, logged as ppo2 logs them
+    logged = model.logger.name_to_value
+    assert logged["train/approx_kl"] >= 0 and 0 <= logged["train/clip_fraction"] <= 1
+    assert logged["train/value_loss"] > 0
+
+
+def test_ppo2_value_loss_is_max_of_clipped_and_unclipped():
+    """baselines' ppo2: vf = 0.5 * mean(max((v-R)^2, (v_clip-R)^2)). A value pushed past the
+    clip range away from its return keeps its gradient (SB3's clipped-only loss drops it);
+    one pushed past it towards the return stops; inside the range it is plain (v-R)."""
+    from trex.core.ppo2 import ppo2_loss
+
+    old_v = torch.zeros(3)
+    returns = torch.tensor([1.0, 1.0, 1.0])
+    values = torch.tensor([-0.5, 0.5, 0.1], requires_grad=True)  # away / towards / inside
+    zeros = torch.zeros(3)
+    loss, stats = ppo2_loss(zeros, zeros, zeros, values, old_v, returns, zeros,
+                            clip=0.2, clip_vf=0.2, ent_coef=0.0, vf_coef=1.0)
+    loss.backward()
+    # per-sample d/dv of 0.5 * mean(err) is (v - R) / 3 where the unclipped error is the max
+    expected = torch.tensor([(-0.5 - 1.0) / 3, 0.0, (0.1 - 1.0) / 3])
+    assert torch.allclose(values.grad, expected)
+    assert stats["vf"] == pytest.approx(0.5 * (1.5 ** 2 + 0.8 ** 2 + 0.9 ** 2) / 3)
+    # policy part: ratio exp(0.5) > 1.2 with positive advantage is clipped (no gradient)
+    lp = torch.tensor([0.5, 0.0, 0.0], requires_grad=True)
+    loss, stats = ppo2_loss(lp, zeros, torch.ones(3), zeros, old_v, zeros, zeros,
+                            clip=0.2, clip_vf=None, ent_coef=0.0, vf_coef=0.0)
+    loss.backward()
+    assert lp.grad[0] == 0 and lp.grad[1] == pytest.approx(-1 / 3)
+    assert stats["clipfrac"] == pytest.approx(1 / 3)
+    assert stats["kl"] == pytest.approx(0.5 * 0.25 / 3)
 
 
 def test_test_policy_reports_train_and_unseen_levels(tiny_expert, tmp_path):

@@ -46,6 +46,7 @@ from torch import nn
 
 from trex.core.device import autocast, pick_device, use_bf16
 from trex.core.envs import NUM_ACTIONS
+from trex.core.ppo2 import PPO2
 from trex.core.runs import UserError, append_csv_rows, atomic_path, read_csv_checked
 
 log = logging.getLogger(__name__)
@@ -236,24 +237,22 @@ def build_ppo(env, *, nsteps: int, nminibatches: int, ppo_epochs: int, learning_
               gamma: float, lam: float, clip_range: float, ent_coef: float, vf_coef: float = 0.5,
               max_grad_norm: float = 0.5, seed: int = 0, device: torch.device | None = None,
               precision: str = "auto", tensorboard_log: str | None = None) -> PPO:
-    """SB3 PPO with train-procgen's settings on a (reward-normalised) Procgen VecEnv.
+    """PPO with train-procgen's settings on a (reward-normalised) Procgen VecEnv.
 
     Batch = num_envs * nsteps, split into ``nminibatches``; value clipping at the same
-    range as the policy (``clip_range_vf``), as baselines' ppo2 does. ``vf_coef`` is
-    train-procgen's coefficient: baselines' ppo2 multiplies it with half the squared error,
-    SB3 with the whole one, so SB3 gets ``vf_coef / 2`` (same gradient). One difference stays:
-    ppo2's value loss is the max of the clipped and unclipped errors, SB3's the clipped one.
-    The network is initialised as train-procgen's (:func:`baselines_init`) and trained with
-    TF's Adam epsilon (:class:`TFAdam`).
+    range as the policy, with baselines' ppo2 loss (:class:`trex.core.ppo2.PPO2`: the larger
+    of the clipped and unclipped value errors, half the squared error weighted by
+    ``vf_coef``). The network is initialised as train-procgen's (:func:`baselines_init`) and
+    trained with TF's Adam epsilon (:class:`TFAdam`).
     """
     device = device or pick_device()
     batch = env.num_envs * nsteps
     if batch % nminibatches:
         raise UserError(f"num_envs * nsteps ({batch}) must be divisible by nminibatches ({nminibatches})")
-    model = PPO(
+    model = PPO2(
         ImpalaPolicy, env, learning_rate=learning_rate, n_steps=nsteps,
         batch_size=batch // nminibatches, n_epochs=ppo_epochs, gamma=gamma, gae_lambda=lam,
-        clip_range=clip_range, clip_range_vf=clip_range, ent_coef=ent_coef, vf_coef=vf_coef / 2,
+        clip_range=clip_range, clip_range_vf=clip_range, ent_coef=ent_coef, vf_coef=vf_coef,
         max_grad_norm=max_grad_norm, seed=seed, device=device, verbose=0,
         tensorboard_log=tensorboard_log, policy_kwargs=precision_flags(precision, device),
     )
