@@ -332,17 +332,19 @@ def test_train_reward_flags_reach_the_model_and_rm_infos(tmp_path):
 
     csv = make_store(tmp_path / "d", n_train=10, n_test=4, length=10)
     flags = ["--frame_stack", "2", "--scale_frames", "--augment", "shift", "--architecture", "impala",
-             "--ensemble", "2", "--max_num_epochs", "1", "--num_bootstrap", "20", "--window", "5"]
+             "--ensemble", "2", "--select_by", "last", "--max_num_epochs", "1", "--num_bootstrap", "20",
+             "--window", "5"]
     assert main(tiny_args(tmp_path, csv, *flags, seed=7777777)) == 0
     rm_csv = tmp_path / "rm" / "rm_infos.csv"
     row, path = lookup_rm("777_7777", rm_csv)
-    assert row["variant"] == "stack2+scaled+shift+impala+ens2"
+    assert row["variant"] == "stack2+scaled+shift+impala+ens2+sel_last"
     assert np.isfinite(row["ensemble_spread"]) and row["ensemble_spread"] > 0
     assert list(pd.read_csv(rm_csv).columns)[-3:] == ["variant", "ensemble_spread", "ensemble_spread_rel"]
     meta = read_metadata(path)
     assert meta["architecture"] == "impala" and meta["variant"] == row["variant"]
     assert meta["net_config"] == {"output_abs": False, "frame_stack": 2, "scale_frames": True, "ensemble": 2}
     assert meta["training"]["augment"] == "shift" and meta["results"]["ensemble_spread"] > 0
+    assert meta["training"]["select_by"] == "last"
     net, _ = load_reward_model(path, CPU)
     assert isinstance(net, RewardEnsemble) and net.frame_stack == 2
 

@@ -164,6 +164,7 @@ def _nothing_written(tmp: Path) -> bool:
     (["--num_dems", "2"], "training demos"),
     (["--num_dems", "1"], "at least 2"),
     (["--max_return", "0.01"], "--max_return"),
+    (["--select_by", "test_acc"], "--select_by must be one of"),
 ])
 def test_bad_input(tmp_path, store, capsys, extra, message):
     assert main(tiny_args(tmp_path, store, *extra)) == 2

@@ -307,3 +307,26 @@ def test_early_stopping_restores_best():
     res = train_trex(net, data, cfg, rng, CPU, bf16=False)
     assert res.epochs < 20 and res.epochs == res.best_epoch + 2
     assert np.isnan(res.best["test_acc"])
+
+
+@pytest.mark.parametrize("select_by", ["val_loss", "last"])
+def test_select_by_keeps_that_epoch(select_by):
+    demos = synth_demos(6, 12, seed=6)
+    test = synth_demos(4, 12, seed=7)
+    cfg = TrexConfig(num_snippets=200, min_snippet_length=3, max_snippet_length=8, epoch_size=16,
+                     max_num_epochs=4, patience=1, batch_size=16, num_val_snippets=50,
+                     num_test_snippets=50, num_train_eval_snippets=50, select_by=select_by)
+    rng = np.random.default_rng(0)
+    data = make_data(demos, test, cfg, rng)
+    torch.manual_seed(0)
+    net = prepare_net(RewardNet(), CPU, True)
+    res = train_trex(net, data, cfg, rng, CPU, bf16=False)
+    if select_by == "last":  # never stops early, keeps the final weights
+        assert res.epochs == 4 and res.best_epoch == 3
+    else:
+        assert res.best["val_loss"] == min(h["val_loss"] for h in res.history)
+        assert res.epochs == min(4, res.best_epoch + 2)
+    # the kept weights are the kept epoch's: its validation accuracy again
+    r = frame_rewards(net, demos.frames, CPU, bf16=False, mask=frames_mask(demos, data.val_pairs))
+    assert pair_accuracy(pair_returns(demos, r, data.val_pairs)[0]) == pytest.approx(res.best["val_acc"])
+    assert cfg.variant == f"sel_{select_by}"

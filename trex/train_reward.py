@@ -59,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training pairs between two evaluations")
     p.add_argument("--max_num_epochs", type=positive_int, default=50, help="maximum number of epochs")
     p.add_argument("--patience", type=positive_int, default=10,
-                   help="early stopping patience (epochs without a better validation accuracy)")
+                   help="early stopping patience (epochs without a better --select_by score)")
+    p.add_argument("--select_by", default="val_acc",
+                   help="which epoch's weights are kept: val_acc (the best validation accuracy, the "
+                        "seed), val_loss (the lowest validation loss: a smoother score than accuracy "
+                        "on a few validation demos), or last (no early stopping; the final epoch)")
     p.add_argument("--lr", type=positive_float, default=5e-5, help="reward model learning rate (Adam)")
     p.add_argument("--lam_l1", type=float, default=0.001, help="L1 penalty on the absolute per-frame rewards")
     p.add_argument("--weight_decay", type=float, default=0.01, help="Adam weight decay")
@@ -231,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.use_snippet_rewards and args.rank_by != "return":
         raise UserError("--use_snippet_rewards labels pairs by the true reward: it needs --rank_by return")
     check_variant(architecture=args.architecture, frame_stack=args.frame_stack, augment=args.augment,
-                  ensemble=args.ensemble)
+                  ensemble=args.ensemble, select_by=args.select_by)
     if args.seed is None:
         args.seed = random.SystemRandom().randint(10**6, 10**7 - 1)  # the seed's 7-digit seeds
     rm_id = rm_id_from_seed(args.seed)
@@ -274,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_num_epochs=args.max_num_epochs, patience=args.patience, lr=args.lr, lam_l1=args.lam_l1,
         weight_decay=args.weight_decay, output_abs=args.output_abs,
         use_snippet_rewards=args.use_snippet_rewards, use_clip_heuristic=args.use_clip_heuristic,
+        select_by=args.select_by,
         batch_size=args.batch_size, lr_scaling=args.lr_scaling, num_val_snippets=args.num_val_snippets,
         num_test_snippets=args.num_test_snippets, max_batch_frames=args.max_batch_frames,
         architecture=args.architecture, frame_stack=args.frame_stack, scale_frames=args.scale_frames,

@@ -33,8 +33,12 @@ AUGMENTATIONS: tuple[str, ...] = ("none", "shift")
 SHIFT_PAD = 4
 
 
+#: how train_trex picks the epoch it keeps (:func:`trex.core.trex_learning.selection_score`)
+SELECTIONS = ("val_acc", "val_loss", "last")
+
+
 def check_variant(*, architecture: str = "seed_cnn", frame_stack: int = 1, augment: str = "none",
-                  ensemble: int = 1) -> None:
+                  ensemble: int = 1, select_by: str = "val_acc") -> None:
     """UserError (one line, naming the flag) for a bad variant setting."""
     if architecture not in ARCHITECTURES:
         raise UserError(f"--architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
@@ -44,12 +48,15 @@ def check_variant(*, architecture: str = "seed_cnn", frame_stack: int = 1, augme
         raise UserError(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
     if isinstance(ensemble, bool) or not isinstance(ensemble, (int, np.integer)) or ensemble < 1:
         raise UserError(f"--ensemble must be an integer >= 1 (1 = a single network), got {ensemble!r}")
+    if select_by not in SELECTIONS:
+        raise UserError(f"--select_by must be one of {', '.join(SELECTIONS)}, got {select_by!r}")
 
 
 def variant_name(*, use_clip_heuristic: bool = True, use_snippet_rewards: bool = False,
                  frame_stack: int = 1, scale_frames: bool = False, augment: str = "none",
-                 architecture: str = "seed_cnn", ensemble: int = 1) -> str:
-    """The non-default choices joined by ``+`` in a fixed order, e.g. ``stack4+shift+impala``;
+                 architecture: str = "seed_cnn", ensemble: int = 1, select_by: str = "val_acc") -> str:
+    """The non-default choices joined by ``+`` in a fixed order, e.g. ``stack4+shift+impala``
+    (a model selection other than validation accuracy: ``sel_last``, ``sel_val_loss``);
     ``seed`` when every choice is the seed's."""
     parts = []
     if not use_clip_heuristic:
@@ -66,6 +73,8 @@ def variant_name(*, use_clip_heuristic: bool = True, use_snippet_rewards: bool =
         parts.append(architecture)
     if ensemble != 1:
         parts.append(f"ens{int(ensemble)}")
+    if select_by != "val_acc":
+        parts.append(f"sel_{select_by}")
     return "+".join(parts) or "seed"
 
 

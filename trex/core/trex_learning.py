@@ -16,7 +16,8 @@ Procedure (the seed's):
   with (L2) weight decay.
 * After every ``epoch_size`` pairs: train/validation/test accuracy and loss, Pearson and
   Spearman correlation of predicted with true return on held-out test demos; early
-  stopping on validation accuracy with ``patience``; the best model is restored.
+  stopping on validation accuracy with ``patience``; the best model is restored
+  (``select_by``: the seed's validation accuracy, or the validation loss, or the last epoch).
 
 What makes it fast without changing the maths:
 
@@ -572,11 +573,12 @@ class TrexConfig:
     scale_frames: bool = False
     augment: str = "none"
     ensemble: int = 1
+    select_by: str = "val_acc"
 
     def check(self) -> None:
         """UserError for a bad variant setting."""
         check_variant(architecture=self.architecture, frame_stack=self.frame_stack,
-                      augment=self.augment, ensemble=self.ensemble)
+                      augment=self.augment, ensemble=self.ensemble, select_by=self.select_by)
 
     @property
     def net_config(self) -> dict[str, Any]:
@@ -595,7 +597,21 @@ class TrexConfig:
         return variant_name(use_clip_heuristic=self.use_clip_heuristic,
                             use_snippet_rewards=self.use_snippet_rewards, frame_stack=self.frame_stack,
                             scale_frames=self.scale_frames, augment=self.augment,
-                            architecture=self.architecture, ensemble=self.ensemble)
+                            architecture=self.architecture, ensemble=self.ensemble,
+                            select_by=self.select_by)
+
+
+def selection_score(row: dict[str, float], select_by: str) -> float:
+    """The number an epoch is kept by (larger is better): validation accuracy (the seed),
+    minus the validation loss, or the epoch itself (``last``: every epoch beats the one before,
+    so nothing stops early and the final weights are kept)."""
+    if select_by == "val_acc":
+        return float(row["val_acc"])
+    if select_by == "val_loss":
+        return -float(row["val_loss"])
+    if select_by == "last":
+        return float(row["epoch"])
+    raise ValueError(f"unknown select_by {select_by!r}")
 
 
 @dataclass
@@ -700,11 +716,12 @@ class TrexResult:
 def train_trex(net: RewardModule, data: TrexData, cfg: TrexConfig, rng: np.random.Generator,
                device: torch.device, bf16: bool, channels_last: bool = True,
                on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrexResult:
-    """Train ``net`` in place; on return it holds the weights of the best validation epoch.
+    """Train ``net`` in place; on return it holds the weights of the best epoch by
+    ``cfg.select_by`` (:func:`selection_score`; the seed: validation accuracy).
 
     Each epoch takes ``epoch_size`` training pairs (a fresh random subset, as the seed's
     shuffle-and-slice) in batches of ``batch_size``, then evaluates. Early stopping when the
-    validation accuracy has not improved for ``patience`` epochs. ``net`` must be the
+    selection score has not improved for ``patience`` epochs. ``net`` must be the
     network ``cfg`` describes (:meth:`TrexConfig.make_net`). Random shifts (``augment``)
     come from a child stream of ``rng`` that leaves ``rng``'s own draws (the pairs' order)
     as without augmentation.
@@ -724,7 +741,7 @@ def train_trex(net: RewardModule, data: TrexData, cfg: TrexConfig, rng: np.rando
     log.info("training: %d pairs per epoch in batches of %d, Adam lr %.3g (--lr %.3g, %s scaling), "
              "weight decay %g, lam_l1 %g", min(cfg.epoch_size, len(data.train_pairs)), cfg.batch_size,
              step_lr(cfg), cfg.lr, cfg.lr_scaling, cfg.weight_decay, cfg.lam_l1)
-    best_acc = -math.inf
+    best_score = -math.inf
     best_state: dict[str, torch.Tensor] | None = None
     best_row: dict[str, float] = {}
     best_epoch = -1
@@ -769,8 +786,9 @@ def train_trex(net: RewardModule, data: TrexData, cfg: TrexConfig, rng: np.rando
         log.info("    train_acc %.4f | val_acc %.4f | test_acc %.4f | train_loss %.4f | val_loss %.4f"
                  " | test_loss %.4f | %.1fs", row["train_acc"], row["val_acc"], row["test_acc"],
                  row["train_loss"], row["val_loss"], row["test_loss"], row["wall_s"])
-        if row["val_acc"] > best_acc:
-            best_acc = row["val_acc"]
+        score = selection_score(row, cfg.select_by)
+        if score > best_score:
+            best_score = score
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
             best_row = row
             best_epoch = epoch
@@ -780,8 +798,8 @@ def train_trex(net: RewardModule, data: TrexData, cfg: TrexConfig, rng: np.rando
         if on_epoch is not None:
             on_epoch(row)
         if since_best >= cfg.patience:
-            log.info("early stopping after epoch %d (best validation accuracy %.4f at epoch %d)",
-                     epoch, best_acc, best_epoch)
+            log.info("early stopping after epoch %d (best %s %.4f at epoch %d)", epoch, cfg.select_by,
+                     best_row[cfg.select_by], best_epoch)
             break
     if best_state is not None:
         net.load_state_dict(best_state)
