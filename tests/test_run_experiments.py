@@ -279,6 +279,18 @@ def test_same_run_twice_in_grid(fake_stage: str, capsys) -> None:
     assert "same run twice" in capsys.readouterr().err
 
 
+def test_explicit_seeds_across_another_axis_are_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+    """train_reward names its model by seed: one save_name cannot hold a seed twice."""
+    monkeypatch.chdir(tmp_path)
+    base = ["--env_name", "starpilot", "--num_dems", "50", "--grid", "seed", "1", "2", "--save_name", "pool"]
+    assert run_experiments.main([*base, "--grid", "num_levels", "10", "50", "--dry_run"]) == 2
+    assert "would write the same output (seed 1, save_name pool)" in capsys.readouterr().err
+    assert run_experiments.main([*base, "--dry_run"]) == 0  # one run per seed: fine
+    assert run_experiments.main(["--env_name", "starpilot", "--num_dems", "12", "50", "--num_seeds", "2",
+                                 "--dry_run"]) == 0  # derived seeds differ per run
+    assert not (tmp_path / "reward_models").exists()
+
+
 def test_train_policy_sweep_plan(tmp_path: Path, monkeypatch, capsys) -> None:
     """--stage train_policy goes through the same machinery (flags checked by its parser)."""
     monkeypatch.chdir(tmp_path)

@@ -293,6 +293,7 @@ def expand_grid(stage: str, axes: Sequence[tuple[str, Sequence[Any]]], fixed: Ma
     runs: list[RunSpec] = []
     used_seeds: set[int] = set()
     keys_seen: dict[str, int] = {}
+    outputs_seen: dict[tuple[Any, ...], int] = {}  # (save_dir, save_name, seed) -> run: one model each
     sweep_path: Path | None = Path(sweep_dir).resolve() if sweep_dir is not None else None
     cwd = os.getcwd()
     combos = list(itertools.product(*[list(v) for _, v in axes])) if axes else [()]
@@ -322,6 +323,15 @@ def expand_grid(stage: str, axes: Sequence[tuple[str, Sequence[Any]]], fixed: Ma
                 used_seeds.add(seed)
                 tokens += flag_tokens("seed", seed, actions)
                 identity["seed"] = seed
+            if parsed is not None and "save_name" in actions and identity.get("seed") is not None:
+                # a stage that names its output by seed (train_reward's rm_id) within a save_name
+                out_key = (parsed.get("save_dir"), parsed.get("save_name"), identity["seed"])
+                if out_key in outputs_seen:
+                    raise UserError(
+                        f"runs {outputs_seen[out_key]} and {len(runs)} would write the same output (seed "
+                        f"{identity['seed']}, save_name {parsed.get('save_name')}): with seeds given "
+                        f"explicitly, run one sweep (its own --save_name) per value of the other axes")
+                outputs_seen[out_key] = len(runs)
             run_key = _hash({"stage": stage, "args": identity})
             fill_seed = seed if seed is not None else (parsed or {}).get("seed")
             tokens = [_fill(t, fill_seed, seed_index) for t in tokens]
