@@ -149,6 +149,16 @@ def test_fake_stage_failure_then_retry(fake_stage: str, tmp_path: Path) -> None:
     assert len(read_csv(tmp_path / "reward_models" / "rm_infos.csv")) == 2
 
 
+def test_grid_over_seeds_fills_the_seed_column(fake_stage: str, tmp_path: Path) -> None:
+    assert sweep(fake_stage, "--num_dems", "3", "--grid", "seed", "1234567", "2345678", "--jobs", "1") == 0
+    with (tmp_path / "reward_models" / "sweep_manifest.csv").open() as f:
+        header = f.readline().strip().split(",")
+    assert header.count("seed") == 1
+    manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest.csv")
+    assert [r["seed"] for r in manifest] == ["1234567", "2345678"]
+    assert [r["rm_id"] for r in manifest] == ["123_4567", "234_5678"]
+
+
 def test_threads_per_run(fake_stage: str, tmp_path: Path) -> None:
     assert sweep(fake_stage, "--num_dems", "3", "4", "--num_seeds", "1", "--jobs", "1") == 0
     rows = read_csv(tmp_path / "reward_models" / "rm_infos.csv")

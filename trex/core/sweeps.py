@@ -510,7 +510,8 @@ class Manifest:
         self._lock = threading.Lock()
         self.rows: dict[str, dict[str, Any]] = {}
         self.old_rows: list[dict[str, str]] = []
-        self.columns = list(self.BASE) + list(plan.axes) + list(self.TAIL)
+        # a grid over seeds (--grid seed ...) fills the seed column instead of repeating it
+        self.columns = list(self.BASE) + [a for a in plan.axes if a not in self.BASE] + list(self.TAIL)
         if path.exists():
             with path.open(newline="") as f:
                 reader = csv.DictReader(f)
