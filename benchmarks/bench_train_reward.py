@@ -13,18 +13,22 @@ from the seed, as (demo, start, length) indices) and the same initial weights:
   --lr_scaling none``).
 
 The reference runs ``--reference_epochs`` epochs; its target is the validation accuracy and
-the test Pearson of its best-validation epoch (what the seed reports). The reference's time is
-the wall time until its first epoch that reaches both; ours and faithful train (no early
-stopping, at most ``--max_epochs``) until their first epoch that reaches both, and stop there.
-Times are measured inside each process from the start of training; ``setup_s`` (imports,
-loading the demos, sampling the pairs) is reported beside. Peak memory: the process's max
-RSS when it stops.
+the ``--criterion`` (test accuracy on unseen-level pairs by default, or the test Pearson) of
+its best-validation epoch (what the seed reports). The reference's time is the wall time until
+its first epoch that reaches both; ours and faithful train (no early stopping, at most
+``--max_epochs``) until their first epoch that reaches both, and stop there. Times are measured
+inside each process from the start of training; ``setup_s`` (imports, loading the demos,
+sampling the pairs) is reported beside. Peak memory: the process's max RSS when it stops.
 
-Measured command (benchmarks/README.md), on demos from the shipped starpilot experts:
-    python benchmarks/bench_train_reward.py --demo_csv bench_demos/demo_infos.csv \
-        --env_name starpilot --num_dems 20 --seeds 0 1 2 --out bench_train_reward.json
+Measured command (benchmarks/README.md), on the starpilot study's demos from the shipped experts:
+    python benchmarks/bench_train_reward.py --demo_csv study/demos/demo_infos.csv \
+        --env_name starpilot --num_dems 50 --seeds 0 1 2 --reference_epochs 5 --max_epochs 15 \
+        --threads 1 --out bench_tr_50.json
+Other settings of ours against the same reference runs:
+    python benchmarks/bench_train_reward.py <the same> --trainers ours --ours batch_size=16 \
+        --reference_from bench_tr_50.json --out bench_tr_50_b16.json
 Quick check (a few minutes):
-    python benchmarks/bench_train_reward.py --demo_csv bench_demos/demo_infos.csv --seeds 0 \
+    python benchmarks/bench_train_reward.py --demo_csv study/demos/demo_infos.csv --seeds 0 \
         --epoch_size 200 --n_eval 200 --reference_epochs 2
 """
 
@@ -70,6 +74,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reference_epochs", type=int, default=6, help="epochs of the reference (sets the target)")
     p.add_argument("--max_epochs", type=int, default=40, help="at most this many epochs for ours/faithful")
     p.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS)
+    p.add_argument("--criterion", default="test_acc", choices=("test_acc", "pearson"),
+                   help="quality reached besides the validation accuracy: test_acc (accuracy on test "
+                        "pairs from unseen levels) or pearson (test-demo Pearson; degenerate on expert "
+                        "demos: an untrained net's summed output already tracks episode length)")
     p.add_argument("--ours", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override train_reward settings of 'ours' (TrexConfig fields, e.g. lr=1e-4 "
                         "batch_size=32); default: none, train_reward's defaults")
@@ -78,6 +86,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         "train_reward's default) or fp32")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads in every trainer (default: torch's own, as the seed ran)")
+    p.add_argument("--reference_from", default=None, metavar="FILE.json",
+                   help="take each seed's reference run from this earlier output of the script (same "
+                        "demos and settings) instead of running it again")
     p.add_argument("--out", default=None, help="write all results as JSON here")
     # one trainer in this process (what the driver spawns)
     p.add_argument("--worker", choices=TRAINERS, default=None, help=argparse.SUPPRESS)
@@ -105,10 +116,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def first_reaching(history: list[dict], val_acc: float, pearson: float) -> dict | None:
-    """The first epoch whose validation accuracy and test Pearson both reach the target."""
+def first_reaching(history: list[dict], val_acc: float, second: float, criterion: str) -> dict | None:
+    """The first epoch whose validation accuracy and ``criterion`` (test_acc or pearson) both reach
+    the target."""
     for row in history:
-        if row["val_acc"] >= val_acc and row["pearson"] >= pearson:
+        if row["val_acc"] >= val_acc and row[criterion] >= second:
             return row
     return None
 
@@ -183,7 +195,7 @@ def run_worker(args: argparse.Namespace) -> dict:
         target = args.target
 
         def stop_at_target(row: dict) -> None:
-            if target is not None and row["val_acc"] >= target[0] and row["pearson"] >= target[1]:
+            if target is not None and first_reaching([row], *target, args.criterion) is not None:
                 raise _TargetReached
 
         history: list[dict] = []
@@ -219,7 +231,7 @@ def spawn(args: argparse.Namespace, trainer: str, seed: int, target: tuple[float
                "--reference_epochs", str(args.reference_epochs), "--max_epochs", str(args.max_epochs)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
-        cmd += ["--precision", args.precision]
+        cmd += ["--precision", args.precision, "--criterion", args.criterion]
         if target is not None:
             cmd += ["--target", str(target[0]), str(target[1])]
         if trainer == "ours" and args.ours:
@@ -236,8 +248,8 @@ def spawn(args: argparse.Namespace, trainer: str, seed: int, target: tuple[float
         return res
 
 
-def summarise(run: dict, target: tuple[float, float]) -> dict:
-    hit = first_reaching(run["history"], *target)
+def summarise(run: dict, target: tuple[float, float], criterion: str) -> dict:
+    hit = first_reaching(run["history"], *target, criterion)
     last = run["history"][-1]
     return {"reached": hit is not None, "epochs_run": len(run["history"]),
             "epoch_at_target": hit["epoch"] if hit else None,
@@ -247,6 +259,27 @@ def summarise(run: dict, target: tuple[float, float]) -> dict:
             "test_acc": round((hit or last)["test_acc"], 4), "total_train_s": round(last["wall_s"], 2),
             "setup_s": round(run["setup_s"], 2), "peak_rss_mb": run["peak_rss_mb"],
             "s_per_epoch": round(last["wall_s"] / len(run["history"]), 2)}
+
+
+#: settings that must match for a reference run to be reused
+SAME_SETTINGS = ("demo_csv", "env_name", "mode", "num_dems", "max_return", "num_snippets", "min_snippet_length",
+                 "max_snippet_length", "epoch_size", "lr", "n_eval", "n_test_demos", "reference_epochs", "threads")
+
+
+def load_reference_runs(args: argparse.Namespace) -> dict[str, dict]:
+    """Each seed's reference run from ``--reference_from``, checked against these settings."""
+    try:
+        old = json.loads(Path(args.reference_from).read_text())
+        runs = {seed: per["runs"]["reference"] for seed, per in old["seeds"].items()}
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"--reference_from {args.reference_from}: not an output of this script ({e})")
+    differ = [k for k in SAME_SETTINGS if old["args"].get(k) != getattr(args, k)]
+    if differ:
+        raise SystemExit(f"--reference_from {args.reference_from}: other settings ({', '.join(differ)})")
+    missing = [s for s in args.seeds if str(s) not in runs]
+    if missing:
+        raise SystemExit(f"--reference_from {args.reference_from}: no reference run for seed(s) {missing}")
+    return runs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -265,20 +298,26 @@ def main(argv: list[str] | None = None) -> None:
                      "args": {k: v for k, v in vars(args).items() if k not in ("worker", "seed", "target",
                                                                                  "worker_out")},
                      "seeds": {}}
+    earlier = load_reference_runs(args) if args.reference_from else {}
     for seed in args.seeds:
-        log.info("seed %d: reference, %d epochs of %d pairs", seed, args.reference_epochs, args.epoch_size)
-        ref = spawn(args, "reference", seed, None)
+        if earlier:
+            ref = earlier[str(seed)]
+            log.info("seed %d: reference from %s", seed, args.reference_from)
+        else:
+            log.info("seed %d: reference, %d epochs of %d pairs", seed, args.reference_epochs, args.epoch_size)
+            ref = spawn(args, "reference", seed, None)
         best = max(ref["history"], key=lambda r: r["val_acc"])  # first epoch with the max, as the seed
-        target = (best["val_acc"], best["pearson"])
-        log.info("seed %d: target val acc %.4f, Pearson %.4f (reference epoch %d)", seed, *target, best["epoch"])
-        per = {"target_val_acc": target[0], "target_pearson": target[1], "runs": {"reference": ref},
-               "summary": {"reference": summarise(ref, target)}}
+        target = (best["val_acc"], best[args.criterion])
+        log.info("seed %d: target val acc %.4f, %s %.4f (reference epoch %d)", seed, target[0], args.criterion,
+                 target[1], best["epoch"])
+        per = {"target_val_acc": target[0], f"target_{args.criterion}": target[1], "runs": {"reference": ref},
+               "summary": {"reference": summarise(ref, target, args.criterion)}}
         for trainer in args.trainers:
             if trainer == "reference":
                 continue
             run = spawn(args, trainer, seed, target)
             per["runs"][trainer] = run
-            per["summary"][trainer] = s = summarise(run, target)
+            per["summary"][trainer] = s = summarise(run, target, args.criterion)
             log.info("seed %d: %s %s", seed, trainer, s)
         ref_t = per["summary"]["reference"]["time_to_target_s"]
         for trainer, s in per["summary"].items():
@@ -292,14 +331,15 @@ def main(argv: list[str] | None = None) -> None:
         write_json_atomic(args.out, results)
     print(f"\ntrain_reward vs the seed's loop at equal quality ({args.env_name}, {args.num_dems} demos, "
           f"epochs of {args.epoch_size} pairs, {args.n_eval}-pair evaluations)")
-    print(f"{'seed':>4} {'trainer':>9} {'target val/pc':>14} {'epoch':>5} {'time s':>8} {'speedup':>8} "
-          f"{'peak MB':>8} {'val acc':>7} {'pearson':>7}")
+    print(f"{'seed':>4} {'trainer':>9} {'target val/' + args.criterion:>18} {'epoch':>5} {'time s':>8} "
+          f"{'speedup':>8} {'peak MB':>8} {'val acc':>7} {'test acc':>8} {'pearson':>7}")
     for seed, per in results["seeds"].items():
         for trainer, s in per["summary"].items():
-            print(f"{seed:>4} {trainer:>9} {per['target_val_acc']:.3f}/{per['target_pearson']:+.3f} "
+            tgt = f"{per['target_val_acc']:.3f}/{per['target_' + args.criterion]:+.3f}"
+            print(f"{seed:>4} {trainer:>9} {tgt:>18} "
                   f"{s['epoch_at_target'] if s['reached'] else '-':>5} "
                   f"{s['time_to_target_s'] if s['reached'] else 'no':>8} {s['speedup'] or '-':>8} "
-                  f"{s['peak_rss_mb']:>8} {s['val_acc']:>7} {s['pearson']:>7}")
+                  f"{s['peak_rss_mb']:>8} {s['val_acc']:>7} {s['test_acc']:>8} {s['pearson']:>7}")
     for trainer in args.trainers:
         sp = [per["summary"][trainer]["speedup"] for per in results["seeds"].values()]
         if trainer != "reference" and all(x is not None for x in sp):

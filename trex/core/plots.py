@@ -113,8 +113,10 @@ def plot_correlations(rm: pd.DataFrame, out: str | os.PathLike, title: str = "",
                         for n, r in zip(groups, summary["runs"])])
     ax.set_xlabel(xlabel or {"num_dems": "training demos", "num_levels": "levels in the training pool"}.get(by, by))
     ax.set_ylabel("on held-out demos (unseen levels)")
-    values = rm[list(metrics)].to_numpy(dtype=float)
-    lo = min(0.0, float(np.nanmin(values)) - 0.05) if len(rm) and np.isfinite(values).any() else 0.0
+    # the runs and the baselines' lines (coinrun's length baseline is negative) all in view
+    values = np.concatenate([rm[list(metrics)].to_numpy(dtype=float).ravel(),
+                             np.array([baseline.get(m, np.nan) for m in metrics], dtype=float)])
+    lo = min(0.0, float(np.nanmin(values)) - 0.05) if np.isfinite(values).any() else 0.0
     ax.set_ylim(max(-1.05, lo), 1.05)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(loc="best", fontsize=7, framealpha=0.8)
