@@ -201,7 +201,7 @@ def run_worker(args: argparse.Namespace) -> dict:
         history: list[dict] = []
 
         def record(row: dict) -> None:
-            history.append(dict(row))
+            history.append(dict(row, peak_rss_mb=round(peak_rss_mb(), 1)))  # memory growth per epoch
             stop_at_target(row)
 
         out["setup_s"] = time.perf_counter() - t_setup

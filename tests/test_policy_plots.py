@@ -64,3 +64,52 @@ def test_held_out_scores_drawn_and_bad_csvs_refused(tmp_path):
         read_held_out_scores(tmp_path / "missing.csv", [run_a])
     with pytest.raises(UserError, match="not a test_policy CSV"):
         read_held_out_scores(run_a / "progress.csv", [run_a])
+
+
+def _progress(run_dir, steps, returns):
+    run_dir.mkdir(exist_ok=True)
+    pd.DataFrame({"timesteps": steps, "true_return_mean": returns}).to_csv(run_dir / "progress.csv",
+                                                                          index=False)
+    return run_dir
+
+
+def test_runs_sharing_a_label_are_combined_on_their_common_steps(tmp_path):
+    from trex.core.policy_plots import group_curves
+
+    a = read_curve(_progress(tmp_path / "a", [100, 200, 300], [1.0, 2.0, 3.0]), "true reward")
+    b = read_curve(_progress(tmp_path / "b", [100, 200], [3.0, 4.0]), "true reward")
+    c = read_curve(_progress(tmp_path / "c", [100, 200, 300], [0.0, 0.0, 0.0]), "constant")
+    groups = group_curves([a, c, b])
+    assert [g.label for g in groups] == ["true reward", "constant"]
+    true_group = groups[0]
+    assert true_group.runs == 2 and list(true_group.timesteps) == [100, 200]
+    assert list(true_group.mean) == [2.0, 3.0]
+    assert list(true_group.low) == [1.0, 2.0] and list(true_group.high) == [3.0, 4.0]
+    assert groups[1].runs == 1 and list(groups[1].mean) == [0.0, 0.0, 0.0]
+    d = read_curve(_progress(tmp_path / "d", [50], [1.0]), "true reward")
+    with pytest.raises(UserError, match="share no logged step"):
+        group_curves([a, d])
+
+
+def test_reference_curves_in_baselines_format_are_averaged_and_drawn(tmp_path):
+    from trex.plot_policy_returns import main
+
+    refs = []
+    for i, offset in enumerate((0.0, 2.0)):
+        ref = tmp_path / f"progress-coinrun-train-{i}.csv"
+        pd.DataFrame({"eplenmean": [100.0] * 3, "eprewmean": [1.0 + offset, 2.0 + offset, 3.0 + offset],
+                      "misc/total_timesteps": [100.0, 200.0, 5000.0]}).to_csv(ref, index=False)
+        refs.append(str(ref))
+    from trex.core.policy_plots import read_reference_curves
+
+    group = read_reference_curves(refs, "published")
+    assert group.runs == 2 and list(group.mean) == [2.0, 3.0, 4.0]
+    run = _progress(tmp_path / "run", [100, 200], [0.5, 1.0])
+    out = tmp_path / "fig.png"
+    assert main(["--runs", str(run), "--reference_train", *refs, "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a train_policy progress.csv is not a baselines progress CSV: one-line error, no figure
+    bad_out = tmp_path / "bad.png"
+    assert main(["--runs", str(run), "--reference_test", str(run / "progress.csv"),
+                 "--out", str(bad_out)]) == 2
+    assert not bad_out.exists()

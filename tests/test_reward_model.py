@@ -124,3 +124,21 @@ def test_rm_id_and_lookup(tmp_path):
     assert resolve_reward_model("123_4567", csv) == tmp_path / "model_files" / "123_4567.safetensors"
     assert resolve_reward_model("x/y.safetensors") == type(path)("x/y.safetensors")
     assert list(pd.read_csv(csv).columns) == RM_COLUMNS
+
+
+def test_padded_batches_give_the_unpadded_rewards_and_few_shapes():
+    import torch
+
+    from trex.core.reward_model import build_net, pad_rows, padded_size
+
+    sizes = [padded_size(n) for n in range(1, 1025)]
+    assert all(n <= s <= max(n + 7, n * 9 / 8) for n, s in zip(range(1, 1025), sizes))
+    assert len(set(sizes)) <= 40 and padded_size(256) == 256 and padded_size(0) == 0
+    torch.manual_seed(0)
+    net = build_net().eval()
+    x = torch.randn(13, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    padded = pad_rows(x)
+    assert padded.shape[0] == 16 and padded.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(padded[13:], x[-1:].expand(3, -1, -1, -1))
+    with torch.no_grad():
+        torch.testing.assert_close(net(padded)[:13], net(x), rtol=1e-5, atol=1e-5)

@@ -3,6 +3,9 @@
     python -m trex.plot_policy_returns --runs experts/starpilot/easy experts/starpilot/easy/rm_XXXX \
         experts/starpilot/easy/constant_1 --demo_csv demos/demo_infos.csv \
         --test_csv results/test_policy.csv --out figures/policy_returns.png
+
+Runs with the same label (seeds of one reward) are drawn as their mean with their range;
+``--reference_train/--reference_test`` add published curves (e.g. openai/train-procgen's).
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test_policy CSV: mark each run's checkpoints' held-out return (and a random policy's)")
     p.add_argument("--test_level_set", default="test", choices=("train", "test"),
                    help="which test_policy level set to mark (test = unseen levels)")
+    p.add_argument("--reference_train", nargs="+", default=None, metavar="CSV",
+                   help="published curves on training levels in baselines' progress-CSV format, drawn "
+                        "as one mean line (e.g. openai/train-procgen's "
+                        "train_procgen/results/easy-200-run*/progress-coinrun-train.csv)")
+    p.add_argument("--reference_test", nargs="+", default=None, metavar="CSV",
+                   help="the same on unseen levels (progress-<game>-test.csv)")
+    p.add_argument("--reference_name", default="openai/train-procgen",
+                   help="who published the reference curves (legend)")
     p.add_argument("--title", default="")
     p.add_argument("--out", default="figures/policy_returns.png")
     return p
@@ -76,8 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not any(held_out):
             log.warning("%s has no %s-level rows for checkpoints of these runs", args.test_csv,
                         args.test_level_set)
+    from trex.core.policy_plots import read_reference_curves
+
+    references = [read_reference_curves(paths, f"{args.reference_name}, {levels}")
+                  for paths, levels in ((args.reference_train, "training levels"),
+                                        (args.reference_test, "unseen levels")) if paths]
     out = plot_policy_returns(curves, args.out, demo_returns, args.title, held_out, random_score,
-                              "unseen levels" if args.test_level_set == "test" else "training levels")
+                              "unseen levels" if args.test_level_set == "test" else "training levels",
+                              references)
     log.info("wrote %s", out)
     return 0
 

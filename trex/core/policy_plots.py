@@ -6,7 +6,10 @@ with the demonstrations' return range drawn as a band, so one sees whether a pol
 on a learned reward beats its demonstrators (T-REX's claim, Brown et al. 2019, arXiv 1904.06387).
 Optionally, each run's held-out score from ``test_policy``'s CSV (mean true return on unseen
 levels, with its standard error) is drawn as a marker at its checkpoint's step, and a random
-policy's score on the same levels as a line.
+policy's score on the same levels as a line. Runs that share a label (seeds of one reward)
+are drawn as one line, their mean, with their range as a band. Published reference curves
+(openai/train-procgen's ``results/<mode>-<levels>-run*/progress-<game>-{train,test}.csv``,
+baselines' logger format) can be drawn beside them.
 """
 
 from __future__ import annotations
@@ -33,6 +36,54 @@ class RunCurve:
     label: str
     timesteps: np.ndarray
     true_return: np.ndarray
+
+
+@dataclass
+class CurveGroup:
+    """Runs drawn as one line: on the steps all of them logged, timesteps int (K,) and the
+    mean, min and max of their true returns float (K,); ``runs`` is how many."""
+
+    label: str
+    timesteps: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    runs: int
+
+
+def _combine(label: str, curves: Sequence[RunCurve]) -> CurveGroup:
+    """Mean/min/max of several curves on the timesteps they share (UserError if none)."""
+    common = curves[0].timesteps
+    for c in curves[1:]:
+        common = np.intersect1d(common, c.timesteps)
+    if len(common) == 0:
+        raise UserError(f"the {len(curves)} runs labelled {label!r} share no logged step")
+    values = np.stack([c.true_return[np.searchsorted(c.timesteps, common)] for c in curves])
+    return CurveGroup(label, common, values.mean(0), values.min(0), values.max(0), len(curves))
+
+
+def group_curves(curves: Sequence[RunCurve]) -> list[CurveGroup]:
+    """One group per distinct label, in order of first appearance (seeds of one reward)."""
+    by_label: dict[str, list[RunCurve]] = {}
+    for c in curves:
+        by_label.setdefault(c.label, []).append(c)
+    return [_combine(label, members) for label, members in by_label.items()]
+
+
+BASELINES_COLUMNS = ("misc/total_timesteps", "eprewmean")
+
+
+def read_reference_curves(paths: Sequence[str | os.PathLike], label: str) -> CurveGroup:
+    """Published curves in baselines' logger format (train-procgen's ``progress-<game>-*.csv``:
+    ``misc/total_timesteps``, ``eprewmean`` = mean return of the last 100 episodes), combined
+    as one group (UserError naming a file that is not such a CSV)."""
+    curves = []
+    for path in paths:
+        df = read_csv_checked(path, "baselines progress CSV", BASELINES_COLUMNS)
+        df = df.dropna(subset=list(BASELINES_COLUMNS)).sort_values("misc/total_timesteps")
+        curves.append(RunCurve(label, df["misc/total_timesteps"].to_numpy(np.int64),
+                               df["eprewmean"].to_numpy(float)))
+    return _combine(label, curves)
 
 
 def run_label(run_dir: Path) -> str:
@@ -115,11 +166,14 @@ def plot_policy_returns(curves: Sequence[RunCurve], out: str | os.PathLike,
                         demo_returns: np.ndarray | None = None, title: str = "",
                         held_out: Sequence[Sequence[HeldOutScore]] | None = None,
                         random_score: HeldOutScore | None = None,
-                        held_out_name: str = "unseen levels") -> Path:
-    """True return vs steps, one line per run; the demos' 10th-90th percentile return as a
-    band, their median as a dotted line and their best as a dashed line. ``held_out[i]``
-    (optional) are run i's test_policy scores, drawn as diamonds with standard-error bars in
-    the run's colour; ``random_score`` a random policy's, as a dash-dotted line. Writes a PNG."""
+                        held_out_name: str = "unseen levels",
+                        references: Sequence[CurveGroup] = ()) -> Path:
+    """True return vs steps, one line per label (runs sharing a label: their mean, with their
+    min-max as a band); the demos' 10th-90th percentile return as a band, their median as a
+    dotted line and their best as a dashed line. ``held_out[i]`` (optional) are run i's
+    test_policy scores, drawn as diamonds with standard-error bars in the run's colour;
+    ``random_score`` a random policy's, as a dash-dotted line; ``references`` published curves
+    in black, cut at the runs' last step. Writes a PNG."""
     fig = _new_figure((7.5, 4.5))
     ax = fig.add_subplot(1, 1, 1)
     if demo_returns is not None and len(demo_returns):
@@ -134,15 +188,29 @@ def plot_policy_returns(curves: Sequence[RunCurve], out: str | os.PathLike,
         ax.axhline(random_score.mean, color="tab:red", ls="-.", lw=1, zorder=1,
                    label=f"random policy, {held_out_name}: {random_score.mean:.2f} "
                          f"({random_score.episodes} episodes)")
+    groups = group_curves(curves)
+    colours = {}
+    for g in groups:
+        label = g.label if g.runs == 1 else f"{g.label}, mean of {g.runs} runs (band: range)"
+        member_scores = [held_out[i][-1] for i, c in enumerate(curves)
+                         if held_out is not None and c.label == g.label and held_out[i]]
+        if member_scores:  # the latest tested checkpoint's score of each run goes into the legend
+            label += f"; {held_out_name} " + ", ".join(f"{s.mean:.2f} +- {s.sem:.2f}"
+                                                       for s in member_scores)
+        (line,) = ax.plot(g.timesteps, g.mean, marker="o" if g.runs == 1 else None, ms=3, lw=1.5,
+                          label=label)
+        colours[g.label] = line.get_color()
+        if g.runs > 1:
+            ax.fill_between(g.timesteps, g.low, g.high, color=line.get_color(), alpha=0.2, lw=0)
     for i, curve in enumerate(curves):
-        scores = held_out[i] if held_out is not None else []
-        label = curve.label
-        if scores:  # the latest tested checkpoint's score goes into the legend
-            label += f"; {held_out_name} {scores[-1].mean:.2f} +- {scores[-1].sem:.2f}"
-        (line,) = ax.plot(curve.timesteps, curve.true_return, marker="o", ms=3, lw=1.5, label=label)
-        for s in scores:
-            ax.errorbar([s.timesteps], [s.mean], yerr=[s.sem], fmt="D", ms=7, color=line.get_color(),
-                        mec="black", capsize=4, zorder=5)
+        for s in (held_out[i] if held_out is not None else []):
+            ax.errorbar([s.timesteps], [s.mean], yerr=[s.sem], fmt="D", ms=7,
+                        color=colours[curve.label], mec="black", capsize=4, zorder=5)
+    last_step = max(int(g.timesteps[-1]) for g in groups)
+    for ref, style in zip(references, ("--", ":", "-.")):
+        keep = ref.timesteps <= last_step * 1.02
+        ax.plot(ref.timesteps[keep], ref.mean[keep], color="black", ls=style, lw=1.3,
+                label=f"{ref.label} (mean of {ref.runs} runs)")
     if held_out is not None and any(held_out):
         ax.errorbar([], [], yerr=[], fmt="D", ms=7, color="white", mec="black", capsize=4,
                     label=f"{held_out_name}: test_policy mean +- s.e.")

@@ -364,6 +364,29 @@ def gather_input(frames: np.ndarray | torch.Tensor, rows: np.ndarray | slice,
     return frames_to_input(frames[idx], device, channels_last)
 
 
+def padded_size(n: int) -> int:
+    """``n`` rounded up to a multiple of 8 below 128, then to one of 8 sizes per octave (a
+    multiple of n's power of two / 8): at most 7 or 1/8 more rows, 40 sizes up to 1024."""
+    if n <= 0:
+        return n
+    quantum = max(8, 1 << max(0, n.bit_length() - 4))
+    return -(-n // quantum) * quantum
+
+
+def pad_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, ...) with its last row repeated up to :func:`padded_size` (N) rows (memory
+    format kept); the caller keeps the first N outputs. Why: oneDNN caches kernels per input
+    shape, and with every batch a new size a training run's memory grew by ~30 MB per epoch
+    (benchmarks/README.md). The networks here act on each row alone (no batch statistics),
+    so padding changes no real row's output."""
+    n = x.shape[0]
+    extra = padded_size(n) - n
+    if extra == 0:
+        return x
+    idx = torch.cat([torch.arange(n, device=x.device), torch.full((extra,), n - 1, device=x.device)])
+    return x[idx]
+
+
 @torch.no_grad()
 def predict_frame_rewards(net: RewardModule, frames: np.ndarray | torch.Tensor, device: torch.device,
                           bf16: bool = False, channels_last: bool = True, batch_size: int = 1024, *,
@@ -392,9 +415,10 @@ def predict_frame_rewards(net: RewardModule, frames: np.ndarray | torch.Tensor, 
         for lo in range(0, n, batch_size):
             part = slice(lo, min(lo + batch_size, n)) if rows is None else rows[lo:lo + batch_size]
             x = gather_input(frames, part, offsets, 1 if stacked else k, device, channels_last)
+            m = x.shape[0]
             with autocast(device, bf16):
-                r = net.forward_members(x) if members else net(x).unsqueeze(0)
-            out[:, lo:lo + x.shape[0]] = r.float().cpu().numpy()
+                r = net.forward_members(pad_rows(x)) if members else net(pad_rows(x)).unsqueeze(0)
+            out[:, lo:lo + m] = r[:, :m].float().cpu().numpy()
     finally:
         net.train(was_training)
     return out if members else out[0]

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from trex.core.device import autocast
 from trex.core.metrics import correlations, pair_accuracy, pair_loss
-from trex.core.reward_model import RewardModule, build_net, gather_input, predict_frame_rewards
+from trex.core.reward_model import RewardModule, build_net, gather_input, pad_rows, predict_frame_rewards
 from trex.core.reward_variants import (
     AUGMENTATIONS, check_variant, draw_shifts, ensemble_spread, random_shift, variant_name,
 )
@@ -427,6 +427,14 @@ class _BatchInput:
             x = random_shift(x, self.shifts[part])
         return x
 
+    def rewards(self, part: slice = slice(None), bf16: bool = False) -> torch.Tensor:
+        """Every member's rewards (M, u) of the frames ``uniq[part]``, with gradients; the
+        input is padded (:func:`~trex.core.reward_model.pad_rows`) so the network sees few shapes."""
+        x = self(part)
+        with autocast(self.device, bf16):
+            r = self.net.forward_members(pad_rows(x))
+        return r[:, :x.shape[0]]
+
 
 def batch_returns(net: RewardModule, demos: DemoSet, pairs: PairSet, device: torch.device,
                   bf16: bool, channels_last: bool = True, augment: str = "none",
@@ -438,9 +446,7 @@ def batch_returns(net: RewardModule, demos: DemoSet, pairs: PairSet, device: tor
     segment sums of the per-frame rewards. Also returns the number of distinct frames.
     """
     uniq, inv, seg = _batch_frames(demos, pairs)
-    x = _BatchInput(net, demos, uniq, device, channels_last, augment, rng)()
-    with autocast(device, bf16):
-        r = net.forward_members(x)
+    r = _BatchInput(net, demos, uniq, device, channels_last, augment, rng).rewards(bf16=bf16)
     ret, absr = _segment_returns(r if net.ensemble_size > 1 else r[0], inv, seg, len(pairs))
     return ret, absr, len(uniq)
 
@@ -466,8 +472,7 @@ def train_step(net: RewardModule, opt: torch.optim.Optimizer, demos: DemoSet, pa
     uniq, inv, seg = _batch_frames(demos, pairs)
     inputs = _BatchInput(net, demos, uniq, device, channels_last, augment, rng)
     if len(uniq) <= max_frames:
-        with autocast(device, bf16):
-            r = net.forward_members(inputs())
+        r = inputs.rewards(bf16=bf16)
         ret, absr = _segment_returns(r, inv, seg, len(pairs))
         loss = trex_loss(ret, absr, lam_l1)
         loss.backward()
@@ -476,17 +481,14 @@ def train_step(net: RewardModule, opt: torch.optim.Optimizer, demos: DemoSet, pa
         with torch.no_grad():
             parts = []
             for c in chunks:
-                with autocast(device, bf16):
-                    parts.append(net.forward_members(inputs(c)).float())
+                parts.append(inputs.rewards(c, bf16).float())
         r = torch.cat(parts, dim=1).requires_grad_(True)
         ret, absr = _segment_returns(r, inv, seg, len(pairs))
         loss = trex_loss(ret, absr, lam_l1)
         loss.backward()
         grad = r.grad
         for c in chunks:
-            with autocast(device, bf16):
-                rc = net.forward_members(inputs(c))
-            rc.float().backward(grad[:, c])
+            inputs.rewards(c, bf16).float().backward(grad[:, c])
     opt.step()
     m = ret.shape[0]
     return float(loss.detach()) / m, ret.detach().mean(0), absr.detach().mean(0), len(uniq)
