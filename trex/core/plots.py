@@ -119,7 +119,8 @@ def plot_correlations(rm: pd.DataFrame, out: str | os.PathLike, title: str = "",
     lo = min(0.0, float(np.nanmin(values)) - 0.05) if np.isfinite(values).any() else 0.0
     ax.set_ylim(max(-1.05, lo), 1.05)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(loc="best", fontsize=7, framealpha=0.8)
+    # below the axes: with many groups a legend inside hides runs
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=7, framealpha=0.8)
     if title:
         ax.set_title(title)
     return save_png(fig, out)
