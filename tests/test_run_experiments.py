@@ -234,6 +234,22 @@ def test_seeds_are_deterministic_distinct_and_in_range(fake_stage: str) -> None:
     assert c.runs[0].run_key == d.runs[0].run_key and c.runs[0].seed == d.runs[0].seed
 
 
+def test_seeds_do_not_depend_on_where_the_files_are(fake_stage: str) -> None:
+    """The same study from another folder gets the same seeds (and other run keys); folders
+    that are a grid axis still tell runs apart."""
+    axes = [("num_dems", [12, 50])]
+    here = sweeps.expand_grid(fake_stage, axes, {"demo_csv": ["study/demos/demo_infos.csv"],
+                                                 "save_dir": "study/rm"}, num_seeds=2)
+    there = sweeps.expand_grid(fake_stage, axes, {"demo_csv": ["/work/runs/study/demos/demo_infos.csv"],
+                                                  "save_dir": "/work/runs/study/rm"}, num_seeds=2)
+    assert [r.seed for r in here.runs] == [r.seed for r in there.runs]
+    assert not {r.run_key for r in here.runs} & {r.run_key for r in there.runs}
+    other_settings = sweeps.expand_grid(fake_stage, axes, {"max_num_epochs": 5}, num_seeds=2)
+    assert not {r.seed for r in here.runs} & {r.seed for r in other_settings.runs}
+    by_folder = sweeps.expand_grid(fake_stage, [("save_dir", ["a", "b"])], {}, num_seeds=1)
+    assert by_folder.runs[0].seed != by_folder.runs[1].seed
+
+
 def test_explicit_seeds(fake_stage: str) -> None:
     plan = sweeps.expand_grid(fake_stage, [("seed", [1234567, 7654321])], {})
     assert [r.seed for r in plan.runs] == [None, None]

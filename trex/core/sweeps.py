@@ -4,7 +4,8 @@ A *run* is a stage module plus an argument list, executed as a subprocess
 ``sys.executable -m trex.<stage> ...`` (the same interpreter, so the same venv, locally and
 on the cluster). Every run gets
 
-* a deterministic seed, hashed from its parameters and its seed index (its place in the grid),
+* a deterministic seed, hashed from its parameters (not the folders and files shared by the
+  whole sweep) and its seed index (its place in the grid),
   in the seed project's 7-digit range [1e6, 1e7) (train_reward derives ``rm_id`` from it);
 * a run key: a hash of the stage and every parsed argument including the seed. A run whose
   ``<sweep_dir>/sweep_runs/<run_key>/status.json`` says ``done`` is skipped when the sweep
@@ -166,7 +167,8 @@ def _hash(obj: Any, n: int = 16) -> str:
 
 def derive_seed(stage: str, params: Mapping[str, Any], seed_index: int, base_seed: int = 0,
                 salt: int = 0) -> int:
-    """Deterministic seed in [1e6, 1e7) from a run's parameters and its seed index.
+    """Deterministic seed in [1e6, 1e7) from a run's parameters (:func:`seed_params`: where
+    files live is left out) and its seed index.
 
     Adding values to other grid axes never changes the seeds of existing runs (the seed
     hashes this run's own parameters, not its position in the product), so a grown grid
@@ -176,6 +178,22 @@ def derive_seed(stage: str, params: Mapping[str, Any], seed_index: int, base_see
             "seed_index": seed_index, "base_seed": base_seed, "salt": salt}
     h = int(_hash(blob, 16), 16)
     return SEED_MIN + h % (SEED_MAX - SEED_MIN)
+
+
+#: flags that say where files are, not what a run does: left out of a derived seed when they
+#: are the same for the whole sweep, so a study run from another folder gets the same seeds
+LOCATION_FLAG_SUFFIXES = ("_dir", "_csv", "_path")
+LOCATION_FLAGS = frozenset({"config", "reward_model", "out"})
+
+
+def seed_params(identity: Mapping[str, Any], axis_names: Sequence[str]) -> dict[str, Any]:
+    """The parameters a derived seed hashes: a run's parsed flags without the file locations
+    (:data:`LOCATION_FLAGS`, names ending in :data:`LOCATION_FLAG_SUFFIXES`) that are not grid
+    axes; a location that is an axis (``--grid demo_csv a.csv b.csv``) stays in, so its runs
+    get seeds of their own."""
+    axes = set(axis_names)
+    return {k: v for k, v in identity.items()
+            if k in axes or not (k in LOCATION_FLAGS or k.endswith(LOCATION_FLAG_SUFFIXES))}
 
 
 def flag_tokens(key: str, value: Any, actions: Mapping[str, argparse.Action]) -> list[str]:
@@ -316,10 +334,11 @@ def expand_grid(stage: str, axes: Sequence[tuple[str, Sequence[Any]]], fixed: Ma
             seed = None
             if auto_seed:
                 salt = 0
-                seed = derive_seed(stage, identity, seed_index, base_seed)
+                hashed = seed_params(identity, axis_names)
+                seed = derive_seed(stage, hashed, seed_index, base_seed)
                 while seed in used_seeds:  # a hash collision inside this sweep: rm_ids must differ
                     salt += 1
-                    seed = derive_seed(stage, identity, seed_index, base_seed, salt)
+                    seed = derive_seed(stage, hashed, seed_index, base_seed, salt)
                 used_seeds.add(seed)
                 tokens += flag_tokens("seed", seed, actions)
                 identity["seed"] = seed
