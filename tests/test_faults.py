@@ -18,6 +18,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """Runs in the child before exec. A process started in the background by a
+    non-interactive shell (``cmd &``, as some CI runners do) inherits SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler: give the stage a terminal's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_stage(module: str, argv: list[str], fault: str | None = None, sig: str = "KILL",
               timeout: int = 300) -> subprocess.CompletedProcess:
     """Run ``python -m <module> argv`` in its own process group, dying at ``fault``."""
@@ -26,7 +33,8 @@ def run_stage(module: str, argv: list[str], fault: str | None = None, sig: str =
     if fault:
         env.update(TREX_FAULT=fault, TREX_FAULT_SIGNAL=sig)
     return subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT, start_new_session=True)
+                          env=env, timeout=timeout, cwd=ROOT, start_new_session=True,
+                          preexec_fn=_ctrl_c_as_in_a_terminal)
 
 
 def _demo_store_consistent(log_dir: Path) -> pd.DataFrame:
