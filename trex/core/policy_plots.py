@@ -218,5 +218,5 @@ def plot_policy_returns(curves: Sequence[RunCurve], out: str | os.PathLike,
     ax.set_ylabel("true return (lines: last 100 training episodes)")
     ax.set_title(title or "PPO on different rewards, scored by the game's true reward")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # below: never over a curve
     return save_png(fig, out)
