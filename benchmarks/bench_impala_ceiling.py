@@ -49,13 +49,22 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls, after one warm-up call."""
-    fn()
+def timed(fn, repeats: int, device: torch.device) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls, after two warm-up calls.
+
+    On CUDA each call is closed by a synchronize, so the time covers the GPU work, not only its launch.
+    """
+    def call() -> None:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    call()
+    call()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
+        call()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -84,14 +93,15 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
         policy.optimizer.step()
 
-    t_roll = timed(rollout, args.repeats * 4)
-    t_train = timed(train, args.repeats)
+    t_roll = timed(rollout, args.repeats * 4, device)
+    t_train = timed(train, args.repeats, device)
     rollout_rate = args.num_envs / t_roll
     train_rate = args.minibatch / t_train
     ceiling = 1.0 / (1.0 / rollout_rate + args.ppo_epochs / train_rate)
     result = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__, "threads": args.threads, "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "bf16": bool(flags["bf16"]), "channels_last": bool(flags["channels_last"]),
         "rollout_forward_samples_per_s": round(rollout_rate, 1),
         "train_fwd_bwd_samples_per_s": round(train_rate, 1),
