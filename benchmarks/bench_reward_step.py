@@ -1,0 +1,189 @@
+"""Benchmark: the cost of one T-REX training step on one pair, the seed's way and ours.
+
+What bounds train_reward's speed-up over the seed's loop at equal quality (issue 10). The
+seed's loop reaches its best validation accuracy after ~1000 single-pair Adam steps
+(bench_train_reward.py); a trainer that follows the same optimiser can only be faster by
+making each step cheaper and evaluating more cheaply. This script times that step, in one
+process, on the same frames:
+
+* ``seed``: the seed's step as benchmarks/reference_trex.py has it (fp32, NCHW, each snippet
+  through the network on its own, CrossEntropy + L1, Adam);
+* ``ours``: trex.core.trex_learning.train_step on a one-pair batch (bf16 autocast +
+  channels_last, both snippets' distinct frames in one pass), what ``--batch_size 1`` runs;
+* ``ours_fp32``: the same without bf16 autocast (fp32, channels_last): what ``--precision auto``
+  runs on a CPU without bf16 support;
+* ``ours_plain``: fp32 in the standard NCHW layout, what ``--precision fp32`` runs;
+
+plus the forward-only rate per frame (what evaluation costs) and, for ``ours``, the share of
+the step each operator takes (torch.profiler), and the best case it implies: the seed's
+1000 steps in ``ours`` steps with free evaluation.
+
+    python benchmarks/bench_reward_step.py --threads 1 --out bench_reward_step.json
+    python benchmarks/bench_reward_step.py --threads 1 --demo_csv study/demos/demo_infos.csv  # real frames
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from reference_trex import SeedRewardNet  # noqa: E402
+
+from trex.core.device import autocast, use_bf16  # noqa: E402
+from trex.core.reward_model import RewardNet, prepare_net  # noqa: E402
+from trex.core.trex_learning import DemoSet, PairSet, train_step  # noqa: E402
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as bench_train_reward)")
+    p.add_argument("--snippet_length", type=int, default=60,
+                   help="frames per snippet (default 60, the mean of the seed's 20-100)")
+    p.add_argument("--repeats", type=int, default=30, help="timed steps per trainer (after 5 warm-up steps)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds over the trainers, interleaved; the median round is reported")
+    p.add_argument("--demo_csv", default=None,
+                   help="take the two snippets from the first two demos of this store (default: random pixels)")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    return p.parse_args(argv)
+
+
+def snippet_frames(args: argparse.Namespace) -> np.ndarray:
+    """uint8 (2L, 64, 64, 3): snippet 0 then snippet 1."""
+    n = args.snippet_length
+    if args.demo_csv is None:
+        return np.random.default_rng(0).integers(0, 256, (2 * n, 64, 64, 3), dtype=np.uint8)
+    from trex.core.demos import DemoIndex
+
+    index = DemoIndex.read([args.demo_csv])
+    long_enough = index.filter(min_length=n)
+    if len(long_enough.df) < 2:
+        raise SystemExit(f"--demo_csv {args.demo_csv}: fewer than two demos of {n}+ frames")
+    demos = DemoSet.from_index(long_enough, long_enough.ids()[:2])
+    return np.concatenate([demos.frames[demos.offsets[i]:demos.offsets[i] + n] for i in range(2)])
+
+
+def timed(step, repeats: int) -> float:
+    """Mean seconds per call over ``repeats`` calls, after 5 warm-up calls."""
+    for _ in range(5):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - t0) / repeats
+
+
+def make_trainers(frames: np.ndarray, n: int) -> dict[str, tuple]:
+    """name -> (train step, forward of all 2n frames)."""
+    torch.manual_seed(0)
+    seed_net = SeedRewardNet()
+    seed_opt = torch.optim.Adam(seed_net.parameters(), lr=5e-5, weight_decay=0.01)
+    ce = torch.nn.CrossEntropyLoss()
+    label = torch.tensor([1])
+
+    def seed_step() -> None:
+        ti = torch.from_numpy(frames[:n]).float()
+        tj = torch.from_numpy(frames[n:]).float()
+        seed_opt.zero_grad()
+        out, abs_r = seed_net(ti, tj)
+        loss = ce(out.unsqueeze(0), label) + abs_r * 0.001
+        loss.backward()
+        seed_opt.step()
+
+    def seed_forward() -> None:
+        seed_net.predict_batch_rewards(frames, torch.device("cpu"))
+
+    out = {"seed": (seed_step, seed_forward)}
+    demos = DemoSet.from_arrays([frames[:n], frames[n:]], [np.zeros(n, np.float32), np.ones(n, np.float32)])
+    pair = PairSet(np.array([[0, 1]]), np.array([[0, 0]]), np.array([n]), np.array([True]))
+    device = torch.device("cpu")
+    for name, bf16, channels_last in (("ours", use_bf16("auto", device), True), ("ours_fp32", False, True),
+                                      ("ours_plain", False, False)):
+        torch.manual_seed(0)
+        net = prepare_net(RewardNet(), device, channels_last=channels_last)
+        opt = torch.optim.Adam(net.parameters(), lr=5e-5, weight_decay=0.01)
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+
+        def step(net=net, opt=opt, bf16=bf16, channels_last=channels_last) -> None:
+            train_step(net, opt, demos, pair, 0.001, device, bf16, channels_last, max_frames=1024)
+
+        @torch.no_grad()
+        def forward(net=net, x=x, bf16=bf16) -> None:
+            with autocast(device, bf16):
+                net(x)
+
+        out[name] = (step, forward)
+    return out
+
+
+def op_shares(step, repeats: int = 10) -> list[dict]:
+    """The operators taking the most self CPU time in ``repeats`` steps, with their share."""
+    from torch.profiler import profile
+
+    for _ in range(3):
+        step()
+    with profile() as prof:
+        for _ in range(repeats):
+            step()
+    rows = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    total = sum(t for _, t in rows)
+    rows.sort(key=lambda r: -r[1])
+    return [{"op": k, "share": round(t / total, 3), "ms_per_step": round(t / repeats / 1000, 2)}
+            for k, t in rows[:8]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    frames = snippet_frames(args)
+    n = args.snippet_length
+    trainers = make_trainers(frames, n)
+    rounds: dict[str, list[tuple[float, float]]] = {k: [] for k in trainers}
+    for _ in range(args.rounds):
+        for name, (step, forward) in trainers.items():
+            rounds[name].append((timed(step, args.repeats), timed(forward, args.repeats)))
+    res: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                             "torch": torch.__version__, "threads": args.threads, "load_avg": os.getloadavg()},
+                 "args": vars(args), "trainers": {}}
+    for name, rs in rounds.items():
+        step_s = float(np.median([r[0] for r in rs]))
+        fwd_s = float(np.median([r[1] for r in rs]))
+        res["trainers"][name] = {"step_ms": round(step_s * 1000, 1), "pair_steps_per_s": round(1 / step_s, 2),
+                                 "forward_frames_per_s": round(2 * n / fwd_s, 1),
+                                 "rounds_step_ms": [round(r[0] * 1000, 1) for r in rs]}
+    seed_ms = res["trainers"]["seed"]["step_ms"]
+    for row in res["trainers"].values():
+        row["step_speedup_vs_seed"] = round(seed_ms / row["step_ms"], 2)
+    res["ours_op_shares"] = op_shares(trainers["ours"][0])
+    res["seed_1000_steps_s"] = round(seed_ms, 1)
+    res["ours_1000_steps_s"] = res["trainers"]["ours"]["step_ms"]  # 1000 steps of x ms = x s
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1))
+    print(f"one training step on one pair of {n}-frame snippets, {args.threads} torch thread(s), "
+          f"median of {args.rounds} rounds of {args.repeats} steps")
+    print(f"{'trainer':>10} {'ms/step':>8} {'x seed':>7} {'fwd frames/s':>13}")
+    for name, row in res["trainers"].items():
+        print(f"{name:>10} {row['step_ms']:>8} {row['step_speedup_vs_seed']:>7} {row['forward_frames_per_s']:>13}")
+    print("ours, where the step's time goes:")
+    for r in res["ours_op_shares"]:
+        print(f"  {r['op']:<40} {100 * r['share']:5.1f}%  {r['ms_per_step']:6.2f} ms")
+    print(f"1000 single-pair steps (the seed's steps to its best validation accuracy): seed "
+          f"{res['seed_1000_steps_s']} s, ours {res['ours_1000_steps_s']} s")
+
+
+if __name__ == "__main__":
+    main()
