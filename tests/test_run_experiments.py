@@ -49,7 +49,8 @@ FAKE_STAGE = textwrap.dedent('''
         append_csv_rows(os.path.join(a.save_dir, name), [{
             "rm_id": rm_id, "env_name": a.env_name, "mode": a.distribution_mode,
             "num_dems": a.num_dems, "weight_decay": a.weight_decay, "output_abs": a.output_abs,
-            "threads": os.environ.get("OMP_NUM_THREADS", "")}])
+            "threads": os.environ.get("OMP_NUM_THREADS", ""),
+            "mkl_threads": os.environ.get("MKL_NUM_THREADS", "")}])
         write_stage_result(rm_id=rm_id, val_acc=0.5)
 
     if __name__ == "__main__":
@@ -164,6 +165,32 @@ def test_threads_per_run(fake_stage: str, tmp_path: Path) -> None:
     rows = read_csv(tmp_path / "reward_models" / "rm_infos.csv")
     if "OMP_NUM_THREADS" not in os.environ:  # one run at a time: it gets every core
         assert {r["threads"] for r in rows} == {str(sweeps.default_jobs())}
+
+
+def test_user_thread_setting_reaches_both_thread_variables(fake_stage: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch takes MKL_NUM_THREADS over OMP_NUM_THREADS: the user's OMP_NUM_THREADS=1 must not
+    # be overridden by the sweep's default (2 on 2 cores with --jobs 1) in MKL_NUM_THREADS
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    assert sweep(fake_stage, "--num_dems", "3", "--num_seeds", "1", "--jobs", "1") == 0
+    rows = read_csv(tmp_path / "reward_models" / "rm_infos.csv")
+    assert [(r["threads"], r["mkl_threads"]) for r in rows] == [("1", "1")]
+
+
+def test_set_thread_env() -> None:
+    env: dict[str, str] = {}
+    sweeps.set_thread_env(env, 2)
+    assert env == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    env = {"MKL_NUM_THREADS": "3"}
+    sweeps.set_thread_env(env, 2)
+    assert env == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "4"}  # both given: the user's choice
+    sweeps.set_thread_env(env, 2)
+    assert env == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "4"}
+    env = {}
+    sweeps.set_thread_env(env, None)
+    assert env == {}
 
 
 def test_grown_grid_keeps_seeds_and_skips_done_runs(fake_stage: str, tmp_path: Path) -> None:
