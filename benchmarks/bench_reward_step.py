@@ -114,9 +114,10 @@ def make_trainers(frames: np.ndarray, n: int) -> dict[str, tuple]:
         torch.manual_seed(0)
         net = prepare_net(RewardNet(), device, channels_last=channels_last)
         opt = torch.optim.Adam(net.parameters(), lr=5e-5, weight_decay=0.01)
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        # the layout each path feeds the network (a permuted view alone would be channels_last
+        # in memory, as the seed's input is)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().contiguous(memory_format=fmt)
 
         def step(net=net, opt=opt, bf16=bf16, channels_last=channels_last) -> None:
             train_step(net, opt, demos, pair, 0.001, device, bf16, channels_last, max_frames=1024)

@@ -169,13 +169,15 @@ def test_threads_per_run(fake_stage: str, tmp_path: Path) -> None:
 
 def test_user_thread_setting_reaches_both_thread_variables(fake_stage: str, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    # torch takes MKL_NUM_THREADS over OMP_NUM_THREADS: the user's OMP_NUM_THREADS=1 must not
-    # be overridden by the sweep's default (2 on 2 cores with --jobs 1) in MKL_NUM_THREADS
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # torch takes MKL_NUM_THREADS over OMP_NUM_THREADS: the user's OMP_NUM_THREADS must not
+    # be overridden by the sweep's default (cores / jobs) in MKL_NUM_THREADS; a value other
+    # than that default, so the test fails with the old behaviour on any machine
+    user = str(sweeps.default_jobs() + 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", user)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     assert sweep(fake_stage, "--num_dems", "3", "--num_seeds", "1", "--jobs", "1") == 0
     rows = read_csv(tmp_path / "reward_models" / "rm_infos.csv")
-    assert [(r["threads"], r["mkl_threads"]) for r in rows] == [("1", "1")]
+    assert [(r["threads"], r["mkl_threads"]) for r in rows] == [(user, user)]
 
 
 def test_set_thread_env() -> None:
