@@ -36,7 +36,7 @@ log = logging.getLogger("bench_gen_demos")
 
 def tiny_checkpoint(root: Path) -> Path:
     """Train a tiny starpilot checkpoint (a few seconds) and return its path."""
-    from trex.core.policy import read_manifest
+    from trex.rl.checkpoints import read_manifest
     from trex.train_policy import main as train_main
 
     rc = train_main(["--env_name", "starpilot", "--num_envs", "2", "--nsteps", "16", "--nminibatches", "2",
@@ -51,9 +51,10 @@ def seed_way(checkpoint: Path, env_name: str, num_dems: int, max_ep_len: int, ou
              reload_each: bool, seed: int, precision: str) -> tuple[int, float, list[int]]:
     """One environment at a time (optionally reloading the checkpoint for every demo):
     (demo steps, seconds, lengths)."""
-    from trex.core.demos import write_demo
-    from trex.core.envs import make_procgen_env
-    from trex.core.policy import act, load_policy
+    from trex.common.envs import make_procgen_env
+    from trex.demos.store import write_demo
+    from trex.rl.checkpoints import load_policy
+    from trex.rl.policy import act
 
     rng = np.random.default_rng(seed)
     steps, lengths = 0, []
@@ -87,7 +88,8 @@ def seed_way(checkpoint: Path, env_name: str, num_dems: int, max_ep_len: int, ou
 def forward_ceiling(checkpoint: Path, num_envs: int, precision: str) -> dict[str, float]:
     """Policy forwards alone: observations per second at batch 1 and batch ``num_envs``
     (the most batching can gain when the forward dominates)."""
-    from trex.core.policy import act, load_policy
+    from trex.rl.checkpoints import load_policy
+    from trex.rl.policy import act
 
     policy, _ = load_policy(checkpoint, device="cpu", precision=precision)
     out = {}
@@ -107,7 +109,7 @@ def deflate_levels(files: list[Path]) -> dict[str, dict[str, float]]:
     1 (trex's NPZ_COMPRESSLEVEL) and 6 (np.savez_compressed's)."""
     import io
 
-    from trex.core.demos import load_npz, savez_compressed
+    from trex.demos.store import load_npz, savez_compressed
 
     demos = [load_npz(f) for f in files]
     frames = sum(len(d[1]) for d in demos)
@@ -141,7 +143,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     import torch
 
-    from trex.core.demo_generation import CollectConfig, DemoJob, checkpoint_source, generate_demos
+    from trex.demos.generation import CollectConfig, generate_demos
+    from trex.demos.planning import DemoJob, checkpoint_source
 
     torch.set_num_threads(args.torch_threads)
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,7 +3,7 @@
 PPO with train-procgen's settings does, per environment step, one policy forward (batched
 over the 64 environments) and, per update, ``ppo_epochs`` (3) forward+backward passes over
 every sample. This script times exactly those two network workloads with the policy PPO
-trains (trex.core.policy.ImpalaPolicy, fast path by default), in the same process, and derives
+trains (trex.rl.policy.ImpalaPolicy, fast path by default), in the same process, and derives
 the ceiling in environment steps per second that the network alone allows:
 
     ceiling = 1 / (1 / rollout_rate + ppo_epochs / train_rate)
@@ -31,9 +31,9 @@ from gymnasium import spaces
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trex.core.device import pick_device  # noqa: E402
-from trex.core.envs import NUM_ACTIONS  # noqa: E402
-from trex.core.policy import ImpalaPolicy, precision_flags  # noqa: E402
+from trex.common.device import pick_device
+from trex.common.envs import NUM_ACTIONS
+from trex.rl.policy import ImpalaPolicy, precision_flags
 
 
 def parse() -> argparse.Namespace:

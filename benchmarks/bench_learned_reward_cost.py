@@ -15,14 +15,14 @@ import json
 import time
 
 import torch
-
-from trex.core.envs import make_procgen_env  # first: quiets gym's import notice
 from stable_baselines3.common.vec_env import VecNormalize  # noqa: E402
 
-from trex.core.policy import build_ppo  # noqa: E402
-from trex.core.reward_model import RewardFunction, build_net, load_reward_function, prepare_net  # noqa: E402
-from trex.core.reward_wrappers import LearnedRewardVecEnv  # noqa: E402
-from trex.core.device import use_bf16  # noqa: E402
+from trex.common.device import use_bf16
+from trex.common.envs import make_procgen_env
+from trex.reward.model_file import RewardFunction, load_reward_function
+from trex.reward.nets import build_net, prepare_net
+from trex.rl.policy import build_ppo
+from trex.rl.reward_wrappers import LearnedRewardVecEnv
 
 
 def steps_per_s(args: argparse.Namespace, reward_fn: RewardFunction | None, seed: int) -> float:

@@ -15,10 +15,10 @@ import platform
 import time
 
 import torch
-
-from trex.core.envs import make_procgen_env  # first: quiets gym's import notice
 from stable_baselines3.common.vec_env import VecNormalize  # noqa: E402
-from trex.core.policy import build_ppo
+
+from trex.common.envs import make_procgen_env
+from trex.rl.policy import build_ppo
 
 
 def time_updates(precision: str, args: argparse.Namespace, seed: int) -> float:

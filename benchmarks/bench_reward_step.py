@@ -8,7 +8,7 @@ process, on the same frames:
 
 * ``seed``: the seed's step as benchmarks/reference_trex.py has it (fp32, NCHW, each snippet
   through the network on its own, CrossEntropy + L1, Adam);
-* ``ours``: trex.core.trex_learning.train_step on a one-pair batch (bf16 autocast +
+* ``ours``: trex.reward.trex.train_step on a one-pair batch (bf16 autocast +
   channels_last, both snippets' distinct frames in one pass), what ``--batch_size 1`` runs;
 * ``ours_fp32``: the same without bf16 autocast (fp32, channels_last): what ``--precision auto``
   runs on a CPU without bf16 support;
@@ -41,9 +41,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from reference_trex import SeedRewardNet  # noqa: E402
 
-from trex.core.device import autocast, use_bf16  # noqa: E402
-from trex.core.reward_model import RewardNet, prepare_net  # noqa: E402
-from trex.core.trex_learning import DemoSet, PairSet, train_step  # noqa: E402
+from trex.common.device import autocast, use_bf16
+from trex.reward.nets import RewardNet, prepare_net
+from trex.reward.pairs import DemoSet, PairSet
+from trex.reward.trex import train_step
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,7 +66,7 @@ def snippet_frames(args: argparse.Namespace) -> np.ndarray:
     n = args.snippet_length
     if args.demo_csv is None:
         return np.random.default_rng(0).integers(0, 256, (2 * n, 64, 64, 3), dtype=np.uint8)
-    from trex.core.demos import DemoIndex
+    from trex.demos.store import DemoIndex
 
     index = DemoIndex.read([args.demo_csv])
     long_enough = index.filter(min_length=n)

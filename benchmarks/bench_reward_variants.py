@@ -34,9 +34,9 @@ def one(variant: dict, epochs: int) -> dict:
 
     sys.path.insert(0, str(ROOT))
     from tests.test_trex_learning import synth_demos
-    from trex.core.device import use_bf16
-    from trex.core.reward_model import prepare_net
-    from trex.core.trex_learning import TrexConfig, evaluate, make_data, step_lr, train_step
+    from trex.common.device import use_bf16
+    from trex.reward.nets import prepare_net
+    from trex.reward.trex import TrexConfig, evaluate, make_data, step_lr, train_step
 
     torch.set_num_threads(1)
     cpu = torch.device("cpu")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trex.core.demos import append_index, write_demo
+from trex.demos.store import append_index, write_demo
 
 
 def make_demos(root: Path, num_train: int = 12, num_test: int = 6, length: int = 60, seed: int = 0) -> Path:
@@ -84,7 +84,7 @@ def run_sweep(workdir: Path, demo_csv: Path, jobs: int, num_runs: int, stage_arg
 
 def check_rows(save_dir: Path, expected: int) -> dict:
     """rm_infos.csv against the manifest: every run's rm_id (from its seed) exactly once."""
-    from trex.core.reward_model import rm_id_from_seed
+    from trex.reward.registry import rm_id_from_seed
 
     with (save_dir / "rm_infos.csv").open(newline="") as f:
         rm_ids = [r["rm_id"] for r in csv.DictReader(f)]

@@ -100,7 +100,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def parse_overrides(items: list[str]) -> dict:
     """KEY=VALUE strings -> TrexConfig fields with the field's type."""
-    from trex.core.trex_learning import TrexConfig
+    from trex.reward.trex import TrexConfig
 
     types = {f.name: type(f.default) for f in dataclasses.fields(TrexConfig)}
     out = {}
@@ -134,10 +134,11 @@ def run_worker(args: argparse.Namespace) -> dict:
     t_setup = time.perf_counter()
     import torch
 
-    from trex.core.demos import DemoIndex
-    from trex.core.device import pick_device, use_bf16
-    from trex.core.reward_model import RewardNet, prepare_net
-    from trex.core.trex_learning import DemoSet, TrexConfig, make_data, select_demos, train_trex
+    from trex.common.device import pick_device, use_bf16
+    from trex.demos.store import DemoIndex
+    from trex.reward.nets import RewardNet, prepare_net
+    from trex.reward.pairs import DemoSet, select_demos
+    from trex.reward.trex import TrexConfig, make_data, train_trex
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -210,7 +211,7 @@ def run_worker(args: argparse.Namespace) -> dict:
                        on_epoch=record)
         except _TargetReached:
             pass
-        from trex.core.trex_learning import step_lr
+        from trex.reward.trex import step_lr
 
         out.update(precision="bf16" if bf16 else "fp32", batch_size=cfg.batch_size, adam_lr=step_lr(cfg),
                    history=history)
@@ -288,7 +289,8 @@ def main(argv: list[str] | None = None) -> None:
         res = run_worker(args)
         Path(args.worker_out).write_text(json.dumps(res))
         return
-    from trex.core.runs import setup_logging, write_json_atomic
+    from trex.common.cli import setup_logging
+    from trex.common.files import write_json_atomic
 
     setup_logging()
     import torch

@@ -33,7 +33,7 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from torch import nn, optim
 
-from trex.core.reward_model import RewardNet
+from trex.reward.nets import RewardNet
 
 log = logging.getLogger("reference_trex")
 

@@ -43,7 +43,7 @@ def make_tiny_demos(root: Path, num_train: int = 12, num_test: int = 4, length: 
     """Synthetic starpilot demos written with the demo store; returns the index CSV."""
     import numpy as np
 
-    from trex.core.demos import append_index, write_demo
+    from trex.demos.store import append_index, write_demo
 
     rng = np.random.default_rng(0)
     rows = []

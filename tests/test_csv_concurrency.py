@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from trex.core.runs import UserError, append_csv_rows
+from trex.common.errors import UserError
+from trex.common.files import append_csv_rows
 
 COLUMNS = ["rm_id", "writer", "i", "note"]
 
 HAMMER = textwrap.dedent("""
     import sys
-    from trex.core.runs import append_csv_rows
+    from trex.common.files import append_csv_rows
     path, writer, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     columns = ["rm_id", "writer", "i", "note"]
     # long rows (several KB): a torn write would show as a broken row

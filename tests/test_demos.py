@@ -12,11 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trex.core.demos import (
-    DEMO_COLUMNS, REQUIRED_COLUMNS, Demo, DemoIndex, append_index, load_npz, read_index_ids,
+from trex.common.errors import UserError
+from trex.demos.store import (
+    DEMO_COLUMNS,
+    REQUIRED_COLUMNS,
+    Demo,
+    DemoIndex,
+    append_index,
+    load_npz,
+    read_index_ids,
     write_demo,
 )
-from trex.core.runs import UserError
 
 
 def make_arrays(t: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -259,7 +265,7 @@ def test_npz_format_matches_numpy(tmp_path: Path) -> None:
     """Demo files are np.savez_compressed's container (deflated .npy members) at any level."""
     import zipfile
 
-    from trex.core.demos import savez_compressed
+    from trex.demos.store import savez_compressed
 
     obs, act, rew = make_arrays(4)
     for level in (1, 6):

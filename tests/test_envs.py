@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trex.core.envs import (
-    ENV_NAMES, TEST_LEVELS, TRAIN_LEVELS, check_distribution_mode, check_env_name,
+from trex.common.envs import (
+    ENV_NAMES,
+    TEST_LEVELS,
+    TRAIN_LEVELS,
+    check_distribution_mode,
+    check_env_name,
     make_procgen_env,
 )
-from trex.core.runs import UserError
+from trex.common.errors import UserError
 
 
 def test_reset_shapes_and_spaces():
@@ -95,9 +99,9 @@ def test_unknown_mode_and_bad_sizes():
 
 
 def test_env_names_match_procgen():
-    from trex.core.envs import _import_procgen
-
     import procgen.env
+
+    from trex.common.envs import _import_procgen
 
     _import_procgen()
     assert set(ENV_NAMES) == set(procgen.env.ENV_NAMES)

@@ -1,5 +1,5 @@
 """Fault injection: runs killed for real (SIGKILL / SIGINT / SIGTERM to a child process) at named points
-(``$TREX_FAULT``, trex.core.runs.fault_point), then retried: nothing lost, nothing doubled,
+(``$TREX_FAULT``, trex.common.runs.fault_point), then retried: nothing lost, nothing doubled,
 no row without its file and no file without its row."""
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def test_gen_demos_killed_between_file_and_row_then_retried(tmp_path, sig):
 
 EIGHT_WRITERS = textwrap.dedent("""
     import sys
-    from trex.core.runs import append_csv_rows
+    from trex.common.files import append_csv_rows
     path, writer = sys.argv[1], sys.argv[2]
     for i in range(60):
         # every writer also tries to add the shared rows: each must land exactly once
@@ -89,7 +89,7 @@ def test_eight_processes_append_to_one_csv_exactly_once(tmp_path):
 
 
 def test_reader_keeps_the_last_of_repeated_rm_ids(tmp_path, caplog):
-    from trex.core.reward_model import read_rm_infos
+    from trex.reward.registry import read_rm_infos
 
     path = tmp_path / "rm_infos.csv"
     path.write_text("rm_id,env_name,mode,pearson\n123_4567,starpilot,easy,0.1\n"
@@ -185,7 +185,7 @@ def test_sweep_killed_with_its_runs_then_restarted_finishes_each_run_once(tmp_pa
 @pytest.mark.parametrize("sig", ["KILL", "INT", "TERM"])
 def test_train_policy_killed_while_checkpointing_then_resumed(tmp_path, sig):
     from tests.conftest import TINY_PPO_FLAGS
-    from trex.core.policy import load_policy, read_manifest
+    from trex.rl.checkpoints import load_policy, read_manifest
 
     tmpdir = tmp_path / "tmp"  # the run's TMPDIR: nothing may be left in it
     tmpdir.mkdir()

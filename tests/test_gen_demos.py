@@ -10,12 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trex.core.demo_generation import (
-    RANDOM_POLICY_NOISE, CollectConfig, DemoJob, PolicySource, collect_episodes, demo_id_for,
-    plan_jobs, spread_over_skill, split_evenly,
+from trex.common.envs import TEST_LEVELS, TRAIN_LEVELS, make_procgen_env
+from trex.demos.generation import CollectConfig, collect_episodes, demo_id_for
+from trex.demos.planning import (
+    RANDOM_POLICY_NOISE,
+    DemoJob,
+    PolicySource,
+    plan_jobs,
+    split_evenly,
+    spread_over_skill,
 )
-from trex.core.demos import DemoIndex
-from trex.core.envs import TEST_LEVELS, TRAIN_LEVELS, make_procgen_env
+from trex.demos.store import DemoIndex
 from trex.gen_demos import main
 
 
@@ -40,7 +45,7 @@ def checkpoint_dir(tiny_expert: Path) -> Path:
 def spread_dir(checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint directory whose manifest lists three copies of the checkpoint with
     different (made-up) mean returns, to see the skill spread at work."""
-    from trex.core.policy import read_manifest
+    from trex.rl.checkpoints import read_manifest
 
     src = checkpoint_dir / read_manifest(checkpoint_dir)["file"].iloc[-1]
     d = tmp_path_factory.mktemp("spread")
@@ -182,7 +187,7 @@ def test_demos_from_checkpoint_dir(tmp_path: Path, checkpoint_dir: Path) -> None
 
 
 def test_noise_column_honoured(tmp_path: Path, checkpoint_dir: Path) -> None:
-    from trex.core.policy import read_manifest
+    from trex.rl.checkpoints import read_manifest
 
     ckpt = checkpoint_dir / read_manifest(checkpoint_dir)["file"].iloc[-1]
     assert gen(tmp_path, "--env_name", "coinrun", "--policy", str(ckpt), "--noise", "0", "0.5", "1",

@@ -9,9 +9,9 @@ import shutil
 
 import pandas as pd
 import pytest
-
 from conftest import TINY_PPO_FLAGS
-from trex.core.policy import read_checkpoint_meta, read_manifest
+
+from trex.rl.checkpoints import read_checkpoint_meta, read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_ppo_on_learned_and_constant_reward_then_test_and_plot(tiny_expert, tiny
     assert plot_returns(["--runs", str(learned_dir), str(const_dir), "--test_csv", str(out),
                          "--out", str(png2)]) == 0
     assert png2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from trex.core.policy_plots import read_held_out_scores
+    from trex.plotting.policy_returns import read_held_out_scores
 
     held_out, _ = read_held_out_scores(out, [learned_dir, const_dir])
     assert [len(scores) for scores in held_out] == [1, 1]  # the unseen-level row of each run

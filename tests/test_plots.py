@@ -14,11 +14,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train_reward import make_store  # noqa: E402
 
-from trex.core.plots import (  # noqa: E402
-    DemoPrediction, correlation_summary, plot_correlations, plot_reward_predictions, prediction_scale,
+from trex.common.files import append_csv_rows
+from trex.plotting.correlations import (
+    DemoPrediction,
+    correlation_summary,
+    plot_correlations,
+    plot_reward_predictions,
+    prediction_scale,
 )
-from trex.core.reward_model import RM_COLUMNS, RewardNet, prepare_net, save_reward_model  # noqa: E402
-from trex.core.runs import append_csv_rows  # noqa: E402
+from trex.reward.model_file import save_reward_model
+from trex.reward.nets import RM_COLUMNS, RewardNet, prepare_net
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import TINY_PPO_FLAGS
-from trex.core.envs import make_procgen_env
-from trex.core.policy import (
-    ImpalaCNN, action_logits, act, load_policy, read_checkpoint_meta, read_manifest,
-)
-from trex.core.runs import UserError
+
+from trex.common.envs import make_procgen_env
+from trex.common.errors import UserError
+from trex.rl.checkpoints import load_policy, read_checkpoint_meta, read_manifest
+from trex.rl.policy import ImpalaCNN, act, action_logits
 
 
 def test_training_writes_checkpoints_manifest_and_logs(tiny_expert):
@@ -109,7 +108,7 @@ def test_initialisation_is_train_procgens():
     residual blocks) blows the initial features up and stays available as init='sb3'."""
     from gymnasium import spaces
 
-    from trex.core.policy import ImpalaPolicy
+    from trex.rl.policy import ImpalaPolicy
 
     def build(init):
         torch.manual_seed(0)
@@ -142,7 +141,7 @@ def test_adam_steps_equal_tensorflows():
     Adam steps ~30x further at the start)."""
     import math
 
-    from trex.core.policy import TFAdam
+    from trex.rl.policy import TFAdam
 
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(5))
@@ -165,8 +164,8 @@ def test_adam_steps_equal_tensorflows():
 
 def test_value_coefficient_means_train_procgens():
     """--vf_coef is ppo2's coefficient (of half the squared error), used by PPO2's own loss."""
-    from trex.core.policy import build_ppo
-    from trex.core.ppo2 import PPO2
+    from trex.rl.policy import build_ppo
+    from trex.rl.ppo2 import PPO2
 
     env = make_procgen_env("coinrun", num_envs=2)
     model = build_ppo(env, nsteps=8, nminibatches=2, ppo_epochs=1, learning_rate=5e-4, gamma=0.999,
@@ -183,7 +182,7 @@ def test_ppo2_value_loss_is_max_of_clipped_and_unclipped():
     """baselines' ppo2: vf = 0.5 * mean(max((v-R)^2, (v_clip-R)^2)). A value pushed past the
     clip range away from its return keeps its gradient (SB3's clipped-only loss drops it);
     one pushed past it towards the return stops; inside the range it is plain (v-R)."""
-    from trex.core.ppo2 import ppo2_loss
+    from trex.rl.ppo2 import ppo2_loss
 
     old_v = torch.zeros(3)
     returns = torch.tensor([1.0, 1.0, 1.0])
@@ -262,7 +261,7 @@ def test_test_policy_writes_every_episode(tiny_expert, tmp_path):
 
 
 def test_train_level_set_is_the_policys_own_pool(tiny_expert, tmp_path):
-    from trex.core.policy import save_policy_weights
+    from trex.rl.checkpoints import save_policy_weights
     from trex.test_policy import main
 
     src = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
@@ -279,7 +278,7 @@ def test_train_level_set_is_the_policys_own_pool(tiny_expert, tmp_path):
 
 
 def test_episodes_stay_in_the_pool_across_resets():
-    from trex.core.evaluation import random_act_fn, run_episodes
+    from trex.rl.evaluation import random_act_fn, run_episodes
 
     stats = run_episodes(random_act_fn(0), "coinrun", start_level=10, num_levels=3, num_episodes=8,
                          num_envs=2, max_steps=5, progress=False)
@@ -292,7 +291,7 @@ def test_episodes_stay_in_the_pool_across_resets():
 def test_level_ranges_of_old_and_new_checkpoints():
     import argparse
 
-    from trex.core.envs import TEST_LEVELS, TRAIN_LEVELS
+    from trex.common.envs import TEST_LEVELS, TRAIN_LEVELS
     from trex.test_policy import level_ranges
 
     flags = argparse.Namespace(start_level=None, num_levels=None)
@@ -306,14 +305,14 @@ def test_level_ranges_of_old_and_new_checkpoints():
 
 
 def test_episode_quotas_sum():
-    from trex.core.evaluation import episode_quotas
+    from trex.rl.evaluation import episode_quotas
 
     q = episode_quotas(10, 4)
     assert q.sum() == 10 and q.max() - q.min() <= 1
 
 
 def test_visualize_policy_writes_watchable_mp4(tiny_expert, tmp_path):
-    from trex.core.video import read_mp4
+    from trex.common.video import read_mp4
     from trex.visualize_policy import main
 
     path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]

@@ -6,8 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trex.core.policy_plots import plot_policy_returns, read_curve, read_held_out_scores
-from trex.core.runs import UserError
+from trex.common.errors import UserError
+from trex.plotting.policy_returns import (
+    plot_policy_returns,
+    read_curve,
+    read_held_out_scores,
+)
 
 
 def _test_rows(tmp_path):
@@ -74,7 +78,7 @@ def _progress(run_dir, steps, returns):
 
 
 def test_runs_sharing_a_label_are_combined_on_their_common_steps(tmp_path):
-    from trex.core.policy_plots import group_curves
+    from trex.plotting.policy_returns import group_curves
 
     a = read_curve(_progress(tmp_path / "a", [100, 200, 300], [1.0, 2.0, 3.0]), "true reward")
     b = read_curve(_progress(tmp_path / "b", [100, 200], [3.0, 4.0]), "true reward")
@@ -100,7 +104,7 @@ def test_reference_curves_in_baselines_format_are_averaged_and_drawn(tmp_path):
         pd.DataFrame({"eplenmean": [100.0] * 3, "eprewmean": [1.0 + offset, 2.0 + offset, 3.0 + offset],
                       "misc/total_timesteps": [100.0, 200.0, 5000.0]}).to_csv(ref, index=False)
         refs.append(str(ref))
-    from trex.core.policy_plots import read_reference_curves
+    from trex.plotting.policy_returns import read_reference_curves
 
     group = read_reference_curves(refs, "published")
     assert group.runs == 2 and list(group.mean) == [2.0, 3.0, 4.0]

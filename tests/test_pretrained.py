@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from trex.core.policy import WEIGHTS_SUFFIX, load_policy, read_checkpoint_meta, read_manifest
+from trex.rl.checkpoints import (
+    WEIGHTS_SUFFIX,
+    load_policy,
+    read_checkpoint_meta,
+    read_manifest,
+)
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 GAMES = sorted(p.name for p in PRETRAINED.iterdir() if (p / "checkpoints.csv").is_file()) \
@@ -39,8 +44,8 @@ def test_manifest_lists_every_shipped_file(game):
 
 @pytest.mark.parametrize("game", GAMES)
 def test_best_shipped_expert_beats_random(game):
-    from trex.core.evaluation import random_act_fn, run_episodes
-    from trex.core.policy import act
+    from trex.rl.evaluation import random_act_fn, run_episodes
+    from trex.rl.policy import act
 
     folder = PRETRAINED / game
     manifest = read_manifest(folder)

@@ -12,15 +12,20 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.test_train_reward import TINY, synth_demo
-from trex.core.demos import DemoIndex, append_index, load_npz, write_demo
-from trex.core.envs import level_pool, training_pool
-from trex.core.metrics import (
-    model_agreement, partial_correlation, pearson_distance, reward_metrics, window_correlation,
+from trex.common.envs import level_pool, training_pool
+from trex.common.errors import UserError
+from trex.demos.store import DemoIndex, append_index, load_npz, write_demo
+from trex.reward.metrics import (
+    model_agreement,
+    partial_correlation,
+    pearson_distance,
+    reward_metrics,
+    window_correlation,
     window_sums,
 )
-from trex.core.reward_model import read_metadata, rm_id_from_seed
-from trex.core.runs import UserError
-from trex.core.trex_learning import split_train_val
+from trex.reward.model_file import read_metadata
+from trex.reward.pairs import split_train_val
+from trex.reward.registry import rm_id_from_seed
 
 NOISES = (0.0, 0.25, 0.5, 1.0)
 

@@ -8,12 +8,23 @@ import pandas as pd
 import pytest
 import torch
 
-from trex.core.reward_model import (
-    RM_COLUMNS, RewardFunction, RewardNet, frames_to_input, load_reward_function, load_reward_model,
-    lookup_rm, predict_frame_rewards, prepare_net, read_metadata, resolve_reward_model,
-    rm_id_from_seed, save_reward_model,
+from trex.common.errors import UserError
+from trex.common.files import append_csv_rows
+from trex.reward.model_file import (
+    RewardFunction,
+    load_reward_function,
+    load_reward_model,
+    read_metadata,
+    save_reward_model,
 )
-from trex.core.runs import UserError, append_csv_rows
+from trex.reward.nets import (
+    RM_COLUMNS,
+    RewardNet,
+    frames_to_input,
+    predict_frame_rewards,
+    prepare_net,
+)
+from trex.reward.registry import lookup_rm, resolve_reward_model, rm_id_from_seed
 
 CPU = torch.device("cpu")
 
@@ -129,7 +140,7 @@ def test_rm_id_and_lookup(tmp_path):
 def test_padded_batches_give_the_unpadded_rewards_and_few_shapes():
     import torch
 
-    from trex.core.reward_model import build_net, pad_rows, padded_size
+    from trex.reward.nets import build_net, pad_rows, padded_size
 
     sizes = [padded_size(n) for n in range(1, 1025)]
     assert all(n <= s <= max(n + 7, n * 9 / 8) for n, s in zip(range(1, 1025), sizes))

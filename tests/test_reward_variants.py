@@ -13,16 +13,38 @@ import torch
 import torch.nn.functional as F
 
 from tests.test_trex_learning import synth_demos
-from trex.core.reward_model import (
-    ImpalaRewardNet, RewardEnsemble, RewardFunction, RewardNet, build_net, frames_to_input,
-    load_reward_function, load_reward_model, prepare_net, read_metadata, save_reward_model,
+from trex.common.errors import UserError
+from trex.reward.model_file import (
+    RewardFunction,
+    load_reward_function,
+    load_reward_model,
+    read_metadata,
+    save_reward_model,
 )
-from trex.core.reward_variants import (
-    draw_shifts, ensemble_spread, random_shift, stack_indices, variant_name,
+from trex.reward.nets import (
+    ImpalaRewardNet,
+    RewardEnsemble,
+    RewardNet,
+    build_net,
+    frames_to_input,
+    prepare_net,
 )
-from trex.core.runs import UserError
-from trex.core.trex_learning import (
-    TrexConfig, batch_returns, frame_rewards, make_data, sample_pairs, train_step, train_trex, trex_loss,
+from trex.reward.pairs import sample_pairs
+from trex.reward.trex import (
+    TrexConfig,
+    batch_returns,
+    frame_rewards,
+    make_data,
+    train_step,
+    train_trex,
+    trex_loss,
+)
+from trex.reward.variants import (
+    draw_shifts,
+    ensemble_spread,
+    random_shift,
+    stack_indices,
+    variant_name,
 )
 
 CPU = torch.device("cpu")
@@ -296,8 +318,8 @@ def test_variant_names():
 
 
 def test_wrapper_stacks_like_a_demo():
-    from trex.core.envs import make_procgen_env
-    from trex.core.reward_wrappers import LearnedRewardVecEnv
+    from trex.common.envs import make_procgen_env
+    from trex.rl.reward_wrappers import LearnedRewardVecEnv
 
     net = _net("seed_cnn", 5, frame_stack=3, ensemble=2)
     fn = RewardFunction(net, {}, CPU, bf16=False, channels_last=False)
@@ -327,7 +349,7 @@ def test_wrapper_stacks_like_a_demo():
 
 def test_train_reward_flags_reach_the_model_and_rm_infos(tmp_path):
     from tests.test_train_reward import make_store, tiny_args
-    from trex.core.reward_model import lookup_rm
+    from trex.reward.registry import lookup_rm
     from trex.train_reward import main
 
     csv = make_store(tmp_path / "d", n_train=10, n_test=4, length=10)

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from trex.core.envs import make_procgen_env
-from trex.core.reward_model import RewardFunction, build_net, predict_frame_rewards, prepare_net
-from trex.core.reward_wrappers import ConstantRewardVecEnv, LearnedRewardVecEnv
+from trex.common.envs import make_procgen_env
+from trex.reward.model_file import RewardFunction
+from trex.reward.nets import build_net, predict_frame_rewards, prepare_net
+from trex.rl.reward_wrappers import ConstantRewardVecEnv, LearnedRewardVecEnv
 
 
 def _reward_fn() -> RewardFunction:

@@ -10,17 +10,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_TRAIN_REWARD, make_tiny_demos
-from trex import run_experiments
-from trex.core import sweeps
+
+from trex import run_experiments, sweeps
 
 # A test-only stage: same contract as train_reward (flags, rm_id from the seed, one row
 # appended to <save_dir>/rm_infos[_<save_name>].csv, result reported via write_stage_result).
 FAKE_STAGE = textwrap.dedent('''
     import argparse, os, sys
-    from trex.core.runs import add_config_flag, append_csv_rows, cli_entry, parse_args, UserError
-    from trex.core.sweeps import write_stage_result
+    from trex.common.errors import UserError
+    from trex.common.cli import add_config_flag, cli_entry, parse_args
+    from trex.common.files import append_csv_rows
+    from trex.sweeps.stages import write_stage_result
 
     def build_parser():
         p = argparse.ArgumentParser(prog="fake")
@@ -88,7 +89,7 @@ def tiny_demos(tmp_path_factory) -> Path:
 
 
 RESULT_HINT = ("train_reward must report its rm_id to the sweep: "
-               "trex.core.sweeps.write_stage_result(rm_id=args.rm_id, ...) at its end")
+               "trex.sweeps.stages.write_stage_result(rm_id=args.rm_id, ...) at its end")
 
 
 def test_train_reward_grid_runs_once_then_skips(tiny_demos: Path, tmp_path: Path, monkeypatch,

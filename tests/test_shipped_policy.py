@@ -11,14 +11,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import TINY_PPO_FLAGS
-from trex.core.envs import make_procgen_env
-from trex.core.policy import (
-    MANIFEST_COLUMNS, WEIGHTS_FORMAT, action_logits, load_policy, read_checkpoint_meta, read_manifest,
-    save_policy_weights, select_checkpoints,
+
+from trex.common.envs import make_procgen_env
+from trex.common.errors import UserError
+from trex.rl.checkpoints import (
+    MANIFEST_COLUMNS,
+    WEIGHTS_FORMAT,
+    load_policy,
+    read_checkpoint_meta,
+    read_manifest,
+    save_policy_weights,
 )
-from trex.core.runs import UserError
+from trex.rl.export import select_checkpoints
+from trex.rl.policy import action_logits
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +221,7 @@ def test_export_adds_to_a_folder_of_the_same_game_only(shipped, tiny_expert, tmp
 
 
 def test_fine_tuning_continues_into_a_new_directory(shipped, tmp_path, capsys):
-    from trex.core.ppo_training import find_resume_checkpoint
+    from trex.rl.training import find_resume_checkpoint
     from trex.train_policy import main
 
     before = {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()}
@@ -237,7 +243,8 @@ def test_fine_tuning_continues_into_a_new_directory(shipped, tmp_path, capsys):
 
 
 def test_restore_from_weights_starts_a_fresh_optimizer(shipped):
-    from trex.core.policy import build_ppo, policy_weights, restore_training_state
+    from trex.rl.checkpoints import policy_weights, restore_training_state
+    from trex.rl.policy import build_ppo
 
     model = build_ppo(make_procgen_env("coinrun", 2), nsteps=16, nminibatches=2, ppo_epochs=1,
                       learning_rate=5e-4, gamma=0.999, lam=0.95, clip_range=0.2, ent_coef=0.01,
@@ -252,7 +259,7 @@ def test_restore_from_weights_starts_a_fresh_optimizer(shipped):
 
 
 def test_gen_demos_reads_an_exported_folder(shipped, tmp_path):
-    from trex.core.demos import DemoIndex
+    from trex.demos.store import DemoIndex
     from trex.gen_demos import main
 
     assert main(["--env_name", "coinrun", "--models_dir", str(shipped), "--num_dems", "2",
@@ -265,7 +272,7 @@ def test_gen_demos_reads_an_exported_folder(shipped, tmp_path):
 
 
 def test_visualize_policy_reads_safetensors(shipped, tmp_path):
-    from trex.core.video import read_mp4
+    from trex.common.video import read_mp4
     from trex.visualize_policy import main
 
     out = tmp_path / "v.mp4"

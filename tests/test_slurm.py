@@ -18,15 +18,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_TRAIN_REWARD, make_tiny_demos
-from trex import run_experiments
-from trex.core import sweeps
+
+from trex import run_experiments, sweeps
 
 STAGE = textwrap.dedent('''
     import argparse, os, socket, sys
-    from trex.core.runs import add_config_flag, append_csv_rows, cli_entry, parse_args, UserError
-    from trex.core.sweeps import write_stage_result
+    from trex.common.errors import UserError
+    from trex.common.cli import add_config_flag, cli_entry, parse_args
+    from trex.common.files import append_csv_rows
+    from trex.sweeps.stages import write_stage_result
 
     def build_parser():
         p = argparse.ArgumentParser(prog="slurm_stage")
@@ -154,7 +155,7 @@ def test_real_slurm_sweep_end_to_end(partition: str, tmp_path: Path, monkeypatch
     rows = read_csv(tmp_path / "reward_models" / "rm_infos.csv")
     assert sorted(r["num_dems"] for r in rows) == ["10", "12"]
     assert sorted(r["rm_id"] for r in rows) == sorted([by_n["10"]["rm_id"], by_n["12"]["rm_id"]]), (
-        "train_reward must report its rm_id: trex.core.sweeps.write_stage_result(rm_id=...)")
+        "train_reward must report its rm_id: trex.sweeps.stages.write_stage_result(rm_id=...)")
     for n in ("10", "12"):  # ran as a SLURM task, with the repo's python, 1 thread per CPU asked
         status = json.loads((Path(by_n[n]["log"]).parent / "status.json").read_text())
         assert status["command"].startswith(f"{sys.executable} -m trex.train_reward")

@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from trex.core.demos import append_index, write_demo
-from trex.core.reward_model import SEED_RM_COLUMNS, lookup_rm, read_metadata, rm_id_from_seed
+from trex.demos.store import append_index, write_demo
+from trex.reward.model_file import read_metadata
+from trex.reward.nets import SEED_RM_COLUMNS
+from trex.reward.registry import lookup_rm, rm_id_from_seed
 from trex.train_reward import main
 
 ROOT = Path(__file__).resolve().parents[1]

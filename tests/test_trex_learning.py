@@ -9,12 +9,33 @@ import pytest
 import torch
 from torch import nn
 
-from trex.core.metrics import correlations, length_baseline, pair_accuracy, pair_loss, pair_losses
-from trex.core.reward_model import RewardNet, prepare_net
-from trex.core.runs import UserError
-from trex.core.trex_learning import (
-    DemoSet, PairSet, TrexConfig, batch_returns, frame_rewards, frames_mask, make_data, pair_returns,
-    sample_pairs, select_demos, snippet_frames, split_train_val, step_lr, train_step, train_trex,
+from trex.common.errors import UserError
+from trex.reward.metrics import (
+    correlations,
+    length_baseline,
+    pair_accuracy,
+    pair_loss,
+    pair_losses,
+)
+from trex.reward.nets import RewardNet, prepare_net
+from trex.reward.pairs import (
+    DemoSet,
+    PairSet,
+    frames_mask,
+    sample_pairs,
+    select_demos,
+    snippet_frames,
+    split_train_val,
+)
+from trex.reward.trex import (
+    TrexConfig,
+    batch_returns,
+    frame_rewards,
+    make_data,
+    pair_returns,
+    step_lr,
+    train_step,
+    train_trex,
     trex_loss,
 )
 

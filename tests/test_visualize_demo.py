@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trex.core.demos import append_index, write_demo
-from trex.core.video import read_mp4
+from trex.common.video import read_mp4
+from trex.demos.store import append_index, write_demo
 from trex.visualize_demo import annotate_demo, main
 
 

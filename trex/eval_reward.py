@@ -21,9 +21,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from trex.core.runs import (
-    UserError, add_config_flag, cli_entry, nonnegative_int, parse_args, positive_int, str2bool,
+from trex.common.cli import (
+    add_config_flag,
+    cli_entry,
+    nonnegative_int,
+    parse_args,
+    positive_int,
+    str2bool,
 )
+from trex.common.errors import UserError
 
 log = logging.getLogger("trex.eval_reward")
 
@@ -61,15 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    from trex.core.runs import setup_logging
+    from trex.common.cli import setup_logging
 
     setup_logging()
     import pandas as pd
 
-    from trex.core.demos import DemoIndex
-    from trex.core.reward_model import load_reward_function, resolve_reward_model
-    from trex.core.reward_training import evaluate_reward_models
-    from trex.core.runs import append_csv_rows, write_text_atomic
+    from trex.common.files import append_csv_rows, write_text_atomic
+    from trex.demos.store import DemoIndex
+    from trex.reward.model_file import load_reward_function
+    from trex.reward.registry import resolve_reward_model
+    from trex.reward.training import evaluate_reward_models
 
     paths = [resolve_reward_model(r, args.reward_csv) for r in args.rm_id]
     paths += [resolve_reward_model(r) for r in args.reward_model]

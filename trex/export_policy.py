@@ -22,7 +22,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from trex.core.runs import UserError, add_config_flag, cli_entry, parse_args, positive_int, setup_logging
+from trex.common.cli import (
+    add_config_flag,
+    cli_entry,
+    parse_args,
+    positive_int,
+    setup_logging,
+)
+from trex.common.errors import UserError
 
 log = logging.getLogger("trex.export_policy")
 
@@ -69,10 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     setup_logging()
-    from trex.core.policy import (
-        add_test_scores, check_checkpoint_env, export_checkpoints, read_checkpoint_meta, read_manifest,
-        select_checkpoints,
+    from trex.rl.checkpoints import (
+        check_checkpoint_env,
+        read_checkpoint_meta,
+        read_manifest,
     )
+    from trex.rl.export import add_test_scores, export_checkpoints, select_checkpoints
 
     if args.timesteps is None and args.pick is None:
         if args.test_csv is None:

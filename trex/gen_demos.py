@@ -22,10 +22,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from trex.core.runs import (
-    UserError, add_config_flag, cli_entry, nonnegative_int, parse_args, positive_int,
-    seed_everything, setup_logging, str2bool, write_run_config,
+from trex.common.cli import (
+    add_config_flag,
+    cli_entry,
+    nonnegative_int,
+    parse_args,
+    positive_int,
+    setup_logging,
+    str2bool,
 )
+from trex.common.errors import UserError
+from trex.common.runs import seed_everything, write_run_config
 
 log = logging.getLogger("trex.gen_demos")
 
@@ -81,12 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     setup_logging()
-    from trex.core.demo_generation import (
-        RANDOM_POLICY, CollectConfig, check_existing_index, check_noise, checkpoint_source, generate_demos,
-        index_paths, manifest_sources, plan_jobs, remaining_jobs, summarize_rows,
-    )
-    from trex.core.envs import check_distribution_mode, check_env_name
     import numpy as np
+
+    from trex.common.envs import check_distribution_mode, check_env_name
+    from trex.demos.generation import (
+        CollectConfig,
+        check_existing_index,
+        generate_demos,
+        index_paths,
+        summarize_rows,
+    )
+    from trex.demos.planning import (
+        RANDOM_POLICY,
+        check_noise,
+        checkpoint_source,
+        manifest_sources,
+        plan_jobs,
+        remaining_jobs,
+    )
 
     check_env_name(args.env_name)
     check_distribution_mode(args.distribution_mode)
@@ -165,7 +184,7 @@ def demos_of_run(csv_path: Path, key: str):
     """The index rows a run with this key already wrote (empty if none)."""
     import pandas as pd
 
-    from trex.core.demos import DemoIndex
+    from trex.demos.store import DemoIndex
 
     if not csv_path.exists() or csv_path.stat().st_size == 0:
         return pd.DataFrame(columns=["policy", "noise"])

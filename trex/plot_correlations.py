@@ -21,7 +21,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from trex.core.runs import UserError, add_config_flag, cli_entry, nonnegative_int, parse_args
+from trex.common.cli import add_config_flag, cli_entry, nonnegative_int, parse_args
+from trex.common.errors import UserError
 
 log = logging.getLogger("trex.plot_correlations")
 
@@ -54,15 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    from trex.core.runs import setup_logging
+    from trex.common.cli import setup_logging
 
     setup_logging()
     import numpy as np
     import pandas as pd
 
-    from trex.core.metrics import length_baseline
-    from trex.core.plots import BASELINE_COLUMNS, correlation_summary, plot_correlations
-    from trex.core.reward_model import read_rm_infos
+    from trex.plotting.correlations import (
+        BASELINE_COLUMNS,
+        correlation_summary,
+        plot_correlations,
+    )
+    from trex.reward.metrics import length_baseline
+    from trex.reward.registry import read_rm_infos
 
     frames = [read_rm_infos(p) for p in args.rm_csv_path]
     rm = pd.concat(frames, ignore_index=True, sort=False)
@@ -86,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline: dict[str, float] = {}
     where = "none"
     if args.demo_csv:
-        from trex.core.demos import DemoIndex
+        from trex.demos.store import DemoIndex
 
         test = DemoIndex.read(args.demo_csv).filter(env_name=args.env_name, mode=args.distribution_mode,
                                                     set_name="test", sequential=args.sequential).df

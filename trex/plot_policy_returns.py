@@ -15,7 +15,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from trex.core.runs import UserError, add_config_flag, cli_entry, parse_args, setup_logging
+from trex.common.cli import add_config_flag, cli_entry, parse_args, setup_logging
+from trex.common.errors import UserError
 
 log = logging.getLogger("trex.plot_policy_returns")
 
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     setup_logging()
-    from trex.core.policy_plots import plot_policy_returns, read_curve
+    from trex.plotting.policy_returns import plot_policy_returns, read_curve
 
     if args.labels is not None and len(args.labels) != len(args.runs):
         raise UserError(f"--labels has {len(args.labels)} entries for {len(args.runs)} runs")
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("none of the runs has finished an episode yet")
     demo_returns = None
     if args.demo_csv:
-        from trex.core.demos import DemoIndex
+        from trex.demos.store import DemoIndex
 
         index = DemoIndex.read(args.demo_csv).filter(env_name=args.env_name,
                                                      mode=args.distribution_mode,
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo_returns = index.df["return"].to_numpy(float)
     held_out, random_score = None, None
     if args.test_csv:
-        from trex.core.policy_plots import read_held_out_scores
+        from trex.plotting.policy_returns import read_held_out_scores
 
         kept_runs = [run for run, curve in zip(args.runs, all_curves) if curve is not None]
         held_out, random_score = read_held_out_scores(args.test_csv, kept_runs, args.test_level_set,
@@ -87,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not any(held_out):
             log.warning("%s has no %s-level rows for checkpoints of these runs", args.test_csv,
                         args.test_level_set)
-    from trex.core.policy_plots import read_reference_curves
+    from trex.plotting.policy_returns import read_reference_curves
 
     references = [read_reference_curves(paths, f"{args.reference_name}, {levels}")
                   for paths, levels in ((args.reference_train, "training levels"),

@@ -15,9 +15,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from trex.core.runs import (
-    UserError, add_config_flag, cli_entry, nonnegative_int, parse_args, positive_int,
+from trex.common.cli import (
+    add_config_flag,
+    cli_entry,
+    nonnegative_int,
+    parse_args,
+    positive_int,
 )
+from trex.common.errors import UserError
 
 log = logging.getLogger("trex.plot_reward_predictions")
 
@@ -49,15 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    from trex.core.runs import setup_logging
+    from trex.common.cli import setup_logging
 
     setup_logging()
     import numpy as np
 
-    from trex.core.demos import DemoIndex
-    from trex.core.metrics import correlations
-    from trex.core.plots import DemoPrediction, plot_reward_predictions
-    from trex.core.reward_model import load_reward_function, lookup_rm
+    from trex.demos.store import DemoIndex
+    from trex.plotting.correlations import DemoPrediction, plot_reward_predictions
+    from trex.reward.metrics import correlations
+    from trex.reward.model_file import load_reward_function
+    from trex.reward.registry import lookup_rm
 
     row, model_path = lookup_rm(args.rm_id, args.reward_csv)
     reward_fn = load_reward_function(model_path, env_name=args.env_name, mode=args.mode,

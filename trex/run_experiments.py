@@ -25,9 +25,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from trex.core.runs import (
-    UserError, add_config_flag, cli_entry, nonnegative_int, positive_float, positive_int, setup_logging,
+from trex.common.cli import (
+    add_config_flag,
+    cli_entry,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    setup_logging,
 )
+from trex.common.errors import UserError
 
 log = logging.getLogger("trex.run_experiments")
 
@@ -82,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str], dict[str, Any]]:
     """Our flags, the unknown tokens (for the stage), and the stage values from ``-c``."""
-    from trex.core.sweeps import load_sweep_yaml
+    from trex.sweeps.report import load_sweep_yaml
 
     parser = build_parser()
 
@@ -123,7 +129,7 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str], dict[str
 
 def slurm_options(args: argparse.Namespace) -> Any:
     """The SLURM resources of each array task, from the parsed flags."""
-    from trex.core.sweeps import SlurmOptions
+    from trex.sweeps.slurm import SlurmOptions
 
     return SlurmOptions(
         partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
@@ -134,14 +140,14 @@ def slurm_options(args: argparse.Namespace) -> Any:
 
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int | None:
-    from trex.core import sweeps
+    from trex import sweeps
 
     argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging()
     args, passthrough, file_values = _parse(argv)
 
     module = sweeps.load_stage(args.stage)
-    actions = sweeps._actions(sweeps.stage_parser(module))
+    actions = sweeps.stage_actions(sweeps.stage_parser(module))
     cli_axes = [(name, getattr(args, name)) for name in GRID_FLAGS if getattr(args, name) is not None]
     for item in args.grid or []:
         if len(item) < 2:

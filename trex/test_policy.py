@@ -20,11 +20,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from trex.core.device import PRECISIONS
-from trex.core.runs import (
-    UserError, add_config_flag, cli_entry, nonnegative_int, parse_args, positive_int,
-    seed_everything, setup_logging, str2bool,
+from trex.common.cli import (
+    add_config_flag,
+    cli_entry,
+    nonnegative_int,
+    parse_args,
+    positive_int,
+    setup_logging,
+    str2bool,
 )
+from trex.common.device import PRECISIONS
+from trex.common.errors import UserError
+from trex.common.runs import seed_everything
 
 log = logging.getLogger("trex.test_policy")
 
@@ -74,7 +81,7 @@ def level_ranges(meta: dict, args: argparse.Namespace) -> dict[str, tuple[int, i
     (the checkpoint's start_level/num_levels, or the flags'), checked to lie inside the
     training range [0, 1e9); num_levels 0 (old checkpoints, the random policy) stands for the
     whole training range. "test" is the unseen range [1e9, 2e9)."""
-    from trex.core.envs import TEST_LEVELS, TRAIN_LEVELS, training_pool
+    from trex.common.envs import TEST_LEVELS, TRAIN_LEVELS, training_pool
 
     start = args.start_level if args.start_level is not None else int(meta.get("start_level", 0))
     num = args.num_levels if args.num_levels is not None else int(meta.get("num_levels", 0))
@@ -104,9 +111,10 @@ def episodes_csv_path(out_csv: str | Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     setup_logging()
-    from trex.core.envs import check_distribution_mode, check_env_name
-    from trex.core.evaluation import load_act_fn, run_episodes
-    from trex.core.runs import append_csv_rows, csv_column_values, drop_csv_rows, fault_point
+    from trex.common.envs import check_distribution_mode, check_env_name
+    from trex.common.files import append_csv_rows, csv_column_values, drop_csv_rows
+    from trex.common.runs import fault_point
+    from trex.rl.evaluation import load_act_fn, run_episodes
 
     seed_everything(args.seed)  # the policy samples its actions with torch's generator
     act_fn, meta = load_act_fn(args.load_path, args.env_name, device=args.device,

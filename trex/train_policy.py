@@ -14,11 +14,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from trex.core.device import PRECISIONS
-from trex.core.runs import (
-    UserError, add_config_flag, cli_entry, nonnegative_int, parse_args, positive_float,
-    positive_int, seed_everything, setup_logging, str2bool, write_run_config,
+from trex.common.cli import (
+    add_config_flag,
+    cli_entry,
+    nonnegative_int,
+    parse_args,
+    positive_float,
+    positive_int,
+    setup_logging,
+    str2bool,
 )
+from trex.common.device import PRECISIONS
+from trex.common.errors import UserError
+from trex.common.runs import seed_everything, write_run_config
 
 log = logging.getLogger("trex.train_policy")
 
@@ -99,7 +107,7 @@ def reward_setup(args: argparse.Namespace):
     if len(chosen) > 1:
         raise UserError("choose one of --rm_id, --reward_model and --constant_reward")
     if args.constant_reward is not None:
-        from trex.core.reward_wrappers import ConstantRewardVecEnv
+        from trex.rl.reward_wrappers import ConstantRewardVecEnv
 
         c = args.constant_reward
         return (lambda env: ConstantRewardVecEnv(env, c)), {"reward": f"constant:{c:g}"}, f"constant_{c:g}"
@@ -107,8 +115,9 @@ def reward_setup(args: argparse.Namespace):
         if args.use_sigmoid:
             raise UserError("--use_sigmoid needs a learned reward (--rm_id or --reward_model)")
         return None, {"reward": "true"}, None
-    from trex.core.reward_model import load_reward_function, resolve_reward_model
-    from trex.core.reward_wrappers import LearnedRewardVecEnv
+    from trex.reward.model_file import load_reward_function
+    from trex.reward.registry import resolve_reward_model
+    from trex.rl.reward_wrappers import LearnedRewardVecEnv
 
     path = resolve_reward_model(args.reward_model or args.rm_id,
                                 None if args.reward_model else args.reward_csv)
@@ -126,9 +135,14 @@ def reward_setup(args: argparse.Namespace):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     setup_logging()
-    from trex.core.envs import check_distribution_mode, check_env_name, training_pool
-    from trex.core.policy import is_weights_file
-    from trex.core.ppo_training import PPOConfig, check_run_dir, find_resume_checkpoint, train_ppo
+    from trex.common.envs import check_distribution_mode, check_env_name, training_pool
+    from trex.rl.checkpoints import is_weights_file
+    from trex.rl.training import (
+        PPOConfig,
+        check_run_dir,
+        find_resume_checkpoint,
+        train_ppo,
+    )
 
     check_env_name(args.env_name)
     check_distribution_mode(args.distribution_mode)
@@ -159,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device,
     )
     if load_path is not None:
-        from trex.core.policy import check_checkpoint_env, read_checkpoint_meta
+        from trex.rl.checkpoints import check_checkpoint_env, read_checkpoint_meta
 
         # clear errors before anything is written
         check_checkpoint_env(read_checkpoint_meta(load_path), load_path, args.env_name)
@@ -180,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("done: %d steps, %.0f steps/s, mean training return %.2f, last checkpoint %s",
              summary["timesteps"], summary["steps_per_s"], summary["mean_return"],
              summary["last_checkpoint"])
-    from trex.core.sweeps import write_stage_result
+    from trex.sweeps.stages import write_stage_result
 
     write_stage_result(run_dir=str(run_dir), **summary)  # for run_experiments' manifest
     return 0

@@ -19,14 +19,22 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from trex.core.runs import (
-    UserError, add_config_flag, cli_entry, drop_csv_rows, fault_point, nonnegative_int, parse_args, positive_float,
-    positive_int, str2bool,
+from trex.common.cli import (
+    add_config_flag,
+    cli_entry,
+    nonnegative_int,
+    parse_args,
+    positive_float,
+    positive_int,
+    str2bool,
 )
+from trex.common.errors import UserError
+from trex.common.files import drop_csv_rows
+from trex.common.runs import fault_point
 
 log = logging.getLogger("trex.train_reward")
 
-#: the test metrics of trex.core.metrics.reward_metrics written to rm_infos (with intervals)
+#: the test metrics of trex.reward.metrics.reward_metrics written to rm_infos (with intervals)
 RESULT_METRICS: tuple[str, ...] = tuple(
     f"{name}{suffix}" for name in ("pearson", "spearman", "baseline_pearson", "baseline_spearman",
                                    "partial", "window_pearson")
@@ -168,7 +176,8 @@ _NOT_IDENTITY = {"config", "overwrite", "log_dir", "save_dir", "save_name", "dev
 def finished_row(rm_csv: Path, rm_id: str, model_path: Path, args: argparse.Namespace) -> dict | None:
     """The rm_infos row of this run if it already finished (row and model file there), else
     None. UserError if ``rm_id`` was made by a different run (other flags, same seed)."""
-    from trex.core.reward_model import read_metadata, read_rm_infos
+    from trex.reward.model_file import read_metadata
+    from trex.reward.registry import read_rm_infos
 
     if not rm_csv.is_file() or rm_csv.stat().st_size == 0:
         return None
@@ -205,7 +214,7 @@ def _run_dir(log_dir: str, rm_id: str) -> Path:
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    from trex.core.runs import setup_logging
+    from trex.common.cli import setup_logging
 
     setup_logging()
     t_start = time.perf_counter()
@@ -213,16 +222,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
     import pandas as pd
 
-    from trex.core.device import pick_device, use_bf16
-    from trex.core.envs import check_env_name
-    from trex.core.reward_model import (
-        MODEL_SUFFIX, RM_COLUMNS, model_dir_name, prepare_net, rm_csv_name, rm_id_from_seed,
-        save_reward_model,
-    )
-    from trex.core.reward_variants import check_variant
-    from trex.core.reward_training import DemoSpec, choose_demos, fit_reward_model
-    from trex.core.runs import append_csv_rows, seed_everything, write_run_config, write_text_atomic
-    from trex.core.trex_learning import TrexConfig
+    from trex.common.device import pick_device, use_bf16
+    from trex.common.envs import check_env_name
+    from trex.common.files import append_csv_rows, write_text_atomic
+    from trex.common.runs import seed_everything, write_run_config
+    from trex.reward.model_file import MODEL_SUFFIX, save_reward_model
+    from trex.reward.nets import RM_COLUMNS, prepare_net
+    from trex.reward.registry import model_dir_name, rm_csv_name, rm_id_from_seed
+    from trex.reward.training import DemoSpec, choose_demos, fit_reward_model
+    from trex.reward.trex import TrexConfig
+    from trex.reward.variants import check_variant
 
     check_env_name(args.env_name)
     if args.min_snippet_length >= args.max_snippet_length:
@@ -257,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = None if args.overwrite else finished_row(rm_csv, rm_id, model_path, args)
     if done is not None:
         log.info("reward model %s is already complete (%s has its row): nothing to do", rm_id, rm_csv)
-        from trex.core.sweeps import write_stage_result
+        from trex.sweeps.stages import write_stage_result
 
         write_stage_result(**done)
         return 0
@@ -344,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         drop_csv_rows(rm_csv, "rm_id", {rm_id})
     append_csv_rows(rm_csv, [row], columns=RM_COLUMNS, unique="rm_id")
     log.info("saved %s and a row in %s", model_path, rm_csv)
-    from trex.core.sweeps import write_stage_result
+    from trex.sweeps.stages import write_stage_result
 
     write_stage_result(**row)  # run_experiments' manifest (no-op outside a sweep)
     shown = ("rm_id", "variant", "num_dems", "val_acc", "test_acc", "pearson", "baseline_pearson", "partial",

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from trex.core.runs import UserError, add_config_flag, cli_entry, parse_args, positive_int, setup_logging
+from trex.common.cli import (
+    add_config_flag,
+    cli_entry,
+    parse_args,
+    positive_int,
+    setup_logging,
+)
+from trex.common.errors import UserError
 
 log = logging.getLogger("trex.visualize_demo")
 
@@ -111,7 +118,7 @@ def annotate_demo(observations: np.ndarray, rewards: np.ndarray, scale: int = 4,
     return so far (rewards received before the frame) and the step; the last frame is
     repeated ``hold`` times showing the final return.
     """
-    from trex.core.video import upscale
+    from trex.common.video import upscale
 
     obs = np.asarray(observations)
     rew = np.asarray(rewards, dtype=np.float64)
@@ -141,8 +148,8 @@ def annotate_demo(observations: np.ndarray, rewards: np.ndarray, scale: int = 4,
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     setup_logging()
-    from trex.core.demos import DemoIndex
-    from trex.core.video import write_mp4
+    from trex.common.video import write_mp4
+    from trex.demos.store import DemoIndex
 
     if args.scale > 16:
         raise UserError(f"--scale {args.scale} is too large (at most 16)")

@@ -12,11 +12,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from trex.core.device import PRECISIONS
-from trex.core.runs import (
-    add_config_flag, cli_entry, nonnegative_int, parse_args, positive_int,
-    seed_everything, setup_logging, str2bool,
+from trex.common.cli import (
+    add_config_flag,
+    cli_entry,
+    nonnegative_int,
+    parse_args,
+    positive_int,
+    setup_logging,
+    str2bool,
 )
+from trex.common.device import PRECISIONS
+from trex.common.runs import seed_everything
 
 log = logging.getLogger("trex.visualize_policy")
 
@@ -53,9 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from trex.core.envs import check_distribution_mode, check_env_name, make_procgen_env
-    from trex.core.evaluation import load_act_fn
-    from trex.core.video import tile, upscale, write_mp4
+    from trex.common.envs import (
+        check_distribution_mode,
+        check_env_name,
+        make_procgen_env,
+    )
+    from trex.common.video import tile, upscale, write_mp4
+    from trex.rl.evaluation import load_act_fn
 
     seed_everything(args.seed)  # the policy samples its actions with torch's generator
     act_fn, meta = load_act_fn(args.load_path, args.env_name, device=args.device,

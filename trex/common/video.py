@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from trex.core.runs import atomic_path
+from trex.common.files import atomic_path
 
 log = logging.getLogger(__name__)
 

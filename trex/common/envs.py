@@ -22,7 +22,7 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvStepReturn
 
-from trex.core.runs import UserError
+from trex.common.errors import UserError
 
 log = logging.getLogger(__name__)
 

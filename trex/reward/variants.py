@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trex.core.runs import UserError
+from trex.common.errors import UserError
 
 #: reward network architectures: the seed project's small CNN, the IMPALA CNN encoder
 ARCHITECTURES: tuple[str, ...] = ("seed_cnn", "impala")
@@ -33,7 +33,7 @@ AUGMENTATIONS: tuple[str, ...] = ("none", "shift")
 SHIFT_PAD = 4
 
 
-#: how train_trex picks the epoch it keeps (:func:`trex.core.trex_learning.selection_score`)
+#: how train_trex picks the epoch it keeps (:func:`trex.reward.trex.selection_score`)
 SELECTIONS = ("val_acc", "val_loss", "last")
 
 

@@ -81,7 +81,7 @@ class LearnedRewardVecEnv(ReplacedRewardVecEnv):
     """The reward network's prediction ``r(o_t)`` (optionally squashed by a sigmoid, as the
     seed project's ``--use_sigmoid``) replaces the game's reward.
 
-    With ``reward_fn.frame_stack`` K > 1 (a :class:`trex.core.reward_model.RewardFunction`
+    With ``reward_fn.frame_stack`` K > 1 (a :class:`trex.reward.model_file.RewardFunction`
     of a frame-stacking model), each environment keeps its last K observations
     (N, K, 3, 64, 64), the episode's first repeated until there are K, and the reward
     function gets these stacks.

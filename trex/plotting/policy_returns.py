@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trex.core.plots import _new_figure, save_png
-from trex.core.runs import UserError, read_csv_checked
+from trex.common.errors import UserError
+from trex.common.files import read_csv_checked
+from trex.plotting.correlations import _new_figure, save_png
 
 TRUE_RETURN_COLUMNS = ("true_return_mean", "ep_return_mean")
 

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trex.core.runs import atomic_path
-
+from trex.common.files import atomic_path
 
 
 def _new_figure(figsize: tuple[float, float]):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trex.core.envs import make_procgen_env
-from trex.core.runs import UserError
+from trex.common.envs import make_procgen_env
+from trex.common.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,9 @@ def load_act_fn(load_path: str, env_name: str | None, *, device: str = "auto",
         if env_name is None:
             raise UserError("--env_name is required with --load_path random")
         return random_act_fn(seed), {"env_name": env_name}
-    from trex.core.device import pick_device
-    from trex.core.policy import act, load_policy
+    from trex.common.device import pick_device
+    from trex.rl.checkpoints import load_policy
+    from trex.rl.policy import act
 
     policy, meta = load_policy(load_path, pick_device(device), precision, expected_env=env_name)
     return (lambda obs: act(policy, obs, deterministic)), meta

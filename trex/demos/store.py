@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trex.core.runs import UserError, fault_point
+from trex.common.errors import UserError
+from trex.common.runs import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +352,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 def _fill_pool_columns(df: pd.DataFrame) -> None:
     """Pool columns as int64/bool; rows of indexes written before pools were recorded get the
     pools every demo then came from: the whole training or test range, backgrounds on."""
-    from trex.core.envs import TEST_LEVELS, TRAIN_LEVELS
+    from trex.common.envs import TEST_LEVELS, TRAIN_LEVELS
 
     test = (df["set_name"] == "test").to_numpy()
     for col, i in (("start_level", 0), ("num_levels", 1)):

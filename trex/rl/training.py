@@ -26,13 +26,21 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from trex.core.device import pick_device
-from trex.core.envs import make_procgen_env
-from trex.core.policy import (
-    MANIFEST_NAME, append_manifest, build_ppo, check_checkpoint_env, is_weights_file,
-    read_checkpoint_meta, restore_training_state, save_checkpoint,
+from trex.common.device import pick_device
+from trex.common.envs import make_procgen_env
+from trex.common.errors import UserError
+from trex.common.files import append_csv_rows
+from trex.common.runs import fault_point
+from trex.rl.checkpoints import (
+    MANIFEST_NAME,
+    append_manifest,
+    check_checkpoint_env,
+    is_weights_file,
+    read_checkpoint_meta,
+    restore_training_state,
+    save_checkpoint,
 )
-from trex.core.runs import UserError, append_csv_rows, fault_point
+from trex.rl.policy import build_ppo
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +189,7 @@ def find_resume_checkpoint(load_path: str | Path) -> Path:
     """A checkpoint file (.zip or weights-only .safetensors), or a checkpoint directory's
     latest checkpoint by timesteps (a training run's or an export_policy folder's; at equal
     timesteps a .zip, which holds the optimizer state too, wins)."""
-    from trex.core.policy import read_manifest
+    from trex.rl.checkpoints import read_manifest
 
     path = Path(load_path)
     if path.is_dir():

@@ -6,8 +6,8 @@ The procedure ``train_reward`` runs, usable from Python (and by ``eval_reward``)
    silently), ranked by their true return or, reward-free (D-REX, Brown et al. 2019,
    arXiv 1907.03976), by the demonstrator's noise level or checkpoint age; ``num_dems`` of
    them spread over the ranking (the seed's selection), and the held-out test demos.
-2. :func:`fit_reward_model`: T-REX training (:mod:`trex.core.trex_learning`), then every
-   metric of :func:`trex.core.metrics.reward_metrics` on all test demos.
+2. :func:`fit_reward_model`: T-REX training (:mod:`trex.reward.pairs`), then every
+   metric of :func:`trex.reward.metrics.reward_metrics` on all test demos.
 
 With a ranking other than ``return`` the true reward of the training demos is never read:
 not for labels, not for choosing demos, not for the split (tested: replacing every return
@@ -24,14 +24,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trex.core.demos import POOL_COLUMNS, DemoIndex
-from trex.core.metrics import DEFAULT_WINDOW, NUM_BOOTSTRAP, model_agreement, reward_metrics
-from trex.core.reward_variants import ensemble_spread
-from trex.core.runs import UserError
-from trex.core.trex_learning import (
-    DemoSet, TrexConfig, TrexResult, check_pairable, frame_rewards, make_data, select_demos,
-    split_train_val,
+from trex.common.errors import UserError
+from trex.demos.store import POOL_COLUMNS, DemoIndex
+from trex.reward.metrics import (
+    DEFAULT_WINDOW,
+    NUM_BOOTSTRAP,
+    model_agreement,
+    reward_metrics,
 )
+from trex.reward.pairs import DemoSet, check_pairable, select_demos, split_train_val
+from trex.reward.trex import TrexConfig, TrexResult, frame_rewards, make_data
+from trex.reward.variants import ensemble_spread
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +190,7 @@ def choose_demos(spec: DemoSpec, rng: np.random.Generator) -> DemoChoice:
 @dataclass
 class RewardFit:
     """What :func:`fit_reward_model` returns: the trained net (best validation epoch), the
-    training outcome and the test metrics (:func:`trex.core.metrics.reward_metrics`)."""
+    training outcome and the test metrics (:func:`trex.reward.metrics.reward_metrics`)."""
 
     net: Any
     result: TrexResult
@@ -204,7 +207,7 @@ def fit_reward_model(net: Any, choice: DemoChoice, demos: DemoSet, test: DemoSet
                      on_epoch: Callable[[dict[str, float]], None] | None = None) -> RewardFit:
     """Train ``net`` on the chosen demos (``demos``, ``test``: :meth:`DemoChoice.load`) with
     T-REX, then measure it on all test demos of the choice."""
-    from trex.core.trex_learning import train_trex
+    from trex.reward.trex import train_trex
 
     data = make_data(demos, test, cfg, rng, *choice.split())
     if demos.rank_keys is None:
@@ -284,7 +287,7 @@ def evaluate_reward_models(reward_fns: Sequence[Callable[[np.ndarray], np.ndarra
                            num_bootstrap: int = NUM_BOOTSTRAP, seed: int = 0
                            ) -> tuple[list[dict[str, float]], dict[str, Any]]:
     """Every metric for each of K reward functions on the demos ``ids`` of ``index``, and
-    their agreement (EPIC Pearson distances, :func:`trex.core.metrics.model_agreement`).
+    their agreement (EPIC Pearson distances, :func:`trex.reward.metrics.model_agreement`).
     Returns (one metrics dict per model, agreement dict)."""
     if len(ids) < 2:
         raise UserError(f"need at least 2 demos to evaluate on, got {len(ids)}")
