@@ -37,11 +37,15 @@ from trex.rl.policy import ImpalaPolicy, precision_flags
 
 
 def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (expert runs used 1)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32"))
     p.add_argument("--num_envs", type=int, default=64)
-    p.add_argument("--minibatch", type=int, default=2048, help="64 envs x 256 steps / 8 minibatches")
+    p.add_argument(
+        "--minibatch", type=int, default=2048, help="64 envs x 256 steps / 8 minibatches"
+    )
     p.add_argument("--ppo_epochs", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--progress", nargs="*", default=[], help="progress.csv files of expert runs")
@@ -54,6 +58,7 @@ def timed(fn, repeats: int, device: torch.device) -> float:
 
     On CUDA each call is closed by a synchronize, so the time covers the GPU work, not only its launch.
     """
+
     def call() -> None:
         fn()
         if device.type == "cuda":
@@ -74,11 +79,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = pick_device("auto")
     flags = precision_flags(args.precision, device)
-    policy = ImpalaPolicy(spaces.Box(0, 255, (3, 64, 64), np.uint8), spaces.Discrete(NUM_ACTIONS),
-                          lambda _: 5e-4, **flags).to(device)
+    policy = ImpalaPolicy(
+        spaces.Box(0, 255, (3, 64, 64), np.uint8),
+        spaces.Discrete(NUM_ACTIONS),
+        lambda _: 5e-4,
+        **flags,
+    ).to(device)
     rng = np.random.default_rng(0)
-    rollout_obs = torch.as_tensor(rng.integers(0, 255, (args.num_envs, 3, 64, 64), dtype=np.uint8), device=device)
-    batch_obs = torch.as_tensor(rng.integers(0, 255, (args.minibatch, 3, 64, 64), dtype=np.uint8), device=device)
+    rollout_obs = torch.as_tensor(
+        rng.integers(0, 255, (args.num_envs, 3, 64, 64), dtype=np.uint8), device=device
+    )
+    batch_obs = torch.as_tensor(
+        rng.integers(0, 255, (args.minibatch, 3, 64, 64), dtype=np.uint8), device=device
+    )
     actions = torch.as_tensor(rng.integers(0, NUM_ACTIONS, args.minibatch), device=device)
 
     @torch.no_grad()
@@ -100,9 +113,12 @@ def main() -> None:
     ceiling = 1.0 / (1.0 / rollout_rate + args.ppo_epochs / train_rate)
     result = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "torch": torch.__version__, "threads": args.threads, "device": str(device),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "bf16": bool(flags["bf16"]), "channels_last": bool(flags["channels_last"]),
+        "bf16": bool(flags["bf16"]),
+        "channels_last": bool(flags["channels_last"]),
         "rollout_forward_samples_per_s": round(rollout_rate, 1),
         "train_fwd_bwd_samples_per_s": round(train_rate, 1),
         "ppo_ceiling_env_steps_per_s": round(ceiling, 1),
@@ -115,8 +131,11 @@ def main() -> None:
         fps = np.diff(df["timesteps"].to_numpy()) / np.diff(df["elapsed_s"].to_numpy())
         fps = fps[np.isfinite(fps) & (fps > 0)]
         med = float(np.median(fps[1:] if len(fps) > 1 else fps)) if len(fps) else float("nan")
-        result["runs"][path] = {"env_steps_per_s": round(med, 1), "fraction_of_ceiling": round(med / ceiling, 3),
-                                "timesteps": int(df["timesteps"].iloc[-1])}
+        result["runs"][path] = {
+            "env_steps_per_s": round(med, 1),
+            "fraction_of_ceiling": round(med / ceiling, 3),
+            "timesteps": int(df["timesteps"].iloc[-1]),
+        }
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

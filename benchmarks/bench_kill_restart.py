@@ -38,19 +38,66 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TINY = ["--num_snippets", "100", "--min_snippet_length", "3", "--max_snippet_length", "8",
-        "--epoch_size", "32", "--batch_size", "16",
-        "--num_val_snippets", "32", "--num_test_snippets", "32", "--num_bootstrap", "50", "--window", "5"]
+TINY = [
+    "--num_snippets",
+    "100",
+    "--min_snippet_length",
+    "3",
+    "--max_snippet_length",
+    "8",
+    "--epoch_size",
+    "32",
+    "--batch_size",
+    "16",
+    "--num_val_snippets",
+    "32",
+    "--num_test_snippets",
+    "32",
+    "--num_bootstrap",
+    "50",
+    "--window",
+    "5",
+]
 
 
-def sweep_cmd(work: Path, csv: Path, launcher: str, timeout_min: int = 10, epochs: int = 2) -> list[str]:
+def sweep_cmd(
+    work: Path, csv: Path, launcher: str, timeout_min: int = 10, epochs: int = 2
+) -> list[str]:
     flags = [*TINY, "--max_num_epochs", str(epochs), "--patience", str(epochs)]
-    cmd = [sys.executable, "-m", "trex.run_experiments", "--env_name", "starpilot", "--num_dems", "8",
-           "--num_seeds", "6", "--pass_args",
-           " ".join([*flags, "--demo_csv", str(csv), "--save_dir", str(work / "rm"),
-                     "--log_dir", str(work / "logs")])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trex.run_experiments",
+        "--env_name",
+        "starpilot",
+        "--num_dems",
+        "8",
+        "--num_seeds",
+        "6",
+        "--pass_args",
+        " ".join(
+            [
+                *flags,
+                "--demo_csv",
+                str(csv),
+                "--save_dir",
+                str(work / "rm"),
+                "--log_dir",
+                str(work / "logs"),
+            ]
+        ),
+    ]
     if launcher == "slurm":
-        cmd += ["--launcher", "slurm", "--cpus_per_job", "1", "--mem_gb", "2", "--timeout_min", str(timeout_min)]
+        cmd += [
+            "--launcher",
+            "slurm",
+            "--cpus_per_job",
+            "1",
+            "--mem_gb",
+            "2",
+            "--timeout_min",
+            str(timeout_min),
+        ]
     else:
         cmd += ["--jobs", "2"]
     return cmd
@@ -83,17 +130,31 @@ def check(work: Path) -> dict[str, int]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--launcher", choices=("local", "slurm"), default="local")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--kill", choices=("signal", "timelimit"), default="signal",
-                   help="signal: SIGKILL / scancel after a random delay; timelimit (SLURM): tasks past "
-                        "a short time limit")
-    p.add_argument("--first_timeout_min", type=int, default=2,
-                   help="--kill timelimit: the first attempt's time limit per task (minutes)")
-    p.add_argument("--slow_epochs", type=int, default=400,
-                   help="--kill timelimit: epochs per run (enough to outlast the first time limit)")
+    p.add_argument(
+        "--kill",
+        choices=("signal", "timelimit"),
+        default="signal",
+        help="signal: SIGKILL / scancel after a random delay; timelimit (SLURM): tasks past "
+        "a short time limit",
+    )
+    p.add_argument(
+        "--first_timeout_min",
+        type=int,
+        default=2,
+        help="--kill timelimit: the first attempt's time limit per task (minutes)",
+    )
+    p.add_argument(
+        "--slow_epochs",
+        type=int,
+        default=400,
+        help="--kill timelimit: epochs per run (enough to outlast the first time limit)",
+    )
     p.add_argument("--out", default=None)
     args = p.parse_args()
     if args.kill == "timelimit" and args.launcher != "slurm":
@@ -108,29 +169,48 @@ def main() -> None:
         return time_limit_trials(args, store, base, env)
     # an uninterrupted sweep first: how long one takes sets the range of kill times
     t0 = time.time()
-    ref = subprocess.run(sweep_cmd(base / "ref", store, args.launcher), env=env, cwd=ROOT,
-                         capture_output=True, text=True)
+    ref = subprocess.run(
+        sweep_cmd(base / "ref", store, args.launcher),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     full = time.time() - t0
     assert ref.returncode == 0, ref.stderr[-2000:]
     trials = []
     for k in range(args.trials):
         work = base / f"trial{k}"
         delay = rng.uniform(0.5, full)
-        proc = subprocess.Popen(sweep_cmd(work, store, args.launcher), env=env, cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            sweep_cmd(work, store, args.launcher),
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         time.sleep(delay)
         finished_first = proc.poll() is not None
         if not finished_first:
             kill_everything(work, proc, args.launcher)
-        restart = subprocess.run(sweep_cmd(work, store, args.launcher), env=env, cwd=ROOT,
-                                 capture_output=True, text=True)
-        result = {"trial": k, "kill_after_s": round(delay, 2), "killed": not finished_first,
-                  "restart_exit": restart.returncode, **check(work)}
+        restart = subprocess.run(
+            sweep_cmd(work, store, args.launcher), env=env, cwd=ROOT, capture_output=True, text=True
+        )
+        result = {
+            "trial": k,
+            "kill_after_s": round(delay, 2),
+            "killed": not finished_first,
+            "restart_exit": restart.returncode,
+            **check(work),
+        }
         trials.append(result)
         print(json.dumps(result), flush=True)
     killed = [t for t in trials if t["killed"]]
     summary = {
-        "launcher": args.launcher, "trials": len(trials), "killed": len(killed),
+        "launcher": args.launcher,
+        "trials": len(trials),
+        "killed": len(killed),
         "uninterrupted_sweep_s": round(full, 1),
         "duplicate_rows": sum(t["duplicate_rows"] for t in trials),
         "missing_models": sum(t["rows_without_model"] for t in trials),
@@ -159,23 +239,45 @@ def time_limit_trials(args: argparse.Namespace, store: Path, base: Path, env: di
     for k in range(args.trials):
         work = base / f"timelimit{k}"
         t0 = time.time()
-        first = subprocess.run(sweep_cmd(work, store, "slurm", args.first_timeout_min, args.slow_epochs), env=env, cwd=ROOT,
-                               capture_output=True, text=True)
+        first = subprocess.run(
+            sweep_cmd(work, store, "slurm", args.first_timeout_min, args.slow_epochs),
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         first_s = time.time() - t0
         manifest = pd.read_csv(work / "rm" / "sweep_manifest.csv", dtype={"rm_id": str})
         cut = int((manifest["status"] != "done").sum())
         # runs whose training had begun when the time limit ended them (mid-run cuts)
-        mid_run = sum(1 for log in (work / "rm" / "sweep_runs").glob("*/log.txt")
-                      if "epoch " in log.read_text(errors="replace")
-                      and '"done"' not in _read(log.parent / "status.json"))
-        restart = subprocess.run(sweep_cmd(work, store, "slurm", 30, args.slow_epochs), env=env, cwd=ROOT,
-                                 capture_output=True, text=True)
-        result = {"trial": k, "first_attempt_s": round(first_s, 1), "first_exit": first.returncode,
-                  "runs_cut_by_time_limit": cut, "cut_mid_training": mid_run, "restart_exit": restart.returncode, **check(work)}
+        mid_run = sum(
+            1
+            for log in (work / "rm" / "sweep_runs").glob("*/log.txt")
+            if "epoch " in log.read_text(errors="replace")
+            and '"done"' not in _read(log.parent / "status.json")
+        )
+        restart = subprocess.run(
+            sweep_cmd(work, store, "slurm", 30, args.slow_epochs),
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        result = {
+            "trial": k,
+            "first_attempt_s": round(first_s, 1),
+            "first_exit": first.returncode,
+            "runs_cut_by_time_limit": cut,
+            "cut_mid_training": mid_run,
+            "restart_exit": restart.returncode,
+            **check(work),
+        }
         trials.append(result)
         print(json.dumps(result), flush=True)
     summary = {
-        "launcher": "slurm", "kill": "timelimit", "trials": len(trials),
+        "launcher": "slurm",
+        "kill": "timelimit",
+        "trials": len(trials),
         "runs_cut_by_time_limit": sum(t["runs_cut_by_time_limit"] for t in trials),
         "cut_mid_training": sum(t["cut_mid_training"] for t in trials),
         "duplicate_rows": sum(t["duplicate_rows"] for t in trials),

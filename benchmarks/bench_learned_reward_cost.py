@@ -29,9 +29,19 @@ def steps_per_s(args: argparse.Namespace, reward_fn: RewardFunction | None, seed
     env = make_procgen_env(args.env_name, args.num_envs, seed=seed)
     inner = LearnedRewardVecEnv(env, reward_fn) if reward_fn is not None else env
     venv = VecNormalize(inner, norm_obs=False, norm_reward=True, gamma=0.999)
-    model = build_ppo(venv, nsteps=args.nsteps, nminibatches=8, ppo_epochs=3, learning_rate=5e-4,
-                      gamma=0.999, lam=0.95, clip_range=0.2, ent_coef=0.01, seed=seed,
-                      device=torch.device("cpu"))
+    model = build_ppo(
+        venv,
+        nsteps=args.nsteps,
+        nminibatches=8,
+        ppo_epochs=3,
+        learning_rate=5e-4,
+        gamma=0.999,
+        lam=0.95,
+        clip_range=0.2,
+        ent_coef=0.01,
+        seed=seed,
+        device=torch.device("cpu"),
+    )
     per_update = args.num_envs * args.nsteps
     model.learn(per_update)
     t0 = time.perf_counter()
@@ -41,8 +51,11 @@ def steps_per_s(args: argparse.Namespace, reward_fn: RewardFunction | None, seed
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reward_model", default=None,
-                   help="a trained .safetensors (default: a fresh network of the same architecture)")
+    p.add_argument(
+        "--reward_model",
+        default=None,
+        help="a trained .safetensors (default: a fresh network of the same architecture)",
+    )
     p.add_argument("--env_name", default="starpilot")
     p.add_argument("--num_envs", type=int, default=32)
     p.add_argument("--nsteps", type=int, default=128)
@@ -55,7 +68,9 @@ def main() -> None:
     if args.reward_model:
         reward_fn = load_reward_function(args.reward_model, env_name=args.env_name, device="cpu")
     else:
-        reward_fn = RewardFunction(prepare_net(build_net(), device), {}, device, use_bf16("auto", device))
+        reward_fn = RewardFunction(
+            prepare_net(build_net(), device), {}, device, use_bf16("auto", device)
+        )
     results: dict[str, list[float]] = {"true": [], "learned": []}
     for rep in range(args.repeats):
         for name, fn in (("true", None), ("learned", reward_fn)):
@@ -63,9 +78,18 @@ def main() -> None:
             results[name].append(sps)
             print(f"rep {rep} {name:>7}: {sps:7.1f} env-steps/s", flush=True)
     true, learned = (sum(v) / len(v) for v in (results["true"], results["learned"]))
-    print(json.dumps({"config": vars(args), "true_steps_per_s": round(true, 1),
-                      "learned_steps_per_s": round(learned, 1),
-                      "slowdown_pct": round(100 * (1 - learned / true), 1), "runs": results}, indent=1))
+    print(
+        json.dumps(
+            {
+                "config": vars(args),
+                "true_steps_per_s": round(true, 1),
+                "learned_steps_per_s": round(learned, 1),
+                "slowdown_pct": round(100 * (1 - learned / true), 1),
+                "runs": results,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

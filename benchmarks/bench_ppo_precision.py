@@ -23,11 +23,26 @@ from trex.rl.policy import build_ppo
 
 def time_updates(precision: str, args: argparse.Namespace, seed: int) -> float:
     """Env-steps/s over ``args.updates`` PPO updates after one warm-up update."""
-    env = VecNormalize(make_procgen_env(args.env_name, args.num_envs, seed=seed),
-                       norm_obs=False, norm_reward=True, gamma=0.999)
-    model = build_ppo(env, nsteps=args.nsteps, nminibatches=args.nminibatches, ppo_epochs=3,
-                      learning_rate=5e-4, gamma=0.999, lam=0.95, clip_range=0.2, ent_coef=0.01,
-                      seed=seed, device=torch.device("cpu"), precision=precision)
+    env = VecNormalize(
+        make_procgen_env(args.env_name, args.num_envs, seed=seed),
+        norm_obs=False,
+        norm_reward=True,
+        gamma=0.999,
+    )
+    model = build_ppo(
+        env,
+        nsteps=args.nsteps,
+        nminibatches=args.nminibatches,
+        ppo_epochs=3,
+        learning_rate=5e-4,
+        gamma=0.999,
+        lam=0.95,
+        clip_range=0.2,
+        ent_coef=0.01,
+        seed=seed,
+        device=torch.device("cpu"),
+        precision=precision,
+    )
     per_update = args.num_envs * args.nsteps
     model.learn(per_update)  # warm-up
     t0 = time.perf_counter()
@@ -43,7 +58,9 @@ def main() -> None:
     p.add_argument("--nminibatches", type=int, default=8)
     p.add_argument("--updates", type=int, default=2, help="timed updates per repetition")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     results: dict[str, list[float]] = {"fast": [], "fp32": []}
@@ -54,10 +71,14 @@ def main() -> None:
             print(f"rep {rep} {name:>4}: {sps:7.1f} env-steps/s", flush=True)
     fast, fp32 = (sum(v) / len(v) for v in (results["fast"], results["fp32"]))
     summary = {
-        "config": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "config": vars(args),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
-        "fast_steps_per_s": round(fast, 1), "fp32_steps_per_s": round(fp32, 1),
-        "ratio": round(fast / fp32, 2), "runs": results,
+        "fast_steps_per_s": round(fast, 1),
+        "fp32_steps_per_s": round(fp32, 1),
+        "ratio": round(fast / fp32, 2),
+        "runs": results,
     }
     print(json.dumps(summary, indent=1))
 

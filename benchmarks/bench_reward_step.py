@@ -1,12 +1,12 @@
-"""Benchmark: the cost of one T-REX training step on one pair, the seed's way and ours.
+"""Benchmark: the cost of one T-REX training step on one pair, the original project's way and ours.
 
-What bounds train_reward's speed-up over the seed's loop at equal quality (issue 10). The
-seed's loop reaches its best validation accuracy after ~1000 single-pair Adam steps
+What bounds train_reward's speed-up over the original project's loop at equal quality (issue 10). The
+original loop reaches its best validation accuracy after ~1000 single-pair Adam steps
 (bench_train_reward.py); a trainer that follows the same optimiser can only be faster by
 making each step cheaper and evaluating more cheaply. This script times that step, in one
 process, on the same frames:
 
-* ``seed``: the seed's step as benchmarks/reference_trex.py has it (fp32, NCHW, each snippet
+* ``seed``: the original project's step as benchmarks/reference_trex.py has it (fp32, NCHW, each snippet
   through the network on its own, CrossEntropy + L1, Adam);
 * ``ours``: trex.reward.trex.train_step on a one-pair batch (bf16 autocast +
   channels_last, both snippets' distinct frames in one pass), what ``--batch_size 1`` runs;
@@ -15,7 +15,7 @@ process, on the same frames:
 * ``ours_plain``: fp32 in the standard NCHW layout, what ``--precision fp32`` runs;
 
 plus the forward-only rate per frame (what evaluation costs) and, for ``ours``, the share of
-the step each operator takes (torch.profiler), and the best case it implies: the seed's
+the step each operator takes (torch.profiler), and the best case it implies: the original project's
 1000 steps in ``ours`` steps with free evaluation.
 
     python benchmarks/bench_reward_step.py --threads 1 --out bench_reward_step.json
@@ -42,21 +42,38 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from reference_trex import SeedRewardNet  # noqa: E402
 
 from trex.common.device import autocast, use_bf16
-from trex.reward.nets import RewardNet, prepare_net
+from trex.reward.nets import CnnRewardNet, prepare_net
 from trex.reward.pairs import DemoSet, PairSet
 from trex.reward.trex import train_step
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as bench_train_reward)")
-    p.add_argument("--snippet_length", type=int, default=60,
-                   help="frames per snippet (default 60, the mean of the seed's 20-100)")
-    p.add_argument("--repeats", type=int, default=30, help="timed steps per trainer (after 5 warm-up steps)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="rounds over the trainers, interleaved; the median round is reported")
-    p.add_argument("--demo_csv", default=None,
-                   help="take the two snippets from the first two demos of this store (default: random pixels)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1, as bench_train_reward)"
+    )
+    p.add_argument(
+        "--snippet_length",
+        type=int,
+        default=60,
+        help="frames per snippet (default 60, the mean of the original project's 20-100)",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=30, help="timed steps per trainer (after 5 warm-up steps)"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds over the trainers, interleaved; the median round is reported",
+    )
+    p.add_argument(
+        "--demo_csv",
+        default=None,
+        help="take the two snippets from the first two demos of this store (default: random pixels)",
+    )
     p.add_argument("--out", default=None, help="write the results as JSON here")
     return p.parse_args(argv)
 
@@ -73,7 +90,7 @@ def snippet_frames(args: argparse.Namespace) -> np.ndarray:
     if len(long_enough.df) < 2:
         raise SystemExit(f"--demo_csv {args.demo_csv}: fewer than two demos of {n}+ frames")
     demos = DemoSet.from_index(long_enough, long_enough.ids()[:2])
-    return np.concatenate([demos.frames[demos.offsets[i]:demos.offsets[i] + n] for i in range(2)])
+    return np.concatenate([demos.frames[demos.offsets[i] : demos.offsets[i] + n] for i in range(2)])
 
 
 def timed(step, repeats: int) -> float:
@@ -107,16 +124,21 @@ def make_trainers(frames: np.ndarray, n: int) -> dict[str, tuple]:
         seed_net.predict_batch_rewards(frames, torch.device("cpu"))
 
     out = {"seed": (seed_step, seed_forward)}
-    demos = DemoSet.from_arrays([frames[:n], frames[n:]], [np.zeros(n, np.float32), np.ones(n, np.float32)])
+    demos = DemoSet.from_arrays(
+        [frames[:n], frames[n:]], [np.zeros(n, np.float32), np.ones(n, np.float32)]
+    )
     pair = PairSet(np.array([[0, 1]]), np.array([[0, 0]]), np.array([n]), np.array([True]))
     device = torch.device("cpu")
-    for name, bf16, channels_last in (("ours", use_bf16("auto", device), True), ("ours_fp32", False, True),
-                                      ("ours_plain", False, False)):
+    for name, bf16, channels_last in (
+        ("ours", use_bf16("auto", device), True),
+        ("ours_fp32", False, True),
+        ("ours_plain", False, False),
+    ):
         torch.manual_seed(0)
-        net = prepare_net(RewardNet(), device, channels_last=channels_last)
+        net = prepare_net(CnnRewardNet(), device, channels_last=channels_last)
         opt = torch.optim.Adam(net.parameters(), lr=5e-5, weight_decay=0.01)
         # the layout each path feeds the network (a permuted view alone would be channels_last
-        # in memory, as the seed's input is)
+        # in memory, as the original project's input is)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().contiguous(memory_format=fmt)
 
@@ -144,8 +166,10 @@ def op_shares(step, repeats: int = 10) -> list[dict]:
     rows = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
     total = sum(t for _, t in rows)
     rows.sort(key=lambda r: -r[1])
-    return [{"op": k, "share": round(t / total, 3), "ms_per_step": round(t / repeats / 1000, 2)}
-            for k, t in rows[:8]]
+    return [
+        {"op": k, "share": round(t / total, 3), "ms_per_step": round(t / repeats / 1000, 2)}
+        for k, t in rows[:8]
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -158,15 +182,26 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.rounds):
         for name, (step, forward) in trainers.items():
             rounds[name].append((timed(step, args.repeats), timed(forward, args.repeats)))
-    res: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                             "torch": torch.__version__, "threads": args.threads, "load_avg": os.getloadavg()},
-                 "args": vars(args), "trainers": {}}
+    res: dict = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "load_avg": os.getloadavg(),
+        },
+        "args": vars(args),
+        "trainers": {},
+    }
     for name, rs in rounds.items():
         step_s = float(np.median([r[0] for r in rs]))
         fwd_s = float(np.median([r[1] for r in rs]))
-        res["trainers"][name] = {"step_ms": round(step_s * 1000, 1), "pair_steps_per_s": round(1 / step_s, 2),
-                                 "forward_frames_per_s": round(2 * n / fwd_s, 1),
-                                 "rounds_step_ms": [round(r[0] * 1000, 1) for r in rs]}
+        res["trainers"][name] = {
+            "step_ms": round(step_s * 1000, 1),
+            "pair_steps_per_s": round(1 / step_s, 2),
+            "forward_frames_per_s": round(2 * n / fwd_s, 1),
+            "rounds_step_ms": [round(r[0] * 1000, 1) for r in rs],
+        }
     seed_ms = res["trainers"]["seed"]["step_ms"]
     for row in res["trainers"].values():
         row["step_speedup_vs_seed"] = round(seed_ms / row["step_ms"], 2)
@@ -175,16 +210,22 @@ def main(argv: list[str] | None = None) -> None:
     res["ours_1000_steps_s"] = res["trainers"]["ours"]["step_ms"]  # 1000 steps of x ms = x s
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
-    print(f"one training step on one pair of {n}-frame snippets, {args.threads} torch thread(s), "
-          f"median of {args.rounds} rounds of {args.repeats} steps")
+    print(
+        f"one training step on one pair of {n}-frame snippets, {args.threads} torch thread(s), "
+        f"median of {args.rounds} rounds of {args.repeats} steps"
+    )
     print(f"{'trainer':>10} {'ms/step':>8} {'x seed':>7} {'fwd frames/s':>13}")
     for name, row in res["trainers"].items():
-        print(f"{name:>10} {row['step_ms']:>8} {row['step_speedup_vs_seed']:>7} {row['forward_frames_per_s']:>13}")
+        print(
+            f"{name:>10} {row['step_ms']:>8} {row['step_speedup_vs_seed']:>7} {row['forward_frames_per_s']:>13}"
+        )
     print("ours, where the step's time goes:")
     for r in res["ours_op_shares"]:
         print(f"  {r['op']:<40} {100 * r['share']:5.1f}%  {r['ms_per_step']:6.2f} ms")
-    print(f"1000 single-pair steps (the seed's steps to its best validation accuracy): seed "
-          f"{res['seed_1000_steps_s']} s, ours {res['ours_1000_steps_s']} s")
+    print(
+        f"1000 single-pair steps (the original project's steps to its best validation accuracy): seed "
+        f"{res['seed_1000_steps_s']} s, ours {res['ours_1000_steps_s']} s"
+    )
 
 
 if __name__ == "__main__":

@@ -1,22 +1,22 @@
-"""A reference T-REX trainer that follows the seed project's loop literally
+"""A reference T-REX trainer that follows the original project's loop literally
 (lzil/procedural-generalization, trex/train_reward.py), for benchmarks only.
 
-What "literally" means here, step by step as in the seed:
+What "literally" means here, step by step as upstream:
 
 * pairs are lists ``([clip0, clip1], label)`` of frame arrays (numpy views into the demos);
-  :func:`create_dataset` is the seed's sampler (global ``np.random``, one pair per loop);
+  :func:`create_dataset` is the original project's sampler (global ``np.random``, one pair per loop);
 * training: one pair per optimizer step; the network runs on every frame of both snippets
-  of the pair (fp32, frames permuted NHWC -> NCHW as the seed does);
+  of the pair (fp32, frames permuted NHWC -> NCHW as upstream does);
 * after every ``epoch_size`` pairs: accuracy and loss pair by pair on ``n_eval`` training
   pairs, ``n_eval`` validation pairs and all test pairs; correlations on the first
-  ``n_test_demos`` test demos, one forward per whole demo (the seed's
+  ``n_test_demos`` test demos, one forward per whole demo (the original project's
   ``predict_batch_rewards``); early stopping on validation accuracy with ``patience``; on
   early stopping the best model is restored and correlations recomputed on all test demos.
 
 Differences, none of which changes what is computed: the best model is kept in memory
 instead of ``torch.save`` (no pickle in this project), no TensorFlow seeding, the
 per-epoch log goes to a list (with wall times) instead of a CSV, and the network is the
-toolkit's :class:`RewardNet` (identical layers and parameter names, so the same seed gives
+toolkit's :class:`CnnRewardNet` (identical layers and parameter names, so the same seed gives
 both trainers the same initial weights).
 """
 
@@ -33,14 +33,20 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from torch import nn, optim
 
-from trex.reward.nets import RewardNet
+from trex.reward.nets import CnnRewardNet
 
 log = logging.getLogger("reference_trex")
 
 
-def create_dataset(dems: list[dict], num_snippets: int, min_snippet_length: int, max_snippet_length: int,
-                   use_snippet_rewards: bool = False, use_clip_heuristic: bool = True):
-    """The seed's sampler: a list of ``([clip0, clip1], np.array([1]))`` and the fraction of
+def create_dataset(
+    dems: list[dict],
+    num_snippets: int,
+    min_snippet_length: int,
+    max_snippet_length: int,
+    use_snippet_rewards: bool = False,
+    use_clip_heuristic: bool = True,
+):
+    """The original project's sampler: a list of ``([clip0, clip1], np.array([1]))`` and the fraction of
     pairs whose demo-return label agrees with the snippets' true rewards."""
     data = []
     n_honest = 0
@@ -58,10 +64,10 @@ def create_dataset(dems: list[dict], num_snippets: int, min_snippet_length: int,
         else:
             d0_start = np.random.randint(d0["length"] - cur_len)
             d1_start = np.random.randint(d1["length"] - cur_len)
-        clip0 = d0["observations"][d0_start:d0_start + cur_len]
-        clip1 = d1["observations"][d1_start:d1_start + cur_len]
-        clip0_rew = np.sum(d0["rewards"][d0_start:d0_start + cur_len])
-        clip1_rew = np.sum(d1["rewards"][d1_start:d1_start + cur_len])
+        clip0 = d0["observations"][d0_start : d0_start + cur_len]
+        clip1 = d1["observations"][d1_start : d1_start + cur_len]
+        clip0_rew = np.sum(d0["rewards"][d0_start : d0_start + cur_len])
+        clip1_rew = np.sum(d1["rewards"][d1_start : d1_start + cur_len])
         if clip0_rew <= clip1_rew:
             n_honest += 1
         elif use_snippet_rewards:
@@ -71,12 +77,12 @@ def create_dataset(dems: list[dict], num_snippets: int, min_snippet_length: int,
 
 
 class SeedRewardNet(nn.Module):
-    """The seed's RewardNet interface around the same layers."""
+    """The original project's CnnRewardNet interface around the same layers."""
 
     def __init__(self, output_abs: bool = False) -> None:
         super().__init__()
         self.output_abs = output_abs
-        self.model = RewardNet().model
+        self.model = CnnRewardNet().model
 
     def predict_returns(self, traj: torch.Tensor):
         x = traj.permute(0, 3, 1, 2)
@@ -95,8 +101,10 @@ class SeedRewardNet(nn.Module):
         return torch.stack((all_r_i, all_r_j)), abs_r_i + abs_r_j
 
 
-def get_corr_with_ground(demos: list[dict], net: SeedRewardNet, device: torch.device) -> tuple[float, float]:
-    """The seed's correlation: one forward per whole demo."""
+def get_corr_with_ground(
+    demos: list[dict], net: SeedRewardNet, device: torch.device
+) -> tuple[float, float]:
+    """The original project's correlation: one forward per whole demo."""
     rs = []
     for dem in demos:
         r_prediction = np.sum(net.predict_batch_rewards(dem["observations"], device))
@@ -114,19 +122,19 @@ class ReferenceConfig:
     lam_l1: float = 0.001
     weight_decay: float = 0.01
     output_abs: bool = False
-    n_eval: int = 1000          # the seed: train_set[:1000], val_set[:1000]
-    n_test_demos: int = 100     # the seed: test_dems[:100] every epoch
+    n_eval: int = 1000  # upstream: train_set[:1000], val_set[:1000]
+    n_test_demos: int = 100  # upstream: test_dems[:100] every epoch
 
 
 @dataclass
 class ReferenceResult:
-    accs: tuple[float, float, float, float, float]   # train, val, test acc, pearson, spearman
+    accs: tuple[float, float, float, float, float]  # train, val, test acc, pearson, spearman
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
 
 
 class ReferenceTrainer:
-    """The seed's RewardTrainer, literally (see the module docstring)."""
+    """The original project's RewardTrainer, literally (see the module docstring)."""
 
     def __init__(self, cfg: ReferenceConfig, device: torch.device, seed: int) -> None:
         torch.manual_seed(seed)
@@ -135,7 +143,9 @@ class ReferenceTrainer:
         self.net = SeedRewardNet(output_abs=cfg.output_abs).to(device)
         self.best_model = copy.deepcopy(self.net.state_dict())
 
-    def learn_reward(self, train_set: list, val_set: list, test_set: list, test_dems: list[dict]) -> ReferenceResult:
+    def learn_reward(
+        self, train_set: list, val_set: list, test_set: list, test_dems: list[dict]
+    ) -> ReferenceResult:
         cfg = self.cfg
         loss_criterion = nn.CrossEntropyLoss()
         optimizer = optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -148,7 +158,7 @@ class ReferenceTrainer:
         for epoch in range(cfg.max_num_epochs):
             epoch_loss = 0
             np.random.shuffle(train_set)
-            for i, ([traj_i, traj_j], label) in enumerate(train_set[:cfg.epoch_size]):
+            for i, ([traj_i, traj_j], label) in enumerate(train_set[: cfg.epoch_size]):
                 ti = torch.from_numpy(traj_i).float().to(self.device)
                 tj = torch.from_numpy(traj_j).float().to(self.device)
                 lb = torch.from_numpy(label).to(self.device)
@@ -161,18 +171,39 @@ class ReferenceTrainer:
                 optimizer.step()
                 epoch_loss += loss.item()
             epoch_loss /= cfg.epoch_size
-            train_acc, train_loss = self.calc_accuracy(train_set[:cfg.n_eval])
-            val_acc, val_loss = self.calc_accuracy(val_set[:cfg.n_eval])
+            train_acc, train_loss = self.calc_accuracy(train_set[: cfg.n_eval])
+            val_acc, val_loss = self.calc_accuracy(val_set[: cfg.n_eval])
             test_acc, test_loss = self.calc_accuracy(test_set)
-            pearson, spearman = get_corr_with_ground(test_dems[:cfg.n_test_demos], self.net, self.device)
-            row = {"epoch": epoch, "n_train_samples": (epoch + 1) * cfg.epoch_size, "train_acc": train_acc,
-                   "train_loss": float(train_loss), "val_acc": val_acc, "val_loss": float(val_loss),
-                   "test_acc": test_acc, "test_loss": float(test_loss), "pearson": pearson,
-                   "spearman": spearman, "epoch_loss": epoch_loss, "wall_s": time.perf_counter() - t0,
-                   "cpu_s": time.process_time() - c0}
+            pearson, spearman = get_corr_with_ground(
+                test_dems[: cfg.n_test_demos], self.net, self.device
+            )
+            row = {
+                "epoch": epoch,
+                "n_train_samples": (epoch + 1) * cfg.epoch_size,
+                "train_acc": train_acc,
+                "train_loss": float(train_loss),
+                "val_acc": val_acc,
+                "val_loss": float(val_loss),
+                "test_acc": test_acc,
+                "test_loss": float(test_loss),
+                "pearson": pearson,
+                "spearman": spearman,
+                "epoch_loss": epoch_loss,
+                "wall_s": time.perf_counter() - t0,
+                "cpu_s": time.process_time() - c0,
+            }
             history.append(row)
-            log.info("reference epoch %d | loss %.3f | train %.3f val %.3f test %.3f | pc %.3f sc %.3f | %.0fs",
-                     epoch, epoch_loss, train_acc, val_acc, test_acc, pearson, spearman, row["wall_s"])
+            log.info(
+                "reference epoch %d | loss %.3f | train %.3f val %.3f test %.3f | pc %.3f sc %.3f | %.0fs",
+                epoch,
+                epoch_loss,
+                train_acc,
+                val_acc,
+                test_acc,
+                pearson,
+                spearman,
+                row["wall_s"],
+            )
             if val_acc > max_val_acc:
                 self.best_model = copy.deepcopy(self.net.state_dict())
                 max_val_acc = val_acc
@@ -201,6 +232,8 @@ class ReferenceTrainer:
                 _, pred_label = torch.max(rewards, 0)
                 if pred_label.item() == lb:
                     num_correct += 1.0
-                loss = criterion(rewards.unsqueeze(0), lb).cpu().item() + abs_rewards * self.cfg.lam_l1
+                loss = (
+                    criterion(rewards.unsqueeze(0), lb).cpu().item() + abs_rewards * self.cfg.lam_l1
+                )
                 total_loss += loss
         return num_correct / len(data), total_loss / len(data)

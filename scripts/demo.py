@@ -55,10 +55,17 @@ def stages_together(log_dir: Path, *calls: tuple[str, list]) -> None:
     t0, running = time.time(), []
     for i, (name, args) in enumerate(calls):
         log = log_dir / f"{i}_{name}.log"
-        print(f"\n$ {shlex.join(['python', '-m', f'trex.{name}', *map(str, args)])}  > {log}", flush=True)
+        print(
+            f"\n$ {shlex.join(['python', '-m', f'trex.{name}', *map(str, args)])}  > {log}",
+            flush=True,
+        )
         with open(log, "w") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", f"trex.{name}", *map(str, args)],
-                                    env={**os.environ, **THREADS}, stdout=fh, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", f"trex.{name}", *map(str, args)],
+                env={**os.environ, **THREADS},
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
         running.append((name, log, proc))
     failed = [name for name, _, proc in running if proc.wait() != 0]
     for _, log, _ in running:
@@ -71,14 +78,20 @@ def stages_together(log_dir: Path, *calls: tuple[str, list]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="demo_output", help="where everything goes (must not exist yet)")
+    p.add_argument(
+        "--out", default="demo_output", help="where everything goes (must not exist yet)"
+    )
     p.add_argument("--train_demos", type=int, default=120, help="training demos (200-level pool)")
     p.add_argument("--test_demos", type=int, default=60, help="test demos (unseen levels)")
     p.add_argument("--num_dems", type=int, default=40, help="demos each reward model learns from")
     p.add_argument("--snippets", type=int, default=3000, help="snippet pairs per reward model")
     p.add_argument("--epochs", type=int, default=4, help="most epochs (500 pairs) per reward model")
-    p.add_argument("--policy_steps", type=int, default=32768, help="PPO steps on each replaced reward")
-    p.add_argument("--test_episodes", type=int, default=50, help="test_policy episodes per level set")
+    p.add_argument(
+        "--policy_steps", type=int, default=32768, help="PPO steps on each replaced reward"
+    )
+    p.add_argument(
+        "--test_episodes", type=int, default=50, help="test_policy episodes per level set"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     args = p.parse_args()
     out = Path(args.out)
@@ -97,20 +110,68 @@ def main() -> None:
     # 1. demos of varied skill from the shipped checkpoints: training demos from a 200-level
     # pool (procgen's protocol), test demos from unseen levels
     demos = out / "demos"
-    stage("gen_demos", "--env_name", ENV, "--models_dir", pretrained, "--num_dems", args.train_demos,
-          *pool, "--max_ep_len", 500, "--num_envs", 32, "--log_dir", demos, "--seed", 1)
-    stage("gen_demos", "--env_name", ENV, "--models_dir", pretrained, "--num_dems", args.test_demos,
-          "--test_set", "--max_ep_len", 500, "--num_envs", 32, "--log_dir", demos, "--seed", 2)
+    stage(
+        "gen_demos",
+        "--env_name",
+        ENV,
+        "--models_dir",
+        pretrained,
+        "--num_dems",
+        args.train_demos,
+        *pool,
+        "--max_ep_len",
+        500,
+        "--num_envs",
+        32,
+        "--log_dir",
+        demos,
+        "--seed",
+        1,
+    )
+    stage(
+        "gen_demos",
+        "--env_name",
+        ENV,
+        "--models_dir",
+        pretrained,
+        "--num_dems",
+        args.test_demos,
+        "--test_set",
+        "--max_ep_len",
+        500,
+        "--num_envs",
+        32,
+        "--log_dir",
+        demos,
+        "--seed",
+        2,
+    )
     demo_csv = demos / "demo_infos.csv"
 
     # 2. reward models: ranked by return (T-REX) and by checkpoint age (reward-free), 2 seeds each
     rms = out / "reward_models"
-    stage("run_experiments", "--env_name", ENV, "--num_dems", args.num_dems, "--num_seeds", 2,
-          "--grid", "rank_by", "return", "checkpoint", "--jobs", 2, "--save_name", "demo",
-          "--pass_args", f"--demo_csv {demo_csv} --save_dir {rms} --log_dir {out / 'LOGS'} "
-          f"--num_snippets {args.snippets} --epoch_size 500 --max_num_epochs {args.epochs} --patience 2 "
-          "--min_snippet_length 10 --max_snippet_length 50 --num_val_snippets 300 "
-          "--num_test_snippets 300 --num_levels 200")
+    stage(
+        "run_experiments",
+        "--env_name",
+        ENV,
+        "--num_dems",
+        args.num_dems,
+        "--num_seeds",
+        2,
+        "--grid",
+        "rank_by",
+        "return",
+        "checkpoint",
+        "--jobs",
+        2,
+        "--save_name",
+        "demo",
+        "--pass_args",
+        f"--demo_csv {demo_csv} --save_dir {rms} --log_dir {out / 'LOGS'} "
+        f"--num_snippets {args.snippets} --epoch_size 500 --max_num_epochs {args.epochs} --patience 2 "
+        "--min_snippet_length 10 --max_snippet_length 50 --num_val_snippets 300 "
+        "--num_test_snippets 300 --num_levels 200",
+    )
     rm_csv = rms / "rm_infos_demo.csv"
     rm = pd.read_csv(rm_csv, dtype={"rm_id": str})
     best = rm.sort_values("val_acc", ascending=False).iloc[0]
@@ -120,24 +181,99 @@ def main() -> None:
     figures = out / "figures"
     results = out / "results"
     trex_ids = rm[rm["rank_by"] == "return"]["rm_id"].tolist()
-    stage("eval_reward", "--rm_id", *trex_ids, "--reward_csv", rm_csv, "--demo_csv", demo_csv,
-          "--out", results / "reward_eval.csv")
-    stage("plot_correlations", "--rm_csv_path", rm_csv, "--env_name", ENV, "--by", "rank_by",
-          "--metric", "pearson", "partial", "window_pearson", "--out", figures / "correlations.png")
-    stage("plot_reward_predictions", "--env_name", ENV, "--demo_csv", demo_csv,
-          "--reward_csv", rm_csv, "--rm_id", best_id, "--num_demos", 6,
-          "--out", figures / "reward_predictions.png")
+    stage(
+        "eval_reward",
+        "--rm_id",
+        *trex_ids,
+        "--reward_csv",
+        rm_csv,
+        "--demo_csv",
+        demo_csv,
+        "--out",
+        results / "reward_eval.csv",
+    )
+    stage(
+        "plot_correlations",
+        "--rm_csv_path",
+        rm_csv,
+        "--env_name",
+        ENV,
+        "--by",
+        "rank_by",
+        "--metric",
+        "pearson",
+        "partial",
+        "window_pearson",
+        "--out",
+        figures / "correlations.png",
+    )
+    stage(
+        "plot_reward_predictions",
+        "--env_name",
+        ENV,
+        "--demo_csv",
+        demo_csv,
+        "--reward_csv",
+        rm_csv,
+        "--rm_id",
+        best_id,
+        "--num_demos",
+        6,
+        "--out",
+        figures / "reward_predictions.png",
+    )
 
     # 4. PPO on the best learned reward, and on the live-long constant reward (both at once)
-    ppo = ["--num_envs", "32", "--nsteps", "128", "--nminibatches", "4", "--save_interval", "4", *pool]
+    ppo = [
+        "--num_envs",
+        "32",
+        "--nsteps",
+        "128",
+        "--nminibatches",
+        "4",
+        "--save_interval",
+        "4",
+        *pool,
+    ]
     runs_dir = out / "policies"
     stages_together(
         out / "LOGS" / "ppo",
-        ("train_policy", ["--env_name", ENV, *ppo, "--timesteps_per_proc", args.policy_steps,
-                          "--log_dir", runs_dir, "--rm_id", best_id, "--reward_csv", rm_csv,
-                          "--seed", 1, *threads]),
-        ("train_policy", ["--env_name", ENV, *ppo, "--timesteps_per_proc", args.policy_steps,
-                          "--log_dir", runs_dir, "--constant_reward", 1, "--seed", 1, *threads]),
+        (
+            "train_policy",
+            [
+                "--env_name",
+                ENV,
+                *ppo,
+                "--timesteps_per_proc",
+                args.policy_steps,
+                "--log_dir",
+                runs_dir,
+                "--rm_id",
+                best_id,
+                "--reward_csv",
+                rm_csv,
+                "--seed",
+                1,
+                *threads,
+            ],
+        ),
+        (
+            "train_policy",
+            [
+                "--env_name",
+                ENV,
+                *ppo,
+                "--timesteps_per_proc",
+                args.policy_steps,
+                "--log_dir",
+                runs_dir,
+                "--constant_reward",
+                1,
+                "--seed",
+                1,
+                *threads,
+            ],
+        ),
     )
     runs = {
         f"learned reward {best_id}": runs_dir / ENV / "easy" / f"rm_{best_id}",
@@ -151,50 +287,104 @@ def main() -> None:
     for run_dir in runs.values():
         last = pd.read_csv(run_dir / "checkpoints.csv").sort_values("timesteps")["file"].iloc[-1]
         stage("test_policy", "--load_path", run_dir / last, *test)
-    stage("test_policy", "--load_path", "random", "--env_name", ENV, *test, *pool, "--start_level", 0)
+    stage(
+        "test_policy", "--load_path", "random", "--env_name", ENV, *test, *pool, "--start_level", 0
+    )
 
     # 6. figures and videos
-    stage("plot_policy_returns", "--runs", *runs.values(), "--demo_csv", demo_csv,
-          "--test_csv", tests, "--out", figures / "policy_returns.png")
-    stage("visualize_policy", "--load_path", expert, "--video_length", 300,
-          "--num_screens", 4, "--out", out / "Videos" / "expert.mp4")
+    stage(
+        "plot_policy_returns",
+        "--runs",
+        *runs.values(),
+        "--demo_csv",
+        demo_csv,
+        "--test_csv",
+        tests,
+        "--out",
+        figures / "policy_returns.png",
+    )
+    stage(
+        "visualize_policy",
+        "--load_path",
+        expert,
+        "--video_length",
+        300,
+        "--num_screens",
+        4,
+        "--out",
+        out / "Videos" / "expert.mp4",
+    )
     demo_index = pd.read_csv(demo_csv)
     best_demo = demo_index[demo_index["set_name"] == "train"].sort_values("return").iloc[-1]
-    stage("visualize_demo", best_demo["demo_id"], "--demo_csv", demo_csv,
-          "--out", out / "Videos" / f"demo_{best_demo['demo_id']}.mp4")
+    stage(
+        "visualize_demo",
+        best_demo["demo_id"],
+        "--demo_csv",
+        demo_csv,
+        "--out",
+        out / "Videos" / f"demo_{best_demo['demo_id']}.mp4",
+    )
 
     # summary
     pd.set_option("display.width", 200)
     scores = pd.read_csv(tests)
     train_demos = demo_index[demo_index["set_name"] == "train"]
     print("\n" + "=" * 78)
-    print(f"procgen-trex demo finished in {(time.time() - t_start) / 60:.1f} min; everything is in {out}/")
-    print(f"  demos                   {demo_csv} ({len(train_demos)} training demos from 200 levels, "
-          f"returns {train_demos['return'].min():.0f} to {train_demos['return'].max():.0f}; "
-          f"{len(demo_index) - len(train_demos)} test demos from unseen levels)")
+    print(
+        f"procgen-trex demo finished in {(time.time() - t_start) / 60:.1f} min; everything is in {out}/"
+    )
+    print(
+        f"  demos                   {demo_csv} ({len(train_demos)} training demos from 200 levels, "
+        f"returns {train_demos['return'].min():.0f} to {train_demos['return'].max():.0f}; "
+        f"{len(demo_index) - len(train_demos)} test demos from unseen levels)"
+    )
     print(f"  reward models           {rm_csv} + {rms}/model_files_demo/")
     print(f"  reward metrics          {results / 'reward_eval.csv'} (+ _agreement.csv)")
-    print(f"  figures                 {figures}/ (correlations, reward_predictions, policy_returns)")
+    print(
+        f"  figures                 {figures}/ (correlations, reward_predictions, policy_returns)"
+    )
     print(f"  policy test results     {tests} (+ _episodes.csv)")
     print(f"  videos                  {out / 'Videos'}/")
     print("\nreward models on the unseen-level test demos [bootstrap 95% interval]:")
     shown = rm.copy()
     for m in ("pearson", "partial", "window_pearson"):
-        shown[m] = [f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in
-                    zip(rm[m], rm[f"{m}_lo"], rm[f"{m}_hi"])]
+        shown[m] = [
+            f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+            for v, lo, hi in zip(rm[m], rm[f"{m}_lo"], rm[f"{m}_hi"])
+        ]
     shown["length baseline"] = [f"{v:.2f}" for v in rm["baseline_pearson"]]
-    print(shown[["rm_id", "rank_by", "num_dems", "val_acc", "pearson", "length baseline", "partial",
-                 "window_pearson"]].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(
+        shown[
+            [
+                "rm_id",
+                "rank_by",
+                "num_dems",
+                "val_acc",
+                "pearson",
+                "length baseline",
+                "partial",
+                "window_pearson",
+            ]
+        ].to_string(index=False, float_format=lambda v: f"{v:.2f}")
+    )
     agreement = results / "reward_eval_agreement.csv"
     if agreement.exists():
         d = pd.read_csv(agreement)["distance"]
-        print(f"T-REX seeds' agreement: EPIC Pearson distance {d.mean():.2f} (0 = same reward, 1 = opposite)")
+        print(
+            f"T-REX seeds' agreement: EPIC Pearson distance {d.mean():.2f} (0 = same reward, 1 = opposite)"
+        )
     print(f"\npolicies, true return (mean +- s.e. over {args.test_episodes} episodes):")
-    scores["cell"] = [f"{m:.2f} +- {sd / max(n, 1) ** 0.5:.2f}" for m, sd, n in
-                      zip(scores["return_mean"], scores["return_std"], scores["episodes"])]
-    table = scores.pivot_table(index="load_path", columns="level_set", values="cell", aggfunc="last")
-    table.index = [("random" if i == "random" else Path(i).parent.name + "/" + Path(i).name)
-                   for i in table.index]
+    scores["cell"] = [
+        f"{m:.2f} +- {sd / max(n, 1) ** 0.5:.2f}"
+        for m, sd, n in zip(scores["return_mean"], scores["return_std"], scores["episodes"])
+    ]
+    table = scores.pivot_table(
+        index="load_path", columns="level_set", values="cell", aggfunc="last"
+    )
+    table.index = [
+        ("random" if i == "random" else Path(i).parent.name + "/" + Path(i).name)
+        for i in table.index
+    ]
     table = table.rename(columns={"train": "200 training levels", "test": "unseen levels"})
     print(table.to_string())
 

@@ -6,8 +6,18 @@ from pathlib import Path
 
 import pytest
 
-TINY_PPO_FLAGS = ["--num_envs", "2", "--nsteps", "16", "--nminibatches", "2", "--ppo_epochs", "1",
-                  "--save_interval", "1"]
+TINY_PPO_FLAGS = [
+    "--num_envs",
+    "2",
+    "--nsteps",
+    "16",
+    "--nminibatches",
+    "2",
+    "--ppo_epochs",
+    "1",
+    "--save_interval",
+    "1",
+]
 
 
 @pytest.fixture(scope="session")
@@ -16,8 +26,22 @@ def tiny_expert(tmp_path_factory) -> Path:
     from trex.train_policy import main
 
     log_dir = tmp_path_factory.mktemp("experts")
-    assert main(["--env_name", "coinrun", *TINY_PPO_FLAGS, "--timesteps_per_proc", "96",
-                 "--log_dir", str(log_dir), "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "--env_name",
+                "coinrun",
+                *TINY_PPO_FLAGS,
+                "--timesteps_per_proc",
+                "96",
+                "--log_dir",
+                str(log_dir),
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     return log_dir / "coinrun" / "easy"
 
 
@@ -34,9 +58,26 @@ def _one_torch_thread():
 
 
 # tiny train_reward runs (a few seconds each): 40 snippet pairs, one epoch
-TINY_TRAIN_REWARD = ["--num_snippets", "40", "--epoch_size", "20", "--max_num_epochs", "1",
-                     "--patience", "1", "--min_snippet_length", "5", "--max_snippet_length", "10",
-                     "--num_val_snippets", "10", "--num_test_snippets", "10", "--batch_size", "8"]
+TINY_TRAIN_REWARD = [
+    "--num_snippets",
+    "40",
+    "--epoch_size",
+    "20",
+    "--max_num_epochs",
+    "1",
+    "--patience",
+    "1",
+    "--min_snippet_length",
+    "5",
+    "--max_snippet_length",
+    "10",
+    "--num_val_snippets",
+    "10",
+    "--num_test_snippets",
+    "10",
+    "--batch_size",
+    "8",
+]
 
 
 def make_tiny_demos(root: Path, num_train: int = 12, num_test: int = 4, length: int = 20) -> Path:
@@ -57,11 +98,20 @@ def make_tiny_demos(root: Path, num_train: int = 12, num_test: int = 4, length: 
         rewards[-1] = ret
         demo_id = f"tiny_{i:03d}"
         write_demo(root / "demo_files", demo_id, obs, rng.integers(0, 15, T), rewards)
-        rows.append({"demo_id": demo_id, "env_name": "starpilot", "mode": "easy", "length": T,
-                     "return": ret, "set_name": set_name, "sequential": 0,
-                     "level_seed": i if set_name == "train" else 10**9 + i, "policy": "synthetic",
-                     "noise": 0.0, "file": f"demo_files/{demo_id}.npz"})
+        rows.append(
+            {
+                "demo_id": demo_id,
+                "env_name": "starpilot",
+                "mode": "easy",
+                "length": T,
+                "return": ret,
+                "set_name": set_name,
+                "sequential": 0,
+                "level_seed": i if set_name == "train" else 10**9 + i,
+                "policy": "synthetic",
+                "noise": 0.0,
+                "file": f"demo_files/{demo_id}.npz",
+            }
+        )
     append_index(root / "demo_infos.csv", rows)
     return root / "demo_infos.csv"
-
-

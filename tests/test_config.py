@@ -30,11 +30,32 @@ class ToyConfig(Config):
 def test_defaults_and_types_from_the_fields():
     cfg = parse_config(ToyConfig, [])
     assert cfg == ToyConfig()
-    cfg = parse_config(ToyConfig, ["--num_dems", "20", "--lr", "1e-3", "--output_abs",
-                                   "--use_clip_heuristic", "false", "--seed", "7",
-                                   "--demo_csv", "a.csv", "b.csv", "--mode", "hard"])
+    cfg = parse_config(
+        ToyConfig,
+        [
+            "--num_dems",
+            "20",
+            "--lr",
+            "1e-3",
+            "--output_abs",
+            "--use_clip_heuristic",
+            "false",
+            "--seed",
+            "7",
+            "--demo_csv",
+            "a.csv",
+            "b.csv",
+            "--mode",
+            "hard",
+        ],
+    )
     assert (cfg.num_dems, cfg.lr, cfg.output_abs, cfg.use_clip_heuristic, cfg.seed) == (
-        20, 1e-3, True, False, 7)
+        20,
+        1e-3,
+        True,
+        False,
+        7,
+    )
     assert cfg.demo_csv == ["a.csv", "b.csv"] and cfg.mode == "hard"
 
 

@@ -37,8 +37,9 @@ def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 def test_two_processes_hammering_one_csv(tmp_path: Path) -> None:
     path = tmp_path / "reward_models" / "rm_infos.csv"
     n = 150
-    procs = [subprocess.Popen([sys.executable, "-c", HAMMER, str(path), w, str(n)])
-             for w in ("A", "B")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", HAMMER, str(path), w, str(n)]) for w in ("A", "B")
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
 
     header, rows = _read(path)

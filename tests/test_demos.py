@@ -34,15 +34,29 @@ def make_arrays(t: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def make_row(demo_id: str, t: int, ret: float, **kw) -> dict:
-    row = {"demo_id": demo_id, "env_name": "starpilot", "mode": "easy", "length": t, "return": ret,
-           "set_name": "train", "sequential": 0, "level_seed": 5, "policy": "random", "noise": 0.0,
-           "file": f"demo_files/{demo_id}.npz", "done": True, "seed": 0, "policy_timesteps": -1}
+    row = {
+        "demo_id": demo_id,
+        "env_name": "starpilot",
+        "mode": "easy",
+        "length": t,
+        "return": ret,
+        "set_name": "train",
+        "sequential": 0,
+        "level_seed": 5,
+        "policy": "random",
+        "noise": 0.0,
+        "file": f"demo_files/{demo_id}.npz",
+        "done": True,
+        "seed": 0,
+        "policy_timesteps": -1,
+    }
     row.update(kw)
     return row
 
 
-def add_demo(root: Path, demo_id: str, t: int = 5, seed: int = 0, csv_name: str = "demo_infos.csv",
-             **kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def add_demo(
+    root: Path, demo_id: str, t: int = 5, seed: int = 0, csv_name: str = "demo_infos.csv", **kw
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     obs, act, rew = make_arrays(t, seed)
     write_demo(root / "demo_files", demo_id, obs, act, rew)
     append_index(root / csv_name, [make_row(demo_id, t, float(rew.sum()), **kw)])
@@ -163,7 +177,9 @@ def test_filters(tmp_path: Path) -> None:
 def test_combines_csvs_with_relative_files(tmp_path: Path) -> None:
     add_demo(tmp_path / "one", "a", t=3, seed=1)
     add_demo(tmp_path / "two" / "deep", "b", t=4, seed=2, csv_name="demo_infos_x.csv")
-    index = DemoIndex.read([tmp_path / "one" / "demo_infos.csv", tmp_path / "two" / "deep" / "demo_infos_x.csv"])
+    index = DemoIndex.read(
+        [tmp_path / "one" / "demo_infos.csv", tmp_path / "two" / "deep" / "demo_infos_x.csv"]
+    )
     assert index.ids() == ["a", "b"]
     assert len(index.load("b")) == 4 and len(index.load("a")) == 3
     assert index.row("b")["csv"].endswith("demo_infos_x.csv")
@@ -204,7 +220,9 @@ def test_missing_csv(tmp_path: Path) -> None:
 
 def test_csv_missing_columns(tmp_path: Path) -> None:
     csv = tmp_path / "demo_infos.csv"
-    pd.DataFrame([make_row("a", 1, 0.0)]).drop(columns=["level_seed", "noise"]).to_csv(csv, index=False)
+    pd.DataFrame([make_row("a", 1, 0.0)]).drop(columns=["level_seed", "noise"]).to_csv(
+        csv, index=False
+    )
     with pytest.raises(UserError, match=r"demo_infos.csv lacks column\(s\) level_seed, noise"):
         DemoIndex.read(csv)
 
@@ -241,7 +259,9 @@ def test_missing_npz(tmp_path: Path) -> None:
         DemoIndex.read(tmp_path / "demo_infos.csv").load("a")
 
 
-@pytest.mark.parametrize("how", ["garbage", "truncated", "missing_array", "bad_shape", "pickled", "length"])
+@pytest.mark.parametrize(
+    "how", ["garbage", "truncated", "missing_array", "bad_shape", "pickled", "length"]
+)
 def test_corrupt_npz(tmp_path: Path, how: str) -> None:
     obs, act, rew = add_demo(tmp_path, "a", t=6)
     path = tmp_path / "demo_files" / "a.npz"
@@ -254,7 +274,9 @@ def test_corrupt_npz(tmp_path: Path, how: str) -> None:
     elif how == "bad_shape":
         np.savez_compressed(path, observations=obs[:, :10], actions=act, rewards=rew)
     elif how == "pickled":
-        np.savez_compressed(path, observations=np.array([{"x": 1}], dtype=object), actions=act, rewards=rew)
+        np.savez_compressed(
+            path, observations=np.array([{"x": 1}], dtype=object), actions=act, rewards=rew
+        )
     elif how == "length":
         np.savez_compressed(path, observations=obs[:5], actions=act[:5], rewards=rew[:5])
     with pytest.raises(UserError, match="a.npz"):

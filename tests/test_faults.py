@@ -25,16 +25,24 @@ def _ctrl_c_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_stage(module: str, argv: list[str], fault: str | None = None, sig: str = "KILL",
-              timeout: int = 300) -> subprocess.CompletedProcess:
+def run_stage(
+    module: str, argv: list[str], fault: str | None = None, sig: str = "KILL", timeout: int = 300
+) -> subprocess.CompletedProcess:
     """Run ``python -m <module> argv`` in its own process group, dying at ``fault``."""
     env = {k: v for k, v in os.environ.items() if k not in ("TREX_FAULT", "TREX_FAULT_SIGNAL")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     if fault:
         env.update(TREX_FAULT=fault, TREX_FAULT_SIGNAL=sig)
-    return subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT, start_new_session=True,
-                          preexec_fn=_ctrl_c_as_in_a_terminal)
+    return subprocess.run(
+        [sys.executable, "-m", module, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
+        start_new_session=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
+    )
 
 
 def _demo_store_consistent(log_dir: Path) -> pd.DataFrame:
@@ -49,16 +57,37 @@ def _demo_store_consistent(log_dir: Path) -> pd.DataFrame:
 
 @pytest.mark.parametrize("sig", ["KILL", "INT"])
 def test_gen_demos_killed_between_file_and_row_then_retried(tmp_path, sig):
-    argv = ["--policy", "random", "--env_name", "coinrun", "--num_dems", "4", "--num_envs", "2",
-            "--max_ep_len", "15", "--log_dir", str(tmp_path / "d"), "--seed", "5", "--progress", "false"]
+    argv = [
+        "--policy",
+        "random",
+        "--env_name",
+        "coinrun",
+        "--num_dems",
+        "4",
+        "--num_envs",
+        "2",
+        "--max_ep_len",
+        "15",
+        "--log_dir",
+        str(tmp_path / "d"),
+        "--seed",
+        "5",
+        "--progress",
+        "false",
+    ]
     first = run_stage("trex.gen_demos", argv, fault="demo_between_file_and_row", sig=sig)
     expected = -signal.SIGKILL if sig == "KILL" else None
     if expected is not None:
         assert first.returncode == expected, first.stderr[-2000:]
         # the kill left a demo file without its index row
-        files = [p for p in (tmp_path / "d" / "demo_files").glob("*.npz") if not p.name.startswith(".")]
-        rows = pd.read_csv(tmp_path / "d" / "demo_infos.csv") if (tmp_path / "d" / "demo_infos.csv").exists() \
+        files = [
+            p for p in (tmp_path / "d" / "demo_files").glob("*.npz") if not p.name.startswith(".")
+        ]
+        rows = (
+            pd.read_csv(tmp_path / "d" / "demo_infos.csv")
+            if (tmp_path / "d" / "demo_infos.csv").exists()
             else pd.DataFrame(columns=["demo_id"])
+        )
         assert len(files) == len(rows) + 1
     again = run_stage("trex.gen_demos", argv)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -79,12 +108,19 @@ EIGHT_WRITERS = textwrap.dedent("""
 
 def test_eight_processes_append_to_one_csv_exactly_once(tmp_path):
     path = tmp_path / "rm_infos.csv"
-    procs = [subprocess.Popen([sys.executable, "-c", EIGHT_WRITERS, str(path), f"w{k}"],
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}) for k in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", EIGHT_WRITERS, str(path), f"w{k}"],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for k in range(8)
+    ]
     assert [p.wait(timeout=240) for p in procs] == [0] * 8
     with path.open(newline="") as f:
         ids = [r["rm_id"] for r in csv.DictReader(f)]
-    expected = {f"w{k}_{i}" for k in range(8) for i in range(60)} | {f"shared_{i}" for i in range(60)}
+    expected = {f"w{k}_{i}" for k in range(8) for i in range(60)} | {
+        f"shared_{i}" for i in range(60)
+    }
     assert len(ids) == len(expected) and set(ids) == expected
 
 
@@ -92,16 +128,34 @@ def test_reader_keeps_the_last_of_repeated_rm_ids(tmp_path, caplog):
     from trex.reward.registry import read_rm_infos
 
     path = tmp_path / "rm_infos.csv"
-    path.write_text("rm_id,env_name,mode,pearson\n123_4567,starpilot,easy,0.1\n"
-                    "123_4567,starpilot,easy,0.2\n234_5678,starpilot,easy,0.3\n")
+    path.write_text(
+        "rm_id,env_name,mode,pearson\n123_4567,starpilot,easy,0.1\n"
+        "123_4567,starpilot,easy,0.2\n234_5678,starpilot,easy,0.3\n"
+    )
     df = read_rm_infos(path)
     assert list(df["rm_id"]) == ["123_4567", "234_5678"] and list(df["pearson"]) == [0.2, 0.3]
     assert "repeated rm_id" in caplog.text
 
 
 def test_gen_demos_retry_finishes_the_killed_run_exactly(tmp_path):
-    argv = ["--policy", "random", "--env_name", "coinrun", "--num_dems", "5", "--num_envs", "2",
-            "--max_ep_len", "15", "--log_dir", str(tmp_path / "d"), "--seed", "9", "--progress", "false"]
+    argv = [
+        "--policy",
+        "random",
+        "--env_name",
+        "coinrun",
+        "--num_dems",
+        "5",
+        "--num_envs",
+        "2",
+        "--max_ep_len",
+        "15",
+        "--log_dir",
+        str(tmp_path / "d"),
+        "--seed",
+        "9",
+        "--progress",
+        "false",
+    ]
     first = run_stage("trex.gen_demos", argv, fault="demo_between_file_and_row")
     assert first.returncode == -signal.SIGKILL
     for _ in range(2):  # the retry completes the run; a third call finds nothing to do
@@ -118,8 +172,19 @@ def test_gen_demos_retry_finishes_the_killed_run_exactly(tmp_path):
 def _tiny_reward_args(tmp: Path, csv: Path) -> list[str]:
     from tests.test_train_reward import TINY
 
-    return [*TINY, "--demo_csv", str(csv), "--save_dir", str(tmp / "rm"), "--log_dir", str(tmp / "logs"),
-            "--num_bootstrap", "20", "--window", "5"]
+    return [
+        *TINY,
+        "--demo_csv",
+        str(csv),
+        "--save_dir",
+        str(tmp / "rm"),
+        "--log_dir",
+        str(tmp / "logs"),
+        "--num_bootstrap",
+        "20",
+        "--window",
+        "5",
+    ]
 
 
 def _rm_store_consistent(tmp: Path) -> pd.DataFrame:
@@ -153,10 +218,20 @@ def test_sweep_killed_with_its_runs_then_restarted_finishes_each_run_once(tmp_pa
     from tests.test_protocol import make_pool_store
 
     csv = make_pool_store(tmp_path / "d")
-    argv = ["--num_dems", "8", "--num_seeds", "4", "--env_name", "starpilot",
-            "--pass_args", " ".join(_tiny_reward_args(tmp_path, csv)[2:])]
+    argv = [
+        "--num_dems",
+        "8",
+        "--num_seeds",
+        "4",
+        "--env_name",
+        "starpilot",
+        "--pass_args",
+        " ".join(_tiny_reward_args(tmp_path, csv)[2:]),
+    ]
     # 1. every run killed between its model and its row: the sweep records 4 failures
-    first = run_stage("trex.run_experiments", [*argv, "--jobs", "2"], fault="reward_between_model_and_row")
+    first = run_stage(
+        "trex.run_experiments", [*argv, "--jobs", "2"], fault="reward_between_model_and_row"
+    )
     assert first.returncode == 1, first.stderr[-2000:]
     assert len(list((tmp_path / "rm" / "model_files").glob("*.safetensors"))) == 4
     assert not (tmp_path / "rm" / "rm_infos.csv").exists()
@@ -196,15 +271,27 @@ def test_train_policy_killed_while_checkpointing_then_resumed(tmp_path, sig):
     env_tmp = {"TMPDIR": str(tmpdir)}
     os.environ.update(env_tmp)
     try:
-        first = run_stage("trex.train_policy", argv, fault="checkpoint_between_file_and_row@2", sig=sig)
+        first = run_stage(
+            "trex.train_policy", argv, fault="checkpoint_between_file_and_row@2", sig=sig
+        )
         assert first.returncode != 0 or sig in ("INT", "TERM"), first.stderr[-2000:]
         manifest = read_manifest(run)
         on_disk = {p.name for p in run.glob("checkpoint_*.zip")}
         assert set(manifest["file"]) <= on_disk
         if sig == "KILL":  # the 2nd checkpoint's file is there, its manifest row is not
             assert len(on_disk) == len(manifest) + 1
-        again = run_stage("trex.train_policy", [*base, "--timesteps_per_proc", "128",
-                                                "--load_path", str(run), "--log_dir", str(tmp_path)])
+        again = run_stage(
+            "trex.train_policy",
+            [
+                *base,
+                "--timesteps_per_proc",
+                "128",
+                "--load_path",
+                str(run),
+                "--log_dir",
+                str(tmp_path),
+            ],
+        )
         assert again.returncode == 0, again.stderr[-2000:]
     finally:
         os.environ.pop("TMPDIR")
@@ -225,8 +312,20 @@ def test_train_policy_killed_while_checkpointing_then_resumed(tmp_path, sig):
 
 def test_test_policy_killed_between_episodes_and_summary_then_retried(tmp_path):
     out = tmp_path / "results" / "t.csv"
-    argv = ["--load_path", "random", "--env_name", "coinrun", "--num_runs", "3", "--num_envs", "2",
-            "--max_steps", "20", "--out_csv", str(out)]
+    argv = [
+        "--load_path",
+        "random",
+        "--env_name",
+        "coinrun",
+        "--num_runs",
+        "3",
+        "--num_envs",
+        "2",
+        "--max_steps",
+        "20",
+        "--out_csv",
+        str(out),
+    ]
     first = run_stage("trex.test_policy", argv, fault="test_policy_between_episodes_and_summary")
     assert first.returncode == -signal.SIGKILL
     assert not out.exists() and len(pd.read_csv(tmp_path / "results" / "t_episodes.csv")) == 6
@@ -245,6 +344,19 @@ def test_test_policy_refuses_a_results_csv_of_an_older_version(tmp_path, capsys)
 
     out = tmp_path / "old.csv"
     out.write_text("time,load_path,level_set,return_mean\nx,random,test,1.0\n")
-    assert main(["--load_path", "random", "--env_name", "coinrun", "--num_runs", "1",
-                 "--out_csv", str(out)]) == 2
+    assert (
+        main(
+            [
+                "--load_path",
+                "random",
+                "--env_name",
+                "coinrun",
+                "--num_runs",
+                "1",
+                "--out_csv",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "older version" in capsys.readouterr().err

@@ -65,7 +65,9 @@ def read(tmp_path: Path, name: str = "demo_infos.csv") -> DemoIndex:
     return DemoIndex.read(tmp_path / "demos" / name)
 
 
-def replay(env_name: str, level_seed: int, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def replay(
+    env_name: str, level_seed: int, actions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Play ``actions`` on one level from its start: (frames before each step, rewards, dones)."""
     env = make_procgen_env(env_name, 1, "easy", int(level_seed), 1, False, True, seed=123)
     env.reset()
@@ -94,8 +96,22 @@ def test_random_policy_demos_replay_exactly(tmp_path: Path, capsys: pytest.Captu
     """Every stored demo is one whole episode of one level: replaying its actions from the
     level's start gives the same frames and rewards, and the game ends exactly at its last
     step (no frame lost or duplicated, nothing spliced from the next level)."""
-    assert gen(tmp_path, "--policy", "random", "--num_dems", "5", "--num_envs", "2",
-               "--max_ep_len", "1000", "--seed", "3") == 0
+    assert (
+        gen(
+            tmp_path,
+            "--policy",
+            "random",
+            "--num_dems",
+            "5",
+            "--num_envs",
+            "2",
+            "--max_ep_len",
+            "1000",
+            "--seed",
+            "3",
+        )
+        == 0
+    )
     index = read(tmp_path)
     assert len(index) == 5
     df = index.df
@@ -117,16 +133,34 @@ def test_random_policy_demos_replay_exactly(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_test_set_levels_never_overlap_training(tmp_path: Path) -> None:
-    assert gen(tmp_path, "--policy", "random", "--num_dems", "3", "--num_envs", "3", "--seed", "4") == 0
-    assert gen(tmp_path, "--policy", "random", "--num_dems", "3", "--num_envs", "3", "--seed", "4",
-               "--test_set") == 0
+    assert (
+        gen(tmp_path, "--policy", "random", "--num_dems", "3", "--num_envs", "3", "--seed", "4")
+        == 0
+    )
+    assert (
+        gen(
+            tmp_path,
+            "--policy",
+            "random",
+            "--num_dems",
+            "3",
+            "--num_envs",
+            "3",
+            "--seed",
+            "4",
+            "--test_set",
+        )
+        == 0
+    )
     df = read(tmp_path).df
     train, test = df[df["set_name"] == "train"], df[df["set_name"] == "test"]
     assert len(train) == 3 and len(test) == 3
     assert (train["level_seed"] < TRAIN_LEVELS[0] + TRAIN_LEVELS[1]).all()
     assert (test["level_seed"] >= TEST_LEVELS[0]).all()
     assert (test["level_seed"] < TEST_LEVELS[0] + TEST_LEVELS[1]).all()
-    assert test["demo_id"].str.startswith("1_").all() and train["demo_id"].str.startswith("0_").all()
+    assert (
+        test["demo_id"].str.startswith("1_").all() and train["demo_id"].str.startswith("0_").all()
+    )
     for row in test.itertuples():
         assert row.demo_id == demo_id_for(row.level_seed, True)
 
@@ -134,8 +168,22 @@ def test_test_set_levels_never_overlap_training(tmp_path: Path) -> None:
 def test_cut_episodes_are_kept_and_marked(tmp_path: Path) -> None:
     """Episodes cut at --max_ep_len are stored with done=False; the next demo of that
     environment still starts at its level's beginning (replay check)."""
-    assert gen(tmp_path, "--policy", "random", "--num_dems", "6", "--num_envs", "2",
-               "--max_ep_len", "30", "--seed", "5") == 0
+    assert (
+        gen(
+            tmp_path,
+            "--policy",
+            "random",
+            "--num_dems",
+            "6",
+            "--num_envs",
+            "2",
+            "--max_ep_len",
+            "30",
+            "--seed",
+            "5",
+        )
+        == 0
+    )
     index = read(tmp_path)
     df = index.df
     assert len(df) == 6 and (df["length"] <= 30).all()
@@ -165,7 +213,10 @@ def test_append_and_unique_ids(tmp_path: Path) -> None:
 
 
 def test_name_flag_uses_seed_naming(tmp_path: Path) -> None:
-    assert gen(tmp_path, "--policy", "random", "--num_dems", "1", "--name", "batch1", "--seed", "1") == 0
+    assert (
+        gen(tmp_path, "--policy", "random", "--num_dems", "1", "--name", "batch1", "--seed", "1")
+        == 0
+    )
     index = read(tmp_path, "demo_infos_batch1.csv")
     assert len(index) == 1
     assert index.df["file"].iloc[0].startswith("demo_files_batch1/")
@@ -176,8 +227,26 @@ def test_name_flag_uses_seed_naming(tmp_path: Path) -> None:
 
 
 def test_demos_from_checkpoint_dir(tmp_path: Path, checkpoint_dir: Path) -> None:
-    assert gen(tmp_path, "--env_name", "coinrun", "--models_dir", str(checkpoint_dir), "--num_dems", "3",
-               "--num_envs", "3", "--max_ep_len", "20", "--seed", "1", "--precision", "fp32") == 0
+    assert (
+        gen(
+            tmp_path,
+            "--env_name",
+            "coinrun",
+            "--models_dir",
+            str(checkpoint_dir),
+            "--num_dems",
+            "3",
+            "--num_envs",
+            "3",
+            "--max_ep_len",
+            "20",
+            "--seed",
+            "1",
+            "--precision",
+            "fp32",
+        )
+        == 0
+    )
     index = read(tmp_path)
     assert len(index) == 3
     assert index.df["policy"].str.contains("checkpoint_").all()
@@ -190,8 +259,28 @@ def test_noise_column_honoured(tmp_path: Path, checkpoint_dir: Path) -> None:
     from trex.rl.checkpoints import read_manifest
 
     ckpt = checkpoint_dir / read_manifest(checkpoint_dir)["file"].iloc[-1]
-    assert gen(tmp_path, "--env_name", "coinrun", "--policy", str(ckpt), "--noise", "0", "0.5", "1",
-               "--num_dems", "6", "--num_envs", "3", "--max_ep_len", "15", "--seed", "2") == 0
+    assert (
+        gen(
+            tmp_path,
+            "--env_name",
+            "coinrun",
+            "--policy",
+            str(ckpt),
+            "--noise",
+            "0",
+            "0.5",
+            "1",
+            "--num_dems",
+            "6",
+            "--num_envs",
+            "3",
+            "--max_ep_len",
+            "15",
+            "--seed",
+            "2",
+        )
+        == 0
+    )
     df = read(tmp_path).df
     assert sorted(df["noise"]) == [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]
     assert (df["policy"] == str(ckpt)).all()
@@ -200,16 +289,34 @@ def test_noise_column_honoured(tmp_path: Path, checkpoint_dir: Path) -> None:
 def test_checkpoints_spread_over_skill(tmp_path: Path, spread_dir: Path) -> None:
     """Returns 0, 1, 10, 10.5, 11: demos evenly spaced in skill use the weak checkpoints as
     much as the strong ones (a uniform choice would take the strong ones 3 times in 5)."""
-    assert gen(tmp_path, "--env_name", "coinrun", "--models_dir", str(spread_dir), "--num_dems", "5",
-               "--num_envs", "5", "--max_ep_len", "5", "--seed", "3") == 0
+    assert (
+        gen(
+            tmp_path,
+            "--env_name",
+            "coinrun",
+            "--models_dir",
+            str(spread_dir),
+            "--num_dems",
+            "5",
+            "--num_envs",
+            "5",
+            "--max_ep_len",
+            "5",
+            "--seed",
+            "3",
+        )
+        == 0
+    )
     used = sorted(Path(p).name for p in read(tmp_path).df["policy"])
     # targets 0, 2.75, 5.5, 8.25, 11 -> nearest returns 0, 1, 1 (tie 1/10), 10, 11
     assert used == ["ck0.zip", "ck1.zip", "ck1.zip", "ck2.zip", "ck4.zip"]
 
 
 def test_spread_and_plan_units() -> None:
-    srcs = [PolicySource(f"c{i}", Path(f"c{i}.zip"), i, r)
-            for i, r in enumerate([0.0, 1.0, 2.0, 20.0, 20.5, 21.0, 21.5, 22.0])]
+    srcs = [
+        PolicySource(f"c{i}", Path(f"c{i}.zip"), i, r)
+        for i, r in enumerate([0.0, 1.0, 2.0, 20.0, 20.5, 21.0, 21.5, 22.0])
+    ]
     picked = [s.name for s in spread_over_skill(srcs, 5)]
     assert picked == ["c0", "c2", "c2", "c3", "c7"]  # targets 0, 5.5, 11, 16.5, 22
     rets = np.array([s.mean_return for s in spread_over_skill(srcs, 100)])
@@ -231,9 +338,12 @@ def test_every_job_collected_once_with_more_envs_than_jobs() -> None:
     """One episode per job, whatever the episode lengths; surplus environments unused."""
     jobs = [DemoJob(PolicySource("random", None), float(e)) for e in (1.0, 1.0, 1.0)]
     records = []
-    stats = collect_episodes(jobs, CollectConfig("starpilot", num_envs=8, max_ep_len=40, seed=1),
-                             lambda rec: records.append((rec.job, len(rec.actions), rec.done)),
-                             progress=False)
+    stats = collect_episodes(
+        jobs,
+        CollectConfig("starpilot", num_envs=8, max_ep_len=40, seed=1),
+        lambda rec: records.append((rec.job, len(rec.actions), rec.done)),
+        progress=False,
+    )
     assert len(records) == 3 and stats.demos == 3
     assert stats.demo_steps == sum(n for _, n, _ in records)
     assert stats.env_steps % 3 == 0  # min(num_envs, jobs) = 3 environments
@@ -242,18 +352,26 @@ def test_every_job_collected_once_with_more_envs_than_jobs() -> None:
 # ----------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "give --models_dir"),
-    (["--policy", "random", "--noise", "0.5"], "--noise does not apply"),
-    (["--policy", "random", "--models_dir", "x"], "not both"),
-    (["--policy", "nope.zip"], "checkpoint not found: nope.zip"),
-    (["--models_dir", "no_such_dir"], "no checkpoints.csv in no_such_dir"),
-    (["--policy", "random", "--env_name", "pong"], "unknown env_name 'pong'"),
-    (["--policy", "random", "--distribution_mode", "easyy"], "unknown distribution_mode"),
-    (["--policy", "random", "--name", "a/b"], "--name must be a plain name"),
-])
-def test_bad_input_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                  args: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "give --models_dir"),
+        (["--policy", "random", "--noise", "0.5"], "--noise does not apply"),
+        (["--policy", "random", "--models_dir", "x"], "not both"),
+        (["--policy", "nope.zip"], "checkpoint not found: nope.zip"),
+        (["--models_dir", "no_such_dir"], "no checkpoints.csv in no_such_dir"),
+        (["--policy", "random", "--env_name", "pong"], "unknown env_name 'pong'"),
+        (["--policy", "random", "--distribution_mode", "easyy"], "unknown distribution_mode"),
+        (["--policy", "random", "--name", "a/b"], "--name must be a plain name"),
+    ],
+)
+def test_bad_input_one_line_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    args: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert gen(tmp_path, *args) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -261,12 +379,21 @@ def test_bad_input_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert not (tmp_path / "demos" / "demo_infos.csv").exists()
 
 
-def test_bad_noise_values(tmp_path: Path, checkpoint_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    assert gen(tmp_path, "--env_name", "coinrun", "--models_dir", str(checkpoint_dir), "--noise", "1.5") == 2
+def test_bad_noise_values(
+    tmp_path: Path, checkpoint_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert (
+        gen(
+            tmp_path, "--env_name", "coinrun", "--models_dir", str(checkpoint_dir), "--noise", "1.5"
+        )
+        == 2
+    )
     assert "--noise values must be in [0, 1]" in capsys.readouterr().err
 
 
-def test_checkpoint_of_another_game(tmp_path: Path, checkpoint_dir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_checkpoint_of_another_game(
+    tmp_path: Path, checkpoint_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
     assert gen(tmp_path, "--models_dir", str(checkpoint_dir), "--env_name", "starpilot") == 2
     assert "not of 'starpilot'" in capsys.readouterr().err
 

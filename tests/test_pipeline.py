@@ -23,15 +23,61 @@ def tiny_loop(tmp_path_factory):
     demos = root / "demos"
     # random starpilot play scores a few points in under 100 steps: returns that can be ranked
     for extra in ([], ["--test_set"]):
-        assert gen_demos(["--env_name", "starpilot", "--policy", "random", "--num_dems", "12",
-                          "--max_ep_len", "100", "--num_envs", "3", "--log_dir", str(demos),
-                          "--seed", "3", "--progress", "false", *extra]) == 0
+        assert (
+            gen_demos(
+                [
+                    "--env_name",
+                    "starpilot",
+                    "--policy",
+                    "random",
+                    "--num_dems",
+                    "12",
+                    "--max_ep_len",
+                    "100",
+                    "--num_envs",
+                    "3",
+                    "--log_dir",
+                    str(demos),
+                    "--seed",
+                    "3",
+                    "--progress",
+                    "false",
+                    *extra,
+                ]
+            )
+            == 0
+        )
     rms = root / "reward_models"
-    status = train_reward(["--env_name", "starpilot", "--demo_csv", str(demos / "demo_infos.csv"),
-                           "--num_dems", "10", "--num_snippets", "40", "--min_snippet_length", "4",
-                           "--max_snippet_length", "8", "--epoch_size", "20", "--max_num_epochs", "2",
-                           "--num_val_snippets", "10", "--num_test_snippets", "10", "--seed", "1234567",
-                           "--save_dir", str(rms), "--log_dir", str(root / "LOGS")])
+    status = train_reward(
+        [
+            "--env_name",
+            "starpilot",
+            "--demo_csv",
+            str(demos / "demo_infos.csv"),
+            "--num_dems",
+            "10",
+            "--num_snippets",
+            "40",
+            "--min_snippet_length",
+            "4",
+            "--max_snippet_length",
+            "8",
+            "--epoch_size",
+            "20",
+            "--max_num_epochs",
+            "2",
+            "--num_val_snippets",
+            "10",
+            "--num_test_snippets",
+            "10",
+            "--seed",
+            "1234567",
+            "--save_dir",
+            str(rms),
+            "--log_dir",
+            str(root / "LOGS"),
+        ]
+    )
     return {"root": root, "demos": demos, "rms": rms, "status": status}
 
 
@@ -44,10 +90,28 @@ def test_ppo_on_learned_and_constant_reward_then_test_and_plot(tiny_expert, tiny
     rm = pd.read_csv(tiny_loop["rms"] / "rm_infos.csv")
     rm_id = str(rm["rm_id"].iloc[0])
     log_dir = tmp_path / "runs"
-    common = ["--env_name", "starpilot", *TINY_PPO_FLAGS, "--timesteps_per_proc", "256",
-              "--log_dir", str(log_dir)]
-    assert train_policy([*common, "--rm_id", rm_id, "--reward_csv",
-                         str(tiny_loop["rms"] / "rm_infos.csv"), "--use_sigmoid"]) == 0
+    common = [
+        "--env_name",
+        "starpilot",
+        *TINY_PPO_FLAGS,
+        "--timesteps_per_proc",
+        "256",
+        "--log_dir",
+        str(log_dir),
+    ]
+    assert (
+        train_policy(
+            [
+                *common,
+                "--rm_id",
+                rm_id,
+                "--reward_csv",
+                str(tiny_loop["rms"] / "rm_infos.csv"),
+                "--use_sigmoid",
+            ]
+        )
+        == 0
+    )
     assert train_policy([*common, "--constant_reward", "1"]) == 0
     learned_dir = log_dir / "starpilot" / "easy" / f"rm_{rm_id}"
     const_dir = log_dir / "starpilot" / "easy" / "constant_1"
@@ -58,29 +122,72 @@ def test_ppo_on_learned_and_constant_reward_then_test_and_plot(tiny_expert, tiny
         meta = read_checkpoint_meta(ckpt)
         assert meta["reward"] in (f"learned:{rm_id}", "constant:1")
         out = tmp_path / "test.csv"
-        assert test_policy(["--load_path", str(ckpt), "--num_runs", "2", "--num_envs", "2",
-                            "--max_steps", "10", "--out_csv", str(out)]) == 0
+        assert (
+            test_policy(
+                [
+                    "--load_path",
+                    str(ckpt),
+                    "--num_runs",
+                    "2",
+                    "--num_envs",
+                    "2",
+                    "--max_steps",
+                    "10",
+                    "--out_csv",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     df = pd.read_csv(tmp_path / "test.csv")
     assert set(df["reward"]) == {f"learned:{rm_id}", "constant:1"}
     cfg = json.loads((learned_dir / "config.json").read_text())
     assert cfg["args"]["rm_id"] == rm_id and cfg["args"]["use_sigmoid"] is True
     png = tmp_path / "returns.png"
     # 128 steps per env: random-ish starpilot play ends episodes in under 100 steps
-    assert plot_returns(["--runs", str(learned_dir), str(const_dir), str(tiny_expert), "--demo_csv",
-                         str(tiny_loop["demos"] / "demo_infos.csv"), "--out", str(png)]) == 0
+    assert (
+        plot_returns(
+            [
+                "--runs",
+                str(learned_dir),
+                str(const_dir),
+                str(tiny_expert),
+                "--demo_csv",
+                str(tiny_loop["demos"] / "demo_infos.csv"),
+                "--out",
+                str(png),
+            ]
+        )
+        == 0
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # with each run's held-out score from test_policy's CSV
     png2 = tmp_path / "returns_held_out.png"
-    assert plot_returns(["--runs", str(learned_dir), str(const_dir), "--test_csv", str(out),
-                         "--out", str(png2)]) == 0
+    assert (
+        plot_returns(
+            ["--runs", str(learned_dir), str(const_dir), "--test_csv", str(out), "--out", str(png2)]
+        )
+        == 0
+    )
     assert png2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from trex.plotting.policy_returns import read_held_out_scores
 
     held_out, _ = read_held_out_scores(out, [learned_dir, const_dir])
     assert [len(scores) for scores in held_out] == [1, 1]  # the unseen-level row of each run
     bad = tmp_path / "bad.png"
-    assert plot_returns(["--runs", str(learned_dir), "--test_csv", str(learned_dir / "progress.csv"),
-                         "--out", str(bad)]) == 2
+    assert (
+        plot_returns(
+            [
+                "--runs",
+                str(learned_dir),
+                "--test_csv",
+                str(learned_dir / "progress.csv"),
+                "--out",
+                str(bad),
+            ]
+        )
+        == 2
+    )
     assert not bad.exists()
     # a run with no finished episode has no curve to draw
     empty = tmp_path / "empty_run"
@@ -98,12 +205,26 @@ def test_reward_model_of_another_game_or_mode_is_refused(tiny_loop, tmp_path, ca
     assert tiny_loop["status"] == 0
     model = next((tiny_loop["rms"]).rglob("*.safetensors"))
     base = [*TINY_PPO_FLAGS, "--timesteps_per_proc", "32", "--log_dir", str(tmp_path / "r")]
-    for argv in (["--env_name", "coinrun"], ["--env_name", "starpilot", "--distribution_mode", "hard"]):
+    for argv in (
+        ["--env_name", "coinrun"],
+        ["--env_name", "starpilot", "--distribution_mode", "hard"],
+    ):
         assert train_policy([*argv, *base, "--reward_model", str(model)]) == 2
         assert "error:" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
-    assert train_policy(["--env_name", "coinrun", *base, "--reward_model", str(model),
-                         "--allow_reward_mismatch"]) == 0
+    assert (
+        train_policy(
+            [
+                "--env_name",
+                "coinrun",
+                *base,
+                "--reward_model",
+                str(model),
+                "--allow_reward_mismatch",
+            ]
+        )
+        == 0
+    )
 
 
 def test_bad_reward_choices(tmp_path, capsys):
@@ -121,6 +242,17 @@ def test_bad_reward_choices(tmp_path, capsys):
         assert line.startswith("error:") and expected in line, line
     corrupt = tmp_path / "bad.safetensors"
     corrupt.write_bytes(b"\x00" * 64)
-    assert train_policy(["--env_name", "coinrun", "--log_dir", str(tmp_path / "x"),
-                         "--reward_model", str(corrupt)]) == 2
+    assert (
+        train_policy(
+            [
+                "--env_name",
+                "coinrun",
+                "--log_dir",
+                str(tmp_path / "x"),
+                "--reward_model",
+                str(corrupt),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "x").exists()

@@ -23,7 +23,7 @@ from trex.plotting.correlations import (
     prediction_scale,
 )
 from trex.reward.model_file import save_reward_model
-from trex.reward.nets import RM_COLUMNS, RewardNet, prepare_net
+from trex.reward.nets import RM_COLUMNS, CnnRewardNet, prepare_net
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,10 +37,20 @@ def _rm_rows(env="starpilot"):
     rows = []
     for n in (12, 25, 50):
         for s in range(3):
-            rows.append({"rm_id": f"{n}_{s}", "method": "trex", "env_name": env, "mode": "easy",
-                         "num_dems": n, "sequential": 0, "pearson": float(rng.uniform(0.3, 0.9)),
-                         "spearman": float(rng.uniform(0.3, 0.9)), "baseline_pearson": 0.95,
-                         "baseline_spearman": 0.9})
+            rows.append(
+                {
+                    "rm_id": f"{n}_{s}",
+                    "method": "trex",
+                    "env_name": env,
+                    "mode": "easy",
+                    "num_dems": n,
+                    "sequential": 0,
+                    "pearson": float(rng.uniform(0.3, 0.9)),
+                    "spearman": float(rng.uniform(0.3, 0.9)),
+                    "baseline_pearson": 0.95,
+                    "baseline_spearman": 0.9,
+                }
+            )
     return rows
 
 
@@ -52,15 +62,23 @@ def test_plot_correlations_png(tmp_path):
     assert _is_png(out)
     one = rm.iloc[:1]  # one run: std 0, still a figure
     assert _is_png(plot_correlations(one, tmp_path / "one.png"))
-    assert "matplotlib.pyplot" not in sys.modules or not sys.modules["matplotlib.pyplot"].get_fignums()
+    assert (
+        "matplotlib.pyplot" not in sys.modules or not sys.modules["matplotlib.pyplot"].get_fignums()
+    )
 
 
 def test_plot_reward_predictions_png(tmp_path):
     rng = np.random.default_rng(0)
-    preds = [DemoPrediction(f"d{i}", rng.random(30).astype(np.float32), rng.random(30) * 3) for i in range(5)]
+    preds = [
+        DemoPrediction(f"d{i}", rng.random(30).astype(np.float32), rng.random(30) * 3)
+        for i in range(5)
+    ]
     out = plot_reward_predictions(preds, tmp_path / "p.png", title="model x")
     assert _is_png(out)
-    exact = [DemoPrediction("a", np.ones(4), 2 * np.ones(4)), DemoPrediction("b", np.ones(6), 2 * np.ones(6))]
+    exact = [
+        DemoPrediction("a", np.ones(4), 2 * np.ones(4)),
+        DemoPrediction("b", np.ones(6), 2 * np.ones(6)),
+    ]
     assert prediction_scale(exact) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         plot_reward_predictions([], tmp_path / "none.png")
@@ -77,11 +95,27 @@ def test_plot_correlations_stage(tmp_path, capsys):
     assert "pearson_mean" in capsys.readouterr().out
     demo_csv = make_store(tmp_path / "demos", n_train=2, n_test=4)
     out2 = tmp_path / "corr2.png"
-    assert main(["--rm_csv_path", str(csv), "--env_name", "starpilot", "--demo_csv", str(demo_csv),
-                 "--out", str(out2)]) == 0
+    assert (
+        main(
+            [
+                "--rm_csv_path",
+                str(csv),
+                "--env_name",
+                "starpilot",
+                "--demo_csv",
+                str(demo_csv),
+                "--out",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     assert _is_png(out2)
     # bad input: nothing matches, a missing CSV
-    assert main(["--rm_csv_path", str(csv), "--env_name", "coinrun", "--out", str(tmp_path / "x.png")]) == 2
+    assert (
+        main(["--rm_csv_path", str(csv), "--env_name", "coinrun", "--out", str(tmp_path / "x.png")])
+        == 2
+    )
     assert main(["--rm_csv_path", str(tmp_path / "no.csv"), "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert "no reward models for coinrun" in err and "not found" in err and "Traceback" not in err
@@ -92,14 +126,34 @@ def test_plot_correlations_stage(tmp_path, capsys):
 def model_and_demos(tmp_path):
     demo_csv = make_store(tmp_path / "demos", n_train=2, n_test=6, length=12)
     torch.manual_seed(0)
-    net = prepare_net(RewardNet(), torch.device("cpu"))
+    net = prepare_net(CnnRewardNet(), torch.device("cpu"))
     save_dir = tmp_path / "rm"
-    save_reward_model(save_dir / "model_files" / "111_222.safetensors", net, env_name="starpilot",
-                      mode="easy", num_dems=12, seed=111222, rm_id="111_222")
-    append_csv_rows(save_dir / "rm_infos.csv",
-                    [{"rm_id": "111_222", "method": "trex", "env_name": "starpilot", "mode": "easy",
-                      "num_dems": 12, "sequential": 0, "pearson": 0.5, "spearman": 0.4,
-                      "model_file": "model_files/111_222.safetensors"}], columns=RM_COLUMNS)
+    save_reward_model(
+        save_dir / "model_files" / "111_222.safetensors",
+        net,
+        env_name="starpilot",
+        mode="easy",
+        num_dems=12,
+        seed=111222,
+        rm_id="111_222",
+    )
+    append_csv_rows(
+        save_dir / "rm_infos.csv",
+        [
+            {
+                "rm_id": "111_222",
+                "method": "trex",
+                "env_name": "starpilot",
+                "mode": "easy",
+                "num_dems": 12,
+                "sequential": 0,
+                "pearson": 0.5,
+                "spearman": 0.4,
+                "model_file": "model_files/111_222.safetensors",
+            }
+        ],
+        columns=RM_COLUMNS,
+    )
     return demo_csv, save_dir / "rm_infos.csv"
 
 
@@ -108,8 +162,18 @@ def test_plot_reward_predictions_stage(tmp_path, model_and_demos, capsys):
 
     demo_csv, rm_csv = model_and_demos
     out = tmp_path / "pred.png"
-    base = ["--env_name", "starpilot", "--demo_csv", str(demo_csv), "--reward_csv", str(rm_csv),
-            "--min_length", "5", "--num_demos", "4"]
+    base = [
+        "--env_name",
+        "starpilot",
+        "--demo_csv",
+        str(demo_csv),
+        "--reward_csv",
+        str(rm_csv),
+        "--min_length",
+        "5",
+        "--num_demos",
+        "4",
+    ]
     assert main([*base, "--rm_id", "111_222", "--out", str(out)]) == 0
     assert _is_png(out)
     bad = tmp_path / "bad.png"

@@ -51,8 +51,22 @@ def test_resume_continues_to_the_total(tiny_expert, tmp_path):
 
     run = tmp_path / "coinrun" / "easy"
     shutil.copytree(tiny_expert, run)
-    assert main(["--env_name", "coinrun", *TINY_PPO_FLAGS, "--timesteps_per_proc", "160",
-                 "--log_dir", str(tmp_path), "--load_path", str(run)]) == 0
+    assert (
+        main(
+            [
+                "--env_name",
+                "coinrun",
+                *TINY_PPO_FLAGS,
+                "--timesteps_per_proc",
+                "160",
+                "--log_dir",
+                str(tmp_path),
+                "--load_path",
+                str(run),
+            ]
+        )
+        == 0
+    )
     manifest = read_manifest(run)
     assert list(manifest["timesteps"]) == [32, 64, 96, 128, 160]
     assert (run / "config_resume.json").is_file()
@@ -79,13 +93,17 @@ def test_acting_sees_the_frames_ppo_trains_on(tiny_expert):
     a second scaling would leave the policy nearly blind at test time."""
     path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
     policy, _ = load_policy(path, device="cpu", precision="fp32")
-    torch.nn.init.normal_(policy.action_net.weight, std=1.0)  # make logits depend strongly on the input
+    torch.nn.init.normal_(
+        policy.action_net.weight, std=1.0
+    )  # make logits depend strongly on the input
     env = make_procgen_env("coinrun", 6, seed=4)
     obs = env.reset()
     for _ in range(5):
         obs, *_ = env.step(np.arange(6) % 15)
     actions = torch.arange(6) % 15
-    with torch.no_grad():  # PPO.train: evaluate_actions on the rollout buffer's float32 copy of the frames
+    with (
+        torch.no_grad()
+    ):  # PPO.train: evaluate_actions on the rollout buffer's float32 copy of the frames
         _, ppo_logp, _ = policy.evaluate_actions(torch.as_tensor(obs).float(), actions)
     logits = action_logits(policy, obs)
     assert torch.allclose(logits.log_softmax(-1)[torch.arange(6), actions], ppo_logp, atol=1e-4)
@@ -112,8 +130,14 @@ def test_initialisation_is_train_procgens():
 
     def build(init):
         torch.manual_seed(0)
-        return ImpalaPolicy(spaces.Box(0, 255, (3, 64, 64), np.uint8), spaces.Discrete(15),
-                            lambda _: 5e-4, channels_last=False, bf16=False, init=init)
+        return ImpalaPolicy(
+            spaces.Box(0, 255, (3, 64, 64), np.uint8),
+            spaces.Discrete(15),
+            lambda _: 5e-4,
+            channels_last=False,
+            bf16=False,
+            init=init,
+        )
 
     policy = build("baselines")
     for m in policy.features_extractor.modules():
@@ -124,12 +148,14 @@ def test_initialisation_is_train_procgens():
             assert torch.count_nonzero(m.bias) == 0
     for head, gain in ((policy.action_net, 0.01), (policy.value_net, 1.0)):
         w = head.weight.detach()
-        assert torch.allclose(w @ w.T, gain ** 2 * torch.eye(w.shape[0]), atol=1e-6)
+        assert torch.allclose(w @ w.T, gain**2 * torch.eye(w.shape[0]), atol=1e-6)
         assert torch.count_nonzero(head.bias) == 0
     frames = torch.rand(16, 3, 64, 64) * 255
     with torch.no_grad():
-        rms = {init: build(init).extract_features(frames).pow(2).mean().sqrt().item()
-               for init in ("baselines", "sb3")}
+        rms = {
+            init: build(init).extract_features(frames).pow(2).mean().sqrt().item()
+            for init in ("baselines", "sb3")
+        }
     assert rms["sb3"] > 5 * rms["baselines"]
     with pytest.raises(ValueError):
         build("other")
@@ -153,7 +179,7 @@ def test_adam_steps_equal_tensorflows():
         w.grad = g.clone()
         opt.step()
         m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
-        lr_t = 1e-2 * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        lr_t = 1e-2 * math.sqrt(1 - 0.999**t) / (1 - 0.9**t)
         expected -= lr_t * m / (v.sqrt() + 1e-5)
         assert torch.allclose(w.detach(), expected, atol=1e-7, rtol=0)
     # the optimizer state round-trips (resume) and keeps TF's epsilon
@@ -168,8 +194,19 @@ def test_value_coefficient_means_train_procgens():
     from trex.rl.ppo2 import PPO2
 
     env = make_procgen_env("coinrun", num_envs=2)
-    model = build_ppo(env, nsteps=8, nminibatches=2, ppo_epochs=1, learning_rate=5e-4, gamma=0.999,
-                      lam=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5, device=torch.device("cpu"))
+    model = build_ppo(
+        env,
+        nsteps=8,
+        nminibatches=2,
+        ppo_epochs=1,
+        learning_rate=5e-4,
+        gamma=0.999,
+        lam=0.95,
+        clip_range=0.2,
+        ent_coef=0.01,
+        vf_coef=0.5,
+        device=torch.device("cpu"),
+    )
     assert isinstance(model, PPO2) and model.vf_coef == 0.5
     assert type(model.policy.optimizer).__name__ == "TFAdam"
     model.learn(16)  # two updates through PPO2.train, logged as ppo2 logs them
@@ -188,17 +225,39 @@ def test_ppo2_value_loss_is_max_of_clipped_and_unclipped():
     returns = torch.tensor([1.0, 1.0, 1.0])
     values = torch.tensor([-0.5, 0.5, 0.1], requires_grad=True)  # away / towards / inside
     zeros = torch.zeros(3)
-    loss, stats = ppo2_loss(zeros, zeros, zeros, values, old_v, returns, zeros,
-                            clip=0.2, clip_vf=0.2, ent_coef=0.0, vf_coef=1.0)
+    loss, stats = ppo2_loss(
+        zeros,
+        zeros,
+        zeros,
+        values,
+        old_v,
+        returns,
+        zeros,
+        clip=0.2,
+        clip_vf=0.2,
+        ent_coef=0.0,
+        vf_coef=1.0,
+    )
     loss.backward()
     # per-sample d/dv of 0.5 * mean(err) is (v - R) / 3 where the unclipped error is the max
     expected = torch.tensor([(-0.5 - 1.0) / 3, 0.0, (0.1 - 1.0) / 3])
     assert torch.allclose(values.grad, expected)
-    assert stats["vf"] == pytest.approx(0.5 * (1.5 ** 2 + 0.8 ** 2 + 0.9 ** 2) / 3)
+    assert stats["vf"] == pytest.approx(0.5 * (1.5**2 + 0.8**2 + 0.9**2) / 3)
     # policy part: ratio exp(0.5) > 1.2 with positive advantage is clipped (no gradient)
     lp = torch.tensor([0.5, 0.0, 0.0], requires_grad=True)
-    loss, stats = ppo2_loss(lp, zeros, torch.ones(3), zeros, old_v, zeros, zeros,
-                            clip=0.2, clip_vf=None, ent_coef=0.0, vf_coef=0.0)
+    loss, stats = ppo2_loss(
+        lp,
+        zeros,
+        torch.ones(3),
+        zeros,
+        old_v,
+        zeros,
+        zeros,
+        clip=0.2,
+        clip_vf=None,
+        ent_coef=0.0,
+        vf_coef=0.0,
+    )
     loss.backward()
     assert lp.grad[0] == 0 and lp.grad[1] == pytest.approx(-1 / 3)
     assert stats["clipfrac"] == pytest.approx(1 / 3)
@@ -210,17 +269,50 @@ def test_test_policy_reports_train_and_unseen_levels(tiny_expert, tmp_path):
 
     out = tmp_path / "results.csv"
     path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
-    assert main(["--load_path", str(path), "--num_runs", "2", "--num_envs", "2",
-                 "--max_steps", "20", "--out_csv", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--load_path",
+                str(path),
+                "--num_runs",
+                "2",
+                "--num_envs",
+                "2",
+                "--max_steps",
+                "20",
+                "--out_csv",
+                str(out),
+            ]
+        )
+        == 0
+    )
     df = pd.read_csv(out)
     assert list(df["level_set"]) == ["train", "test"]
     assert (df["episodes"] == 2).all()
     assert (df["length_mean"] <= 20).all()
     assert df.loc[1, "start_level"] == 1_000_000_000
     # random baseline through the same path
-    assert main(["--load_path", "random", "--env_name", "coinrun", "--num_runs", "2",
-                 "--num_envs", "2", "--max_steps", "10", "--level_sets", "test",
-                 "--out_csv", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--load_path",
+                "random",
+                "--env_name",
+                "coinrun",
+                "--num_runs",
+                "2",
+                "--num_envs",
+                "2",
+                "--max_steps",
+                "10",
+                "--level_sets",
+                "test",
+                "--out_csv",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert len(pd.read_csv(out)) == 3
 
 
@@ -231,8 +323,27 @@ def test_test_policy_same_seed_same_numbers(tiny_expert, tmp_path):
     path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
     outs = [tmp_path / "a.csv", tmp_path / "b.csv"]  # (into one CSV the repeat would be "done")
     for out in outs:
-        assert main(["--load_path", str(path), "--num_runs", "6", "--num_envs", "2", "--max_steps", "300",
-                     "--level_sets", "train", "--seed", "3", "--out_csv", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "--load_path",
+                    str(path),
+                    "--num_runs",
+                    "6",
+                    "--num_envs",
+                    "2",
+                    "--max_steps",
+                    "300",
+                    "--level_sets",
+                    "train",
+                    "--seed",
+                    "3",
+                    "--out_csv",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     df = pd.concat([pd.read_csv(o) for o in outs], ignore_index=True)
     stats = ["return_mean", "return_std", "length_mean", "length_std", "truncated"]
     pd.testing.assert_series_equal(df.loc[0, stats], df.loc[1, stats], check_names=False)
@@ -244,12 +355,31 @@ def test_test_policy_writes_every_episode(tiny_expert, tmp_path):
 
     out = tmp_path / "results.csv"
     path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
-    assert main(["--load_path", str(path), "--num_runs", "3", "--num_envs", "3",
-                 "--max_steps", "15", "--seed", "5", "--out_csv", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--load_path",
+                str(path),
+                "--num_runs",
+                "3",
+                "--num_envs",
+                "3",
+                "--max_steps",
+                "15",
+                "--seed",
+                "5",
+                "--out_csv",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert episodes_csv_path(out) == tmp_path / "results_episodes.csv"
     summary, episodes = pd.read_csv(out), pd.read_csv(tmp_path / "results_episodes.csv")
     assert len(episodes) == 6
-    assert {"load_path", "level_set", "level_seed", "return", "length", "seed"} <= set(episodes.columns)
+    assert {"load_path", "level_set", "level_seed", "return", "length", "seed"} <= set(
+        episodes.columns
+    )
     assert (episodes["load_path"] == str(path.resolve())).all() and (episodes["seed"] == 5).all()
     for row in summary.itertuples():
         eps = episodes[(episodes["level_set"] == row.level_set) & (episodes["time"] == row.time)]
@@ -266,10 +396,27 @@ def test_train_level_set_is_the_policys_own_pool(tiny_expert, tmp_path):
 
     src = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
     policy, meta = load_policy(src, device="cpu")
-    pooled = save_policy_weights(policy, tmp_path / "pool.safetensors", {**meta, "start_level": 10, "num_levels": 3})
+    pooled = save_policy_weights(
+        policy, tmp_path / "pool.safetensors", {**meta, "start_level": 10, "num_levels": 3}
+    )
     out = tmp_path / "results.csv"
-    assert main(["--load_path", str(pooled), "--num_runs", "4", "--num_envs", "4", "--max_steps", "5",
-                 "--out_csv", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--load_path",
+                str(pooled),
+                "--num_runs",
+                "4",
+                "--num_envs",
+                "4",
+                "--max_steps",
+                "5",
+                "--out_csv",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = pd.read_csv(out).set_index("level_set")
     assert (summary.loc["train", "start_level"], summary.loc["train", "num_levels"]) == (10, 3)
     assert (summary.loc["test", "start_level"], summary.loc["test", "num_levels"]) == (10**9, 10**9)
@@ -280,8 +427,16 @@ def test_train_level_set_is_the_policys_own_pool(tiny_expert, tmp_path):
 def test_episodes_stay_in_the_pool_across_resets():
     from trex.rl.evaluation import random_act_fn, run_episodes
 
-    stats = run_episodes(random_act_fn(0), "coinrun", start_level=10, num_levels=3, num_episodes=8,
-                         num_envs=2, max_steps=5, progress=False)
+    stats = run_episodes(
+        random_act_fn(0),
+        "coinrun",
+        start_level=10,
+        num_levels=3,
+        num_episodes=8,
+        num_envs=2,
+        max_steps=5,
+        progress=False,
+    )
     assert len(stats.level_seeds) == 8 and set(stats.level_seeds) <= {10, 11, 12}
     records = stats.records()
     assert [r["level_seed"] for r in records] == list(stats.level_seeds)
@@ -295,11 +450,14 @@ def test_level_ranges_of_old_and_new_checkpoints():
     from trex.test_policy import level_ranges
 
     flags = argparse.Namespace(start_level=None, num_levels=None)
-    assert level_ranges({"start_level": 0, "num_levels": 0}, flags)["train"] == TRAIN_LEVELS  # old checkpoints
+    assert (
+        level_ranges({"start_level": 0, "num_levels": 0}, flags)["train"] == TRAIN_LEVELS
+    )  # old checkpoints
     assert level_ranges({}, flags) == {"train": TRAIN_LEVELS, "test": TEST_LEVELS}  # random policy
     assert level_ranges({"start_level": 10, "num_levels": 3}, flags)["train"] == (10, 3)
-    assert level_ranges({"start_level": 10, "num_levels": 3},
-                        argparse.Namespace(start_level=None, num_levels=200))["train"] == (10, 200)
+    assert level_ranges(
+        {"start_level": 10, "num_levels": 3}, argparse.Namespace(start_level=None, num_levels=200)
+    )["train"] == (10, 200)
     with pytest.raises(UserError, match="inside the training range"):
         level_ranges({"start_level": 999_999_999, "num_levels": 5}, flags)
 
@@ -317,8 +475,21 @@ def test_visualize_policy_writes_watchable_mp4(tiny_expert, tmp_path):
 
     path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
     out = tmp_path / "v.mp4"
-    assert main(["--load_path", str(path), "--video_length", "6", "--num_screens", "2",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--load_path",
+                str(path),
+                "--video_length",
+                "6",
+                "--num_screens",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     frames = read_mp4(out)
     assert frames.shape[0] == 6 and frames.shape[1] >= 256 and frames.shape[3] == 3
 
@@ -342,10 +513,21 @@ def test_bad_inputs_give_one_clear_line(tiny_expert, tmp_path, capsys):
     corrupt.write_bytes(b"not a zip at all")
     cases = [
         (train_main, ["--env_name", "pong", "--log_dir", str(tmp_path / "a")], "unknown env_name"),
-        (train_main, ["--distribution_mode", "medium", "--log_dir", str(tmp_path / "a")], "distribution_mode"),
-        (train_main, ["--env_name", "starpilot", "--load_path", str(ckpt), "--log_dir",
-                      str(tmp_path / "a")], "checkpoint of 'coinrun'"),
-        (train_main, ["--load_path", str(tmp_path / "missing.zip"), "--log_dir", str(tmp_path / "a")], "not found"),
+        (
+            train_main,
+            ["--distribution_mode", "medium", "--log_dir", str(tmp_path / "a")],
+            "distribution_mode",
+        ),
+        (
+            train_main,
+            ["--env_name", "starpilot", "--load_path", str(ckpt), "--log_dir", str(tmp_path / "a")],
+            "checkpoint of 'coinrun'",
+        ),
+        (
+            train_main,
+            ["--load_path", str(tmp_path / "missing.zip"), "--log_dir", str(tmp_path / "a")],
+            "not found",
+        ),
         (test_main, ["--load_path", str(corrupt)], "not a procgen-trex policy checkpoint"),
         (test_main, ["--load_path", str(tmp_path / "nope.zip")], "not found"),
         (test_main, ["--load_path", str(ckpt), "--env_name", "bigfish"], "checkpoint of 'coinrun'"),

@@ -18,23 +18,82 @@ def _test_rows(tmp_path):
     run_a, run_b = tmp_path / "a", tmp_path / "b"
     run_a.mkdir()
     run_b.mkdir()
-    row = dict(time="t", reward="true", distribution_mode="easy", start_level=0, num_levels=0,
-               deterministic=False, seed=0, return_min=0, return_max=5, length_mean=50,
-               length_std=5, truncated=0)
+    row = dict(
+        time="t",
+        reward="true",
+        distribution_mode="easy",
+        start_level=0,
+        num_levels=0,
+        deterministic=False,
+        seed=0,
+        return_min=0,
+        return_max=5,
+        length_mean=50,
+        length_std=5,
+        truncated=0,
+    )
     rows = [
         # an older evaluation of a's checkpoint, superseded by the next row
-        dict(row, load_path=str(run_a / "checkpoint_0000000200.zip"), timesteps=200, level_set="test",
-             env_name="starpilot", episodes=10, return_mean=9.0, return_std=1.0),
-        dict(row, load_path=str(run_a / "checkpoint_0000000200.zip"), timesteps=200, level_set="test",
-             env_name="starpilot", episodes=101, return_mean=2.0, return_std=3.0),
-        dict(row, load_path=str(run_a / "checkpoint_0000000100.zip"), timesteps=100, level_set="test",
-             env_name="starpilot", episodes=5, return_mean=1.0, return_std=2.0),
-        dict(row, load_path=str(run_a / "checkpoint_0000000200.zip"), timesteps=200, level_set="train",
-             env_name="starpilot", episodes=101, return_mean=7.0, return_std=3.0),
-        dict(row, load_path="random", timesteps="", level_set="test", env_name="coinrun",
-             episodes=50, return_mean=4.0, return_std=1.0),
-        dict(row, load_path="random", timesteps="", level_set="test", env_name="starpilot",
-             episodes=50, return_mean=0.5, return_std=1.0),
+        dict(
+            row,
+            load_path=str(run_a / "checkpoint_0000000200.zip"),
+            timesteps=200,
+            level_set="test",
+            env_name="starpilot",
+            episodes=10,
+            return_mean=9.0,
+            return_std=1.0,
+        ),
+        dict(
+            row,
+            load_path=str(run_a / "checkpoint_0000000200.zip"),
+            timesteps=200,
+            level_set="test",
+            env_name="starpilot",
+            episodes=101,
+            return_mean=2.0,
+            return_std=3.0,
+        ),
+        dict(
+            row,
+            load_path=str(run_a / "checkpoint_0000000100.zip"),
+            timesteps=100,
+            level_set="test",
+            env_name="starpilot",
+            episodes=5,
+            return_mean=1.0,
+            return_std=2.0,
+        ),
+        dict(
+            row,
+            load_path=str(run_a / "checkpoint_0000000200.zip"),
+            timesteps=200,
+            level_set="train",
+            env_name="starpilot",
+            episodes=101,
+            return_mean=7.0,
+            return_std=3.0,
+        ),
+        dict(
+            row,
+            load_path="random",
+            timesteps="",
+            level_set="test",
+            env_name="coinrun",
+            episodes=50,
+            return_mean=4.0,
+            return_std=1.0,
+        ),
+        dict(
+            row,
+            load_path="random",
+            timesteps="",
+            level_set="test",
+            env_name="starpilot",
+            episodes=50,
+            return_mean=0.5,
+            return_std=1.0,
+        ),
     ]
     csv = tmp_path / "test_policy.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
@@ -58,11 +117,17 @@ def test_held_out_scores_latest_row_per_checkpoint_sorted_with_standard_error(tm
 def test_held_out_scores_drawn_and_bad_csvs_refused(tmp_path):
     csv, run_a, _ = _test_rows(tmp_path)
     pd.DataFrame({"timesteps": [100, 200], "true_return_mean": [1.0, 2.0]}).to_csv(
-        run_a / "progress.csv", index=False)
+        run_a / "progress.csv", index=False
+    )
     curve = read_curve(run_a, "a")
     held_out, random_score = read_held_out_scores(csv, [run_a])
-    png = plot_policy_returns([curve], tmp_path / "fig.png", np.array([0.0, 1.0, 4.0]),
-                              held_out=held_out, random_score=random_score)
+    png = plot_policy_returns(
+        [curve],
+        tmp_path / "fig.png",
+        np.array([0.0, 1.0, 4.0]),
+        held_out=held_out,
+        random_score=random_score,
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(UserError, match="no test_policy CSV"):
         read_held_out_scores(tmp_path / "missing.csv", [run_a])
@@ -72,8 +137,9 @@ def test_held_out_scores_drawn_and_bad_csvs_refused(tmp_path):
 
 def _progress(run_dir, steps, returns):
     run_dir.mkdir(exist_ok=True)
-    pd.DataFrame({"timesteps": steps, "true_return_mean": returns}).to_csv(run_dir / "progress.csv",
-                                                                          index=False)
+    pd.DataFrame({"timesteps": steps, "true_return_mean": returns}).to_csv(
+        run_dir / "progress.csv", index=False
+    )
     return run_dir
 
 
@@ -101,8 +167,13 @@ def test_reference_curves_in_baselines_format_are_averaged_and_drawn(tmp_path):
     refs = []
     for i, offset in enumerate((0.0, 2.0)):
         ref = tmp_path / f"progress-coinrun-train-{i}.csv"
-        pd.DataFrame({"eplenmean": [100.0] * 3, "eprewmean": [1.0 + offset, 2.0 + offset, 3.0 + offset],
-                      "misc/total_timesteps": [100.0, 200.0, 5000.0]}).to_csv(ref, index=False)
+        pd.DataFrame(
+            {
+                "eplenmean": [100.0] * 3,
+                "eprewmean": [1.0 + offset, 2.0 + offset, 3.0 + offset],
+                "misc/total_timesteps": [100.0, 200.0, 5000.0],
+            }
+        ).to_csv(ref, index=False)
         refs.append(str(ref))
     from trex.plotting.policy_returns import read_reference_curves
 
@@ -114,6 +185,17 @@ def test_reference_curves_in_baselines_format_are_averaged_and_drawn(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a train_policy progress.csv is not a baselines progress CSV: one-line error, no figure
     bad_out = tmp_path / "bad.png"
-    assert main(["--runs", str(run), "--reference_test", str(run / "progress.csv"),
-                 "--out", str(bad_out)]) == 2
+    assert (
+        main(
+            [
+                "--runs",
+                str(run),
+                "--reference_test",
+                str(run / "progress.csv"),
+                "--out",
+                str(bad_out),
+            ]
+        )
+        == 2
+    )
     assert not bad_out.exists()

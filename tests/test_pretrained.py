@@ -18,8 +18,11 @@ from trex.rl.checkpoints import (
 )
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
-GAMES = sorted(p.name for p in PRETRAINED.iterdir() if (p / "checkpoints.csv").is_file()) \
-    if PRETRAINED.is_dir() else []
+GAMES = (
+    sorted(p.name for p in PRETRAINED.iterdir() if (p / "checkpoints.csv").is_file())
+    if PRETRAINED.is_dir()
+    else []
+)
 
 
 def test_something_is_shipped():
@@ -38,7 +41,8 @@ def test_manifest_lists_every_shipped_file(game):
     for f in manifest["file"]:
         meta = read_checkpoint_meta(folder / f)
         assert meta["env_name"] == game and meta["timesteps"] == int(
-            manifest.loc[manifest["file"] == f, "timesteps"].iloc[0])
+            manifest.loc[manifest["file"] == f, "timesteps"].iloc[0]
+        )
         assert meta["num_levels"] > 0  # a training pool, never procgen's unbounded range
 
 
@@ -52,10 +56,20 @@ def test_best_shipped_expert_beats_random(game):
     best = folder / manifest.sort_values("mean_return")["file"].iloc[-1]
     policy, _ = load_policy(best, device="cpu")
     torch.manual_seed(0)  # the policy samples its actions
-    kw = dict(start_level=10**9, num_levels=10**9, num_episodes=24, num_envs=12, max_steps=600,
-              seed=3, progress=False)
+    kw = dict(
+        start_level=10**9,
+        num_levels=10**9,
+        num_episodes=24,
+        num_envs=12,
+        max_steps=600,
+        seed=3,
+        progress=False,
+    )
     expert = run_episodes(lambda obs: act(policy, obs), game, **kw)
     rand = run_episodes(random_act_fn(3), game, **kw)
     diff = expert.returns.mean() - rand.returns.mean()
-    se = np.sqrt(expert.returns.var(ddof=1) / len(expert.returns) + rand.returns.var(ddof=1) / len(rand.returns))
+    se = np.sqrt(
+        expert.returns.var(ddof=1) / len(expert.returns)
+        + rand.returns.var(ddof=1) / len(rand.returns)
+    )
     assert diff > 3 * se, (expert.returns.mean(), rand.returns.mean(), se)

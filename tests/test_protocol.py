@@ -71,8 +71,11 @@ def test_window_metric_ignores_a_constant_per_frame():
 def test_window_sums_match_a_naive_loop():
     rng, lengths, offsets, true = _episodes(2, n=7)
     sums, demo = window_sums(true, offsets, 30)
-    naive = [(true[a + k * 30:a + (k + 1) * 30].sum(), i)
-             for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])) for k in range((b - a) // 30)]
+    naive = [
+        (true[a + k * 30 : a + (k + 1) * 30].sum(), i)
+        for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:]))
+        for k in range((b - a) // 30)
+    ]
     assert np.allclose(sums[:, 0], [s for s, _ in naive]) and list(demo) == [i for _, i in naive]
 
 
@@ -101,13 +104,13 @@ def test_bootstrap_intervals_bracket_the_estimate():
 
 
 def test_stratified_split_keeps_two_returns_in_validation():
-    # coinrun-like returns: the seed's split leaves only 10s in validation
+    # coinrun-like returns: the original project's split leaves only 10s in validation
     keys = np.array([0, 10, 0, 10, 0, 10, 0, 10, 0, 10, 10, 10], dtype=float)
     train, val = split_train_val(keys)
     assert len(train) == 9 and len(val) == 3
     assert len(set(keys[val])) == 2 and len(set(keys[train])) == 2
     assert not set(train) & set(val) and sorted([*train, *val]) == list(range(12))
-    # already fine: the seed's split unchanged
+    # already fine: the original project's split unchanged
     tr, va = split_train_val(np.arange(12.0))
     assert list(tr) == list(range(9)) and list(va) == [9, 10, 11]
 
@@ -124,12 +127,55 @@ def test_level_pools_stay_inside_their_range():
 def test_gen_demos_pool_gives_only_its_levels(tmp_path):
     from trex.gen_demos import main
 
-    assert main(["--policy", "random", "--num_dems", "6", "--num_envs", "3", "--start_level", "10",
-                 "--num_levels", "3", "--max_ep_len", "20", "--log_dir", str(tmp_path / "d"),
-                 "--seed", "3", "--progress", "false"]) == 0
-    assert main(["--policy", "random", "--num_dems", "4", "--num_envs", "2", "--test_set",
-                 "--num_levels", "2", "--max_ep_len", "20", "--log_dir", str(tmp_path / "d"),
-                 "--seed", "4", "--progress", "false"]) == 0
+    assert (
+        main(
+            [
+                "--policy",
+                "random",
+                "--num_dems",
+                "6",
+                "--num_envs",
+                "3",
+                "--start_level",
+                "10",
+                "--num_levels",
+                "3",
+                "--max_ep_len",
+                "20",
+                "--log_dir",
+                str(tmp_path / "d"),
+                "--seed",
+                "3",
+                "--progress",
+                "false",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "--policy",
+                "random",
+                "--num_dems",
+                "4",
+                "--num_envs",
+                "2",
+                "--test_set",
+                "--num_levels",
+                "2",
+                "--max_ep_len",
+                "20",
+                "--log_dir",
+                str(tmp_path / "d"),
+                "--seed",
+                "4",
+                "--progress",
+                "false",
+            ]
+        )
+        == 0
+    )
     df = DemoIndex.read(tmp_path / "d" / "demo_infos.csv").df
     train, test = df[df["set_name"] == "train"], df[df["set_name"] == "test"]
     assert train["level_seed"].between(10, 12).all()
@@ -142,8 +188,24 @@ def test_gen_demos_pool_gives_only_its_levels(tmp_path):
 def test_gen_demos_refuses_a_pool_outside_its_range(tmp_path, capsys):
     from trex.gen_demos import main
 
-    assert main(["--policy", "random", "--num_dems", "2", "--test_set", "--start_level", "5",
-                 "--num_levels", "3", "--log_dir", str(tmp_path / "d")]) == 2
+    assert (
+        main(
+            [
+                "--policy",
+                "random",
+                "--num_dems",
+                "2",
+                "--test_set",
+                "--start_level",
+                "5",
+                "--num_levels",
+                "3",
+                "--log_dir",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 2
+    )
     assert "test range" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
 
@@ -152,10 +214,23 @@ def test_old_indexes_get_the_range_pools(tmp_path):
     csv = tmp_path / "demo_infos.csv"
     obs, rew = synth_demo(5, 0.5, np.random.default_rng(0))
     write_demo(tmp_path / "demo_files", "a", obs, np.zeros(5, int), rew)
-    base = {"env_name": "starpilot", "mode": "easy", "length": 5, "return": float(rew.sum()),
-            "sequential": 0, "policy": "x", "noise": 0.0, "file": "demo_files/a.npz"}
-    append_index(csv, [{**base, "demo_id": "a", "set_name": "train", "level_seed": 3},
-                       {**base, "demo_id": "b", "set_name": "test", "level_seed": 10**9 + 3}])
+    base = {
+        "env_name": "starpilot",
+        "mode": "easy",
+        "length": 5,
+        "return": float(rew.sum()),
+        "sequential": 0,
+        "policy": "x",
+        "noise": 0.0,
+        "file": "demo_files/a.npz",
+    }
+    append_index(
+        csv,
+        [
+            {**base, "demo_id": "a", "set_name": "train", "level_seed": 3},
+            {**base, "demo_id": "b", "set_name": "test", "level_seed": 10**9 + 3},
+        ],
+    )
     df = DemoIndex.read(csv).df.set_index("demo_id")
     assert (df.loc["a", "start_level"], df.loc["a", "num_levels"]) == (0, 10**9)
     assert (df.loc["b", "start_level"], df.loc["b", "num_levels"]) == (10**9, 10**9)
@@ -165,14 +240,22 @@ def test_old_indexes_get_the_range_pools(tmp_path):
 # ----------------------------------------------------------------------------- train_reward
 
 
-def make_pool_store(root: Path, pools=((0, 200),), n_per_pool: int = 12, n_test: int = 8,
-                    nan_rewards: bool = False, seed: int = 0, test_levels_from: int = 10**9) -> Path:
+def make_pool_store(
+    root: Path,
+    pools=((0, 200),),
+    n_per_pool: int = 12,
+    n_test: int = 8,
+    nan_rewards: bool = False,
+    seed: int = 0,
+    test_levels_from: int = 10**9,
+) -> Path:
     """Synthetic demos from several training pools; noise and checkpoint age go with skill
     (less noise, later checkpoint: more bright frames = more reward)."""
     rng = np.random.default_rng(seed)
     rows = []
-    jobs = [("train", s, n) for s, n in pools for _ in range(n_per_pool)] + \
-           [("test", test_levels_from, 10**9) for _ in range(n_test)]
+    jobs = [("train", s, n) for s, n in pools for _ in range(n_per_pool)] + [
+        ("test", test_levels_from, 10**9) for _ in range(n_test)
+    ]
     for k, (set_name, start, num) in enumerate(jobs):
         noise = NOISES[k % len(NOISES)]
         t = int(14 + rng.integers(0, 6))
@@ -183,12 +266,27 @@ def make_pool_store(root: Path, pools=((0, 200),), n_per_pool: int = 12, n_test:
             ret = float("nan")
         demo_id = f"{set_name}_{k}"
         write_demo(root / "demo_files", demo_id, obs, rng.integers(0, 15, t), rew)
-        rows.append({"demo_id": demo_id, "env_name": "starpilot", "mode": "easy", "length": t,
-                     "return": ret, "set_name": set_name, "sequential": 0,
-                     "level_seed": int(start + k % min(num, 7)), "policy": f"ckpt_{k % 4}",
-                     "noise": noise, "file": f"demo_files/{demo_id}.npz", "done": True, "seed": 0,
-                     "policy_timesteps": int(1000 * (4 - k % 4)), "start_level": start,
-                     "num_levels": num, "use_backgrounds": True})
+        rows.append(
+            {
+                "demo_id": demo_id,
+                "env_name": "starpilot",
+                "mode": "easy",
+                "length": t,
+                "return": ret,
+                "set_name": set_name,
+                "sequential": 0,
+                "level_seed": int(start + k % min(num, 7)),
+                "policy": f"ckpt_{k % 4}",
+                "noise": noise,
+                "file": f"demo_files/{demo_id}.npz",
+                "done": True,
+                "seed": 0,
+                "policy_timesteps": int(1000 * (4 - k % 4)),
+                "start_level": start,
+                "num_levels": num,
+                "use_backgrounds": True,
+            }
+        )
     append_index(root / "demo_infos.csv", rows)
     return root / "demo_infos.csv"
 
@@ -196,9 +294,24 @@ def make_pool_store(root: Path, pools=((0, 200),), n_per_pool: int = 12, n_test:
 def _train(tmp: Path, csv: Path, *extra: str, seed: int = 1234567, name: str = "rm") -> int:
     from trex.train_reward import main
 
-    return main([*TINY, "--demo_csv", str(csv), "--save_dir", str(tmp / name), "--log_dir",
-                 str(tmp / f"{name}_logs"), "--seed", str(seed), "--num_bootstrap", "50",
-                 "--window", "5", *extra])
+    return main(
+        [
+            *TINY,
+            "--demo_csv",
+            str(csv),
+            "--save_dir",
+            str(tmp / name),
+            "--log_dir",
+            str(tmp / f"{name}_logs"),
+            "--seed",
+            str(seed),
+            "--num_bootstrap",
+            "50",
+            "--window",
+            "5",
+            *extra,
+        ]
+    )
 
 
 def test_rank_by_noise_never_reads_the_true_reward(tmp_path):
@@ -260,8 +373,19 @@ def test_train_reward_config_json_repeats_the_run(tmp_path):
     config = next((tmp_path / "rm_logs").rglob("config.json"))
     from trex.train_reward import main
 
-    assert main(["-c", str(config), "--save_dir", str(tmp_path / "again"),
-                 "--log_dir", str(tmp_path / "again_logs")]) == 0
+    assert (
+        main(
+            [
+                "-c",
+                str(config),
+                "--save_dir",
+                str(tmp_path / "again"),
+                "--log_dir",
+                str(tmp_path / "again_logs"),
+            ]
+        )
+        == 0
+    )
     rm_id = rm_id_from_seed(1234567)
     a = load_file(str(tmp_path / "rm" / "model_files" / f"{rm_id}.safetensors"))
     b = load_file(str(tmp_path / "again" / "model_files" / f"{rm_id}.safetensors"))
@@ -271,9 +395,29 @@ def test_train_reward_config_json_repeats_the_run(tmp_path):
 def test_gen_demos_config_json_repeats_the_run(tmp_path):
     from trex.gen_demos import main
 
-    assert main(["--policy", "random", "--num_dems", "3", "--num_envs", "3", "--max_ep_len", "10",
-                 "--log_dir", str(tmp_path / "a"), "--seed", "2", "--num_levels", "50",
-                 "--progress", "false"]) == 0
+    assert (
+        main(
+            [
+                "--policy",
+                "random",
+                "--num_dems",
+                "3",
+                "--num_envs",
+                "3",
+                "--max_ep_len",
+                "10",
+                "--log_dir",
+                str(tmp_path / "a"),
+                "--seed",
+                "2",
+                "--num_levels",
+                "50",
+                "--progress",
+                "false",
+            ]
+        )
+        == 0
+    )
     config = next((tmp_path / "a").rglob("config.json"))
     assert main(["-c", str(config), "--log_dir", str(tmp_path / "b")]) == 0
     a = pd.read_csv(tmp_path / "a" / "demo_infos.csv").sort_values("demo_id")
@@ -285,8 +429,22 @@ def test_train_policy_config_json_repeats_the_run(tmp_path):
     from tests.conftest import TINY_PPO_FLAGS
     from trex.train_policy import main
 
-    assert main(["--env_name", "coinrun", *TINY_PPO_FLAGS, "--timesteps_per_proc", "32",
-                 "--log_dir", str(tmp_path / "a"), "--num_levels", "5"]) == 0
+    assert (
+        main(
+            [
+                "--env_name",
+                "coinrun",
+                *TINY_PPO_FLAGS,
+                "--timesteps_per_proc",
+                "32",
+                "--log_dir",
+                str(tmp_path / "a"),
+                "--num_levels",
+                "5",
+            ]
+        )
+        == 0
+    )
     config = tmp_path / "a" / "coinrun" / "easy" / "config.json"
     assert json.loads(config.read_text())["args"]["norm_gamma"] == 0.99
     assert main(["-c", str(config), "--log_dir", str(tmp_path / "b")]) == 0
@@ -303,9 +461,26 @@ def test_eval_reward_on_any_demo_set(tmp_path, capsys):
     from trex.eval_reward import main
 
     out = tmp_path / "eval" / "e.csv"
-    assert main(["--rm_id", rm_id_from_seed(1111111), rm_id_from_seed(2222222), "--reward_csv",
-                 str(tmp_path / "rm" / "rm_infos.csv"), "--demo_csv", str(csv), "--window", "5",
-                 "--num_bootstrap", "50", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--rm_id",
+                rm_id_from_seed(1111111),
+                rm_id_from_seed(2222222),
+                "--reward_csv",
+                str(tmp_path / "rm" / "rm_infos.csv"),
+                "--demo_csv",
+                str(csv),
+                "--window",
+                "5",
+                "--num_bootstrap",
+                "50",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     df = pd.read_csv(out, dtype={"rm_id": str})
     assert len(df) == 2 and df["n_demos"].eq(8).all()
     for key in ("pearson", "partial", "partial_lo", "window_pearson", "baseline_pearson"):
@@ -316,11 +491,36 @@ def test_eval_reward_on_any_demo_set(tmp_path, capsys):
     rm = pd.read_csv(tmp_path / "rm" / "rm_infos.csv", dtype={"rm_id": str}).set_index("rm_id")
     for _, r in df.iterrows():
         assert r["pearson"] == pytest.approx(rm.loc[r["rm_id"], "pearson"], abs=0.02)
-    assert main(["--rm_id", "999_9999", "--reward_csv", str(tmp_path / "rm" / "rm_infos.csv"),
-                 "--demo_csv", str(csv), "--out", str(tmp_path / "x.csv")]) == 2
-    assert main(["--reward_model", str(next((tmp_path / "rm" / "model_files").iterdir())),
-                 "--demo_csv", str(csv), "--use_backgrounds", "false",
-                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert (
+        main(
+            [
+                "--rm_id",
+                "999_9999",
+                "--reward_csv",
+                str(tmp_path / "rm" / "rm_infos.csv"),
+                "--demo_csv",
+                str(csv),
+                "--out",
+                str(tmp_path / "x.csv"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "--reward_model",
+                str(next((tmp_path / "rm" / "model_files").iterdir())),
+                "--demo_csv",
+                str(csv),
+                "--use_backgrounds",
+                "false",
+                "--out",
+                str(tmp_path / "x.csv"),
+            ]
+        )
+        == 2
+    )
     assert "fewer than 2" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
 
@@ -328,18 +528,74 @@ def test_eval_reward_on_any_demo_set(tmp_path, capsys):
 def test_plot_correlations_any_metric_by_any_column(tmp_path):
     from trex.plot_correlations import main
 
-    rows = [{"rm_id": f"{i}", "env_name": "starpilot", "mode": "easy", "sequential": 0,
-             "num_dems": 50, "num_levels": n, "pearson": 0.5, "spearman": 0.4,
-             "partial": 0.1 * i, "window_pearson": 0.2, "baseline_pearson": 0.6,
-             "baseline_spearman": 0.5} for i, n in enumerate([10, 10, 200, 10**9])]
+    rows = [
+        {
+            "rm_id": f"{i}",
+            "env_name": "starpilot",
+            "mode": "easy",
+            "sequential": 0,
+            "num_dems": 50,
+            "num_levels": n,
+            "pearson": 0.5,
+            "spearman": 0.4,
+            "partial": 0.1 * i,
+            "window_pearson": 0.2,
+            "baseline_pearson": 0.6,
+            "baseline_spearman": 0.5,
+        }
+        for i, n in enumerate([10, 10, 200, 10**9])
+    ]
     csv = tmp_path / "rm_infos.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     out = tmp_path / "f.png"
-    assert main(["--rm_csv_path", str(csv), "--env_name", "starpilot", "--metric", "partial",
-                 "window_pearson", "--by", "num_levels", "--where", "num_dems=50",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--rm_csv_path",
+                str(csv),
+                "--env_name",
+                "starpilot",
+                "--metric",
+                "partial",
+                "window_pearson",
+                "--by",
+                "num_levels",
+                "--where",
+                "num_dems=50",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes()[:4] == b"\x89PNG"
-    assert main(["--rm_csv_path", str(csv), "--env_name", "starpilot", "--metric", "nope",
-                 "--out", str(out)]) == 2
-    assert main(["--rm_csv_path", str(csv), "--env_name", "starpilot", "--where", "num_dems=7",
-                 "--out", str(tmp_path / "g.png")]) == 2
+    assert (
+        main(
+            [
+                "--rm_csv_path",
+                str(csv),
+                "--env_name",
+                "starpilot",
+                "--metric",
+                "nope",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "--rm_csv_path",
+                str(csv),
+                "--env_name",
+                "starpilot",
+                "--where",
+                "num_dems=7",
+                "--out",
+                str(tmp_path / "g.png"),
+            ]
+        )
+        == 2
+    )

@@ -19,7 +19,7 @@ from trex.reward.model_file import (
 )
 from trex.reward.nets import (
     RM_COLUMNS,
-    RewardNet,
+    CnnRewardNet,
     frames_to_input,
     predict_frame_rewards,
     prepare_net,
@@ -31,11 +31,20 @@ CPU = torch.device("cpu")
 
 def _saved(tmp_path, env="starpilot", mode="easy", output_abs=False, name="123_4567"):
     torch.manual_seed(0)
-    net = prepare_net(RewardNet(output_abs=output_abs), CPU, channels_last=True)
+    net = prepare_net(CnnRewardNet(output_abs=output_abs), CPU, channels_last=True)
     path = tmp_path / "model_files" / f"{name}.safetensors"
-    save_reward_model(path, net, env_name=env, mode=mode, num_dems=12, seed=1234567, sequential=0,
-                      rm_id=name, training={"lr": 5e-5, "demo_csv": ["a.csv"]},
-                      results={"val_acc": 0.9})
+    save_reward_model(
+        path,
+        net,
+        env_name=env,
+        mode=mode,
+        num_dems=12,
+        seed=1234567,
+        sequential=0,
+        rm_id=name,
+        training={"lr": 5e-5, "demo_csv": ["a.csv"]},
+        results={"val_acc": 0.9},
+    )
     return net, path
 
 
@@ -48,7 +57,9 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path):
     assert meta["env_name"] == "starpilot" and meta["mode"] == "easy" and meta["num_dems"] == 12
     assert meta["seed"] == 1234567 and meta["rm_id"] == "123_4567" and meta["format_version"] == 1
     assert meta["architecture"] == "seed_cnn" and meta["net_config"] == {"output_abs": True}
-    assert meta["training"] == {"lr": 5e-5, "demo_csv": ["a.csv"]} and meta["results"] == {"val_acc": 0.9}
+    assert meta["training"] == {"lr": 5e-5, "demo_csv": ["a.csv"]} and meta["results"] == {
+        "val_acc": 0.9
+    }
     assert read_metadata(path)["env_name"] == "starpilot"
     assert not list(path.parent.glob(".*tmp*"))  # atomic write left no temp file
 
@@ -79,7 +90,9 @@ def test_load_checks(tmp_path):
 
 def test_reward_function_accepts_hwc_and_chw(tmp_path):
     _, path = _saved(tmp_path)
-    fn = load_reward_function(path, env_name="starpilot", mode="easy", device="cpu", precision="fp32")
+    fn = load_reward_function(
+        path, env_name="starpilot", mode="easy", device="cpu", precision="fp32"
+    )
     assert isinstance(fn, RewardFunction) and fn.rm_id == "123_4567"
     frames = np.random.default_rng(0).integers(0, 256, size=(5, 64, 64, 3), dtype=np.uint8)
     r_hwc = fn(frames)
@@ -96,10 +109,12 @@ def test_reward_function_accepts_hwc_and_chw(tmp_path):
 
 def test_predict_matches_seed_style_forward():
     torch.manual_seed(1)
-    net = RewardNet()
+    net = CnnRewardNet()
     frames = np.random.default_rng(1).integers(0, 256, size=(9, 64, 64, 3), dtype=np.uint8)
     with torch.no_grad():
-        seed_way = net.model(torch.tensor(frames, dtype=torch.float32).permute(0, 3, 1, 2)).numpy().ravel()
+        seed_way = (
+            net.model(torch.tensor(frames, dtype=torch.float32).permute(0, 3, 1, 2)).numpy().ravel()
+        )
     ours = predict_frame_rewards(prepare_net(net, CPU, True), frames, CPU, bf16=False, batch_size=4)
     np.testing.assert_allclose(ours, seed_way, rtol=1e-4, atol=1e-4)
 
@@ -118,12 +133,43 @@ def test_rm_id_and_lookup(tmp_path):
     assert rm_id_from_seed(1234567) == "123_4567"
     assert rm_id_from_seed(5) == "000_0005"
     csv = tmp_path / "rm_infos.csv"
-    append_csv_rows(csv, [{"rm_id": "012_345", "env_name": "starpilot", "mode": "easy", "num_dems": 3,
-                           "model_file": "model_files/012_345.safetensors"}], columns=RM_COLUMNS)
-    append_csv_rows(csv, [{"rm_id": "123_4567", "env_name": "starpilot", "mode": "easy", "num_dems": 12,
-                           "model_file": "model_files/123_4567.safetensors"}])
-    append_csv_rows(csv, [{"rm_id": "123_4567", "env_name": "starpilot", "mode": "easy", "num_dems": 15,
-                           "model_file": "model_files/123_4567.safetensors"}])
+    append_csv_rows(
+        csv,
+        [
+            {
+                "rm_id": "012_345",
+                "env_name": "starpilot",
+                "mode": "easy",
+                "num_dems": 3,
+                "model_file": "model_files/012_345.safetensors",
+            }
+        ],
+        columns=RM_COLUMNS,
+    )
+    append_csv_rows(
+        csv,
+        [
+            {
+                "rm_id": "123_4567",
+                "env_name": "starpilot",
+                "mode": "easy",
+                "num_dems": 12,
+                "model_file": "model_files/123_4567.safetensors",
+            }
+        ],
+    )
+    append_csv_rows(
+        csv,
+        [
+            {
+                "rm_id": "123_4567",
+                "env_name": "starpilot",
+                "mode": "easy",
+                "num_dems": 15,
+                "model_file": "model_files/123_4567.safetensors",
+            }
+        ],
+    )
     row, path = lookup_rm("012_345", csv)  # ids stay text (no int parsing of "012_345")
     assert row["num_dems"] == 3 and path == tmp_path / "model_files" / "012_345.safetensors"
     row, _ = lookup_rm("123_4567", csv)
@@ -132,7 +178,9 @@ def test_rm_id_and_lookup(tmp_path):
         lookup_rm("999_9999", csv)
     with pytest.raises(UserError, match="not found"):
         lookup_rm("123_4567", tmp_path / "missing.csv")
-    assert resolve_reward_model("123_4567", csv) == tmp_path / "model_files" / "123_4567.safetensors"
+    assert (
+        resolve_reward_model("123_4567", csv) == tmp_path / "model_files" / "123_4567.safetensors"
+    )
     assert resolve_reward_model("x/y.safetensors") == type(path)("x/y.safetensors")
     assert list(pd.read_csv(csv).columns) == RM_COLUMNS
 

@@ -16,7 +16,9 @@ from trex.rl.reward_wrappers import ConstantRewardVecEnv, LearnedRewardVecEnv
 def _reward_fn() -> RewardFunction:
     torch.manual_seed(0)
     net = prepare_net(build_net(), torch.device("cpu"), channels_last=False)
-    return RewardFunction(net, {"rm_id": "test"}, torch.device("cpu"), bf16=False, channels_last=False)
+    return RewardFunction(
+        net, {"rm_id": "test"}, torch.device("cpu"), bf16=False, channels_last=False
+    )
 
 
 def _roll(env, steps, seed=0):

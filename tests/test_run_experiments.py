@@ -16,7 +16,7 @@ from trex import run_experiments, sweeps
 
 # A test-only stage: same contract as train_reward (flags, rm_id from the seed, one row
 # appended to <save_dir>/rm_infos[_<save_name>].csv, result reported via write_stage_result).
-FAKE_STAGE = textwrap.dedent('''
+FAKE_STAGE = textwrap.dedent("""
     import argparse, os, sys
     from trex.common.errors import UserError
     from trex.common.cli import add_config_flag, cli_entry, parse_args
@@ -56,7 +56,7 @@ FAKE_STAGE = textwrap.dedent('''
 
     if __name__ == "__main__":
         sys.exit(main())
-''')
+""")
 
 
 @pytest.fixture
@@ -66,7 +66,9 @@ def fake_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     mod_dir.mkdir()
     (mod_dir / "fake_trex_stage.py").write_text(FAKE_STAGE)
     monkeypatch.syspath_prepend(str(mod_dir))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(mod_dir), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(mod_dir), os.environ.get("PYTHONPATH")]))
+    )
     monkeypatch.chdir(tmp_path)
     return "fake_trex_stage"
 
@@ -88,25 +90,46 @@ def tiny_demos(tmp_path_factory) -> Path:
     return make_tiny_demos(tmp_path_factory.mktemp("demos"))
 
 
-RESULT_HINT = ("train_reward must report its rm_id to the sweep: "
-               "trex.sweeps.stages.write_stage_result(rm_id=args.rm_id, ...) at its end")
+RESULT_HINT = (
+    "train_reward must report its rm_id to the sweep: "
+    "trex.sweeps.stages.write_stage_result(rm_id=args.rm_id, ...) at its end"
+)
 
 
-def test_train_reward_grid_runs_once_then_skips(tiny_demos: Path, tmp_path: Path, monkeypatch,
-                                                capsys) -> None:
+def test_train_reward_grid_runs_once_then_skips(
+    tiny_demos: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     monkeypatch.chdir(tmp_path)
-    args = ["--env_name", "starpilot", "--num_dems", "10", "12", "--weight_decay", "0.0", "0.01",
-            "--num_seeds", "1", "--jobs", "2", "--demo_csv", str(tiny_demos), *TINY_TRAIN_REWARD]
+    args = [
+        "--env_name",
+        "starpilot",
+        "--num_dems",
+        "10",
+        "12",
+        "--weight_decay",
+        "0.0",
+        "0.01",
+        "--num_seeds",
+        "1",
+        "--jobs",
+        "2",
+        "--demo_csv",
+        str(tiny_demos),
+        *TINY_TRAIN_REWARD,
+    ]
     assert run_experiments.main(args) == 0
     rm_rows = read_csv(tmp_path / "reward_models" / "rm_infos.csv")
     manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest.csv")
     assert len(rm_rows) == 4 and len(manifest) == 4
     assert {(r["num_dems"], r["weight_decay"]) for r in manifest} == {
-        (n, w) for n in ("10", "12") for w in ("0.0", "0.01")}
+        (n, w) for n in ("10", "12") for w in ("0.0", "0.01")
+    }
     assert all(r["status"] == "done" for r in manifest)
     assert all(r["rm_id"] for r in manifest), RESULT_HINT
     assert sorted(r["rm_id"] for r in manifest) == sorted(r["rm_id"] for r in rm_rows)
-    for r in manifest:  # the seed's rm_id is the seed's digits, split after the third
+    for r in (
+        manifest
+    ):  # the original project's rm_id is the original project's digits, split after the third
         assert r["rm_id"] == f"{r['seed'][:3]}_{r['seed'][3:]}"
         assert Path(r["log"]).is_file() and float(r["wall_time_s"]) > 0
         assert r["command"].startswith(sys.executable)
@@ -123,11 +146,26 @@ def test_train_reward_grid_runs_once_then_skips(tiny_demos: Path, tmp_path: Path
     assert "4 skipped" in capsys.readouterr().out
 
 
-def test_train_reward_failed_run_is_recorded_others_finish(tiny_demos: Path, tmp_path: Path,
-                                                           monkeypatch, capsys) -> None:
+def test_train_reward_failed_run_is_recorded_others_finish(
+    tiny_demos: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     monkeypatch.chdir(tmp_path)
-    args = ["--env_name", "starpilot", "--num_dems", "99", "10", "--num_seeds", "1", "--jobs", "2",
-            "--save_name", "exp", "--demo_csv", str(tiny_demos), *TINY_TRAIN_REWARD]
+    args = [
+        "--env_name",
+        "starpilot",
+        "--num_dems",
+        "99",
+        "10",
+        "--num_seeds",
+        "1",
+        "--jobs",
+        "2",
+        "--save_name",
+        "exp",
+        "--demo_csv",
+        str(tiny_demos),
+        *TINY_TRAIN_REWARD,
+    ]
     assert run_experiments.main(args) == 1
     manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest_exp.csv")
     by_n = {r["num_dems"]: r for r in manifest}
@@ -135,7 +173,9 @@ def test_train_reward_failed_run_is_recorded_others_finish(tiny_demos: Path, tmp
     assert "99 training demos requested" in by_n["99"]["error"]
     assert "99 training demos requested" in Path(by_n["99"]["log"]).read_text()
     assert by_n["10"]["status"] == "done"
-    assert [r["num_dems"] for r in read_csv(tmp_path / "reward_models" / "rm_infos_exp.csv")] == ["10"]
+    assert [r["num_dems"] for r in read_csv(tmp_path / "reward_models" / "rm_infos_exp.csv")] == [
+        "10"
+    ]
     out = capsys.readouterr().out
     assert "1 done" in out and "1 failed" in out and by_n["99"]["log"] in out
 
@@ -152,7 +192,10 @@ def test_fake_stage_failure_then_retry(fake_stage: str, tmp_path: Path) -> None:
 
 
 def test_grid_over_seeds_fills_the_seed_column(fake_stage: str, tmp_path: Path) -> None:
-    assert sweep(fake_stage, "--num_dems", "3", "--grid", "seed", "1234567", "2345678", "--jobs", "1") == 0
+    assert (
+        sweep(fake_stage, "--num_dems", "3", "--grid", "seed", "1234567", "2345678", "--jobs", "1")
+        == 0
+    )
     with (tmp_path / "reward_models" / "sweep_manifest.csv").open() as f:
         header = f.readline().strip().split(",")
     assert header.count("seed") == 1
@@ -168,8 +211,9 @@ def test_threads_per_run(fake_stage: str, tmp_path: Path) -> None:
         assert {r["threads"] for r in rows} == {str(sweeps.default_jobs())}
 
 
-def test_user_thread_setting_reaches_both_thread_variables(fake_stage: str, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_thread_setting_reaches_both_thread_variables(
+    fake_stage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # torch takes MKL_NUM_THREADS over OMP_NUM_THREADS: the user's OMP_NUM_THREADS must not
     # be overridden by the sweep's default (cores / jobs) in MKL_NUM_THREADS; a value other
     # than that default, so the test fails with the old behaviour on any machine
@@ -214,7 +258,8 @@ def test_grown_grid_keeps_seeds_and_skips_done_runs(fake_stage: str, tmp_path: P
 
 def test_sweep_yaml_grid_and_pass_args(fake_stage: str, tmp_path: Path) -> None:
     cfg = tmp_path / "sweep.yaml"
-    cfg.write_text(textwrap.dedent("""
+    cfg.write_text(
+        textwrap.dedent("""
         jobs: 2
         num_seeds: 1
         save_name: yml
@@ -223,15 +268,21 @@ def test_sweep_yaml_grid_and_pass_args(fake_stage: str, tmp_path: Path) -> None:
         demo_csv: [a.csv, b.csv]        # a list flag: one value, not an axis
         max_num_epochs: 2
         output_abs: true
-    """))
+    """)
+    )
     assert sweep(fake_stage, "-c", str(cfg), "--pass_args", "--sequential 0") == 0
     manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest_yml.csv")
     assert len(manifest) == 4
     assert {(r["env_name"], r["weight_decay"]) for r in manifest} == {
-        (e, w) for e in ("coinrun", "bigfish") for w in ("0.0", "0.01")}
-    assert all("--demo_csv a.csv b.csv" in r["command"] and "--output_abs" in r["command"]
-               and "--max_num_epochs=2" in r["command"] and "--sequential 0" in r["command"]
-               for r in manifest)
+        (e, w) for e in ("coinrun", "bigfish") for w in ("0.0", "0.01")
+    }
+    assert all(
+        "--demo_csv a.csv b.csv" in r["command"]
+        and "--output_abs" in r["command"]
+        and "--max_num_epochs=2" in r["command"]
+        and "--sequential 0" in r["command"]
+        for r in manifest
+    )
     rows = read_csv(tmp_path / "reward_models" / "rm_infos_yml.csv")
     assert len(rows) == 4 and {r["output_abs"] for r in rows} == {"True"}
 
@@ -268,10 +319,18 @@ def test_seeds_do_not_depend_on_where_the_files_are(fake_stage: str) -> None:
     """The same study from another folder gets the same seeds (and other run keys); folders
     that are a grid axis still tell runs apart."""
     axes = [("num_dems", [12, 50])]
-    here = sweeps.expand_grid(fake_stage, axes, {"demo_csv": ["study/demos/demo_infos.csv"],
-                                                 "save_dir": "study/rm"}, num_seeds=2)
-    there = sweeps.expand_grid(fake_stage, axes, {"demo_csv": ["/work/runs/study/demos/demo_infos.csv"],
-                                                  "save_dir": "/work/runs/study/rm"}, num_seeds=2)
+    here = sweeps.expand_grid(
+        fake_stage,
+        axes,
+        {"demo_csv": ["study/demos/demo_infos.csv"], "save_dir": "study/rm"},
+        num_seeds=2,
+    )
+    there = sweeps.expand_grid(
+        fake_stage,
+        axes,
+        {"demo_csv": ["/work/runs/study/demos/demo_infos.csv"], "save_dir": "/work/runs/study/rm"},
+        num_seeds=2,
+    )
     assert [r.seed for r in here.runs] == [r.seed for r in there.runs]
     assert not {r.run_key for r in here.runs} & {r.run_key for r in there.runs}
     other_settings = sweeps.expand_grid(fake_stage, axes, {"max_num_epochs": 5}, num_seeds=2)
@@ -298,17 +357,22 @@ def test_write_stage_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 # ----------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--num_dems", "3", "--no_such_flag", "1"], "unrecognized arguments: --no_such_flag"),
-    (["--num_dems", "three"], "invalid int value"),
-    (["--stage", "no_such_stage_xyz"], "no module"),
-    (["--jobs", "0"], "positive integer"),
-    (["--launcher", "cloud"], "invalid choice"),
-    (["--seed", "5", "--num_seeds", "3"], "--num_seeds"),
-    (["stray"], "unexpected argument"),
-    (["-c", "missing.yaml"], "config file not found"),
-])
-def test_bad_input_is_one_line_exit_2(fake_stage: str, tmp_path: Path, capsys, args, message) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--num_dems", "3", "--no_such_flag", "1"], "unrecognized arguments: --no_such_flag"),
+        (["--num_dems", "three"], "invalid int value"),
+        (["--stage", "no_such_stage_xyz"], "no module"),
+        (["--jobs", "0"], "positive integer"),
+        (["--launcher", "cloud"], "invalid choice"),
+        (["--seed", "5", "--num_seeds", "3"], "--num_seeds"),
+        (["stray"], "unexpected argument"),
+        (["-c", "missing.yaml"], "config file not found"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    fake_stage: str, tmp_path: Path, capsys, args, message
+) -> None:
     argv = args if "--stage" in args else ["--stage", fake_stage, *args]
     assert run_experiments.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -335,31 +399,73 @@ def test_same_run_twice_in_grid(fake_stage: str, capsys) -> None:
     assert "same run twice" in capsys.readouterr().err
 
 
-def test_explicit_seeds_across_another_axis_are_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_explicit_seeds_across_another_axis_are_refused(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
     """train_reward names its model by seed: one save_name cannot hold a seed twice."""
     monkeypatch.chdir(tmp_path)
-    base = ["--env_name", "starpilot", "--num_dems", "50", "--grid", "seed", "1", "2", "--save_name", "pool"]
+    base = [
+        "--env_name",
+        "starpilot",
+        "--num_dems",
+        "50",
+        "--grid",
+        "seed",
+        "1",
+        "2",
+        "--save_name",
+        "pool",
+    ]
     assert run_experiments.main([*base, "--grid", "num_levels", "10", "50", "--dry_run"]) == 2
     assert "would write the same output (seed 1, save_name pool)" in capsys.readouterr().err
     assert run_experiments.main([*base, "--dry_run"]) == 0  # one run per seed: fine
-    assert run_experiments.main(["--env_name", "starpilot", "--num_dems", "12", "50", "--num_seeds", "2",
-                                 "--dry_run"]) == 0  # derived seeds differ per run
+    assert (
+        run_experiments.main(
+            ["--env_name", "starpilot", "--num_dems", "12", "50", "--num_seeds", "2", "--dry_run"]
+        )
+        == 0
+    )  # derived seeds differ per run
     assert not (tmp_path / "reward_models").exists()
 
 
 def test_train_policy_sweep_plan(tmp_path: Path, monkeypatch, capsys) -> None:
     """--stage train_policy goes through the same machinery (flags checked by its parser)."""
     monkeypatch.chdir(tmp_path)
-    assert run_experiments.main([
-        "--stage", "train_policy", "--env_name", "coinrun", "--grid", "rm_id", "123_4567", "234_5678",
-        "--num_seeds", "2", "--log_name", "rm_{seed_index}_{seed}", "--timesteps_per_proc", "1000",
-        "--dry_run"]) == 0
+    assert (
+        run_experiments.main(
+            [
+                "--stage",
+                "train_policy",
+                "--env_name",
+                "coinrun",
+                "--grid",
+                "rm_id",
+                "123_4567",
+                "234_5678",
+                "--num_seeds",
+                "2",
+                "--log_name",
+                "rm_{seed_index}_{seed}",
+                "--timesteps_per_proc",
+                "1000",
+                "--dry_run",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[0] == f"# 4 runs of train_policy; manifest {tmp_path / 'experts' / 'sweep_manifest.csv'}"
+    assert (
+        out[0]
+        == f"# 4 runs of train_policy; manifest {tmp_path / 'experts' / 'sweep_manifest.csv'}"
+    )
     seeds = [line.split("--seed=")[1] for line in out[1:]]
     assert len(set(seeds)) == 4
     for line, seed in zip(out[1:], seeds):
-        assert "-m trex.train_policy" in line and "--rm_id=" in line and "--timesteps_per_proc 1000" in line
-        assert f"--log_name rm_" in line and f"_{seed} " in line  # placeholders filled per run
+        assert (
+            "-m trex.train_policy" in line
+            and "--rm_id=" in line
+            and "--timesteps_per_proc 1000" in line
+        )
+        assert "--log_name rm_" in line and f"_{seed} " in line  # placeholders filled per run
     assert run_experiments.main(["--stage", "train_policy", "--num_dems", "3", "--dry_run"]) == 2
     assert "has no flag --num_dems" in capsys.readouterr().err

@@ -34,7 +34,10 @@ def shipped(tiny_expert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     from trex.export_policy import main
 
     out = tmp_path_factory.mktemp("shipped") / "coinrun" / "easy"
-    assert main(["--models_dir", str(tiny_expert), "--out_dir", str(out), "--timesteps", "32", "96"]) == 0
+    assert (
+        main(["--models_dir", str(tiny_expert), "--out_dir", str(out), "--timesteps", "32", "96"])
+        == 0
+    )
     return out
 
 
@@ -54,7 +57,10 @@ def _last(folder: Path) -> Path:
 def test_export_round_trip(tiny_expert, shipped):
     manifest = pd.read_csv(shipped / "checkpoints.csv")
     assert list(manifest.columns[:3]) == MANIFEST_COLUMNS
-    assert list(manifest["file"]) == ["checkpoint_0000000032.safetensors", "checkpoint_0000000096.safetensors"]
+    assert list(manifest["file"]) == [
+        "checkpoint_0000000032.safetensors",
+        "checkpoint_0000000096.safetensors",
+    ]
     assert list(manifest["timesteps"]) == [32, 96]
     assert list(manifest["source"]) == ["checkpoint_0000000032.zip", "checkpoint_0000000096.zip"]
     assert not list(shipped.glob(".*tmp*")) and not list(shipped.glob("*.lock"))
@@ -79,8 +85,13 @@ def test_file_holds_each_weight_once_in_fp32(shipped):
     with safe_open(str(shipped / "checkpoint_0000000096.safetensors"), framework="pt") as f:
         header = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    assert header["format"] == WEIGHTS_FORMAT and json.loads(header["trex_checkpoint"])["timesteps"] == 96
-    assert not any(k.startswith(("pi_features_extractor.", "vf_features_extractor.")) for k in tensors)
+    assert (
+        header["format"] == WEIGHTS_FORMAT
+        and json.loads(header["trex_checkpoint"])["timesteps"] == 96
+    )
+    assert not any(
+        k.startswith(("pi_features_extractor.", "vf_features_extractor.")) for k in tensors
+    )
     assert all(t.dtype == torch.float32 and t.is_contiguous() for t in tensors.values())
     assert 600_000 < sum(t.numel() for t in tensors.values()) < 700_000
 
@@ -112,19 +123,39 @@ def test_bad_safetensors_give_one_line_and_exit_2(shipped, tmp_path, capsys):
     save_file({"w": torch.zeros(3)}, str(foreign), metadata={"format": "trex-reward-model"})
     policy, meta = load_policy(shipped / "checkpoint_0000000096.safetensors", device="cpu")
     misfit = tmp_path / "misfit.safetensors"  # policy metadata, weights of another shape
-    save_file({"action_net.weight": torch.zeros(3, 3)}, str(misfit),
-              metadata={"format": WEIGHTS_FORMAT, "format_version": "1", "trex_checkpoint": json.dumps(meta)})
+    save_file(
+        {"action_net.weight": torch.zeros(3, 3)},
+        str(misfit),
+        metadata={
+            "format": WEIGHTS_FORMAT,
+            "format_version": "1",
+            "trex_checkpoint": json.dumps(meta),
+        },
+    )
     newer = tmp_path / "newer.safetensors"
-    save_file({"w": torch.zeros(3)}, str(newer),
-              metadata={"format": WEIGHTS_FORMAT, "format_version": "99", "trex_checkpoint": json.dumps(meta)})
+    save_file(
+        {"w": torch.zeros(3)},
+        str(newer),
+        metadata={
+            "format": WEIGHTS_FORMAT,
+            "format_version": "99",
+            "trex_checkpoint": json.dumps(meta),
+        },
+    )
     cases = [
-        (truncated, "corrupt or truncated"), (garbage, "not a procgen-trex policy checkpoint"),
-        (foreign, "not a procgen-trex policy checkpoint"), (misfit, "weights do not fit"),
-        (newer, "format version 99"), (tmp_path / "missing.safetensors", "checkpoint not found"),
+        (truncated, "corrupt or truncated"),
+        (garbage, "not a procgen-trex policy checkpoint"),
+        (foreign, "not a procgen-trex policy checkpoint"),
+        (misfit, "weights do not fit"),
+        (newer, "format version 99"),
+        (tmp_path / "missing.safetensors", "checkpoint not found"),
     ]
     for path, expected in cases:
-        status, line = _run(main, ["--load_path", str(path), "--num_runs", "1",
-                                   "--out_csv", str(tmp_path / "r.csv")], capsys)
+        status, line = _run(
+            main,
+            ["--load_path", str(path), "--num_runs", "1", "--out_csv", str(tmp_path / "r.csv")],
+            capsys,
+        )
         assert status == 2, (path, line)
         assert line.startswith("error:") and expected in line, (path, line)
     assert not (tmp_path / "r.csv").exists()
@@ -141,7 +172,9 @@ def test_save_policy_weights_needs_a_safetensors_name(shipped, tmp_path):
 
 def _manifest(returns, steps=None):
     steps = steps or [100 * (i + 1) for i in range(len(returns))]
-    return pd.DataFrame({"file": [f"c{s}.zip" for s in steps], "timesteps": steps, "mean_return": returns})
+    return pd.DataFrame(
+        {"file": [f"c{s}.zip" for s in steps], "timesteps": steps, "mean_return": returns}
+    )
 
 
 def test_select_by_timesteps_and_best():
@@ -149,7 +182,9 @@ def test_select_by_timesteps_and_best():
     sel = select_checkpoints(m, timesteps=[240, 90, "best", 300])
     assert list(sel["timesteps"]) == [100, 200, 300]
     assert list(sel["selected_by"]) == ["timesteps 90", "timesteps 240", "best; timesteps 300"]
-    assert list(select_checkpoints(m, timesteps=[580])["timesteps"]) == [500]  # within one save interval
+    assert list(select_checkpoints(m, timesteps=[580])["timesteps"]) == [
+        500
+    ]  # within one save interval
     with pytest.raises(UserError, match="near 1000 timesteps"):
         select_checkpoints(m, timesteps=[1000])
 
@@ -178,14 +213,36 @@ def test_export_errors_are_one_line_and_write_nothing(tiny_expert, shipped, tmp_
 
     out = tmp_path / "out"
     cases = [
-        (["--models_dir", str(tmp_path / "nope"), "--out_dir", str(out), "--pick", "2"], "no checkpoints.csv"),
-        (["--models_dir", str(tiny_expert), "--out_dir", str(out), "--timesteps", "5000"], "near 5000"),
+        (
+            ["--models_dir", str(tmp_path / "nope"), "--out_dir", str(out), "--pick", "2"],
+            "no checkpoints.csv",
+        ),
+        (
+            ["--models_dir", str(tiny_expert), "--out_dir", str(out), "--timesteps", "5000"],
+            "near 5000",
+        ),
         (["--models_dir", str(tiny_expert), "--out_dir", str(out), "--pick", "4"], "has only"),
-        (["--models_dir", str(tiny_expert), "--out_dir", str(tiny_expert), "--timesteps", "32"], "must differ"),
-        (["--models_dir", str(shipped), "--out_dir", str(tiny_expert), "--timesteps", "32"],
-         "training run's directory"),
-        (["--models_dir", str(tiny_expert), "--out_dir", str(out), "--timesteps", "32", "--env_name",
-          "bigfish"], "checkpoint of 'coinrun'"),
+        (
+            ["--models_dir", str(tiny_expert), "--out_dir", str(tiny_expert), "--timesteps", "32"],
+            "must differ",
+        ),
+        (
+            ["--models_dir", str(shipped), "--out_dir", str(tiny_expert), "--timesteps", "32"],
+            "training run's directory",
+        ),
+        (
+            [
+                "--models_dir",
+                str(tiny_expert),
+                "--out_dir",
+                str(out),
+                "--timesteps",
+                "32",
+                "--env_name",
+                "bigfish",
+            ],
+            "checkpoint of 'coinrun'",
+        ),
     ]
     before = sorted(p.name for p in tiny_expert.iterdir())
     for argv, expected in cases:
@@ -204,15 +261,23 @@ def test_export_adds_to_a_folder_of_the_same_game_only(shipped, tiny_expert, tmp
 
     folder = tmp_path / "ship"
     shutil.copytree(shipped, folder)
-    assert main(["--models_dir", str(tiny_expert), "--out_dir", str(folder), "--timesteps", "64", "96"]) == 0
+    assert (
+        main(
+            ["--models_dir", str(tiny_expert), "--out_dir", str(folder), "--timesteps", "64", "96"]
+        )
+        == 0
+    )
     assert list(read_manifest(folder)["timesteps"]) == [32, 64, 96]
     # a starpilot checkpoint (coinrun's weights, relabelled) cannot join the coinrun folder
     policy, meta = load_policy(folder / "checkpoint_0000000032.safetensors", device="cpu")
     other = tmp_path / "starpilot_run"
     save_policy_weights(policy, other / "sp.safetensors", {**meta, "env_name": "starpilot"})
     pd.DataFrame([{"file": "sp.safetensors", "timesteps": 10, "mean_return": 1.0}]).to_csv(
-        other / "checkpoints.csv", index=False)
-    status, line = _run(main, ["--models_dir", str(other), "--out_dir", str(folder), "--pick", "1"], capsys)
+        other / "checkpoints.csv", index=False
+    )
+    status, line = _run(
+        main, ["--models_dir", str(other), "--out_dir", str(folder), "--pick", "1"], capsys
+    )
     assert status == 2 and "would mix" in line
     assert not (folder / "sp.safetensors").exists()
 
@@ -226,8 +291,22 @@ def test_fine_tuning_continues_into_a_new_directory(shipped, tmp_path, capsys):
 
     before = {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()}
     assert find_resume_checkpoint(shipped) == shipped / "checkpoint_0000000096.safetensors"
-    assert main(["--env_name", "coinrun", *TINY_PPO_FLAGS, "--timesteps_per_proc", "128",
-                 "--log_dir", str(tmp_path), "--load_path", str(shipped)]) == 0
+    assert (
+        main(
+            [
+                "--env_name",
+                "coinrun",
+                *TINY_PPO_FLAGS,
+                "--timesteps_per_proc",
+                "128",
+                "--log_dir",
+                str(tmp_path),
+                "--load_path",
+                str(shipped),
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "coinrun" / "easy" / "finetune_checkpoint_0000000096"  # a new run of its own
     assert list(read_manifest(run)["timesteps"]) == [128]
     meta = read_checkpoint_meta(_last(run))
@@ -235,9 +314,21 @@ def test_fine_tuning_continues_into_a_new_directory(shipped, tmp_path, capsys):
     assert meta["fine_tuned_from"] == str((shipped / "checkpoint_0000000096.safetensors").resolve())
     assert {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()} == before
     # never into the shipped folder itself
-    status, line = _run(main, ["--env_name", "coinrun", *TINY_PPO_FLAGS, "--timesteps_per_proc", "128",
-                               "--log_dir", str(shipped.parent.parent), "--load_path",
-                               str(shipped / "checkpoint_0000000032.safetensors")], capsys)
+    status, line = _run(
+        main,
+        [
+            "--env_name",
+            "coinrun",
+            *TINY_PPO_FLAGS,
+            "--timesteps_per_proc",
+            "128",
+            "--log_dir",
+            str(shipped.parent.parent),
+            "--load_path",
+            str(shipped / "checkpoint_0000000032.safetensors"),
+        ],
+        capsys,
+    )
     assert status == 2 and "its own folder" in line
     assert {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()} == before
 
@@ -246,9 +337,18 @@ def test_restore_from_weights_starts_a_fresh_optimizer(shipped):
     from trex.rl.checkpoints import policy_weights, restore_training_state
     from trex.rl.policy import build_ppo
 
-    model = build_ppo(make_procgen_env("coinrun", 2), nsteps=16, nminibatches=2, ppo_epochs=1,
-                      learning_rate=5e-4, gamma=0.999, lam=0.95, clip_range=0.2, ent_coef=0.01,
-                      device=torch.device("cpu"))
+    model = build_ppo(
+        make_procgen_env("coinrun", 2),
+        nsteps=16,
+        nminibatches=2,
+        ppo_epochs=1,
+        learning_rate=5e-4,
+        gamma=0.999,
+        lam=0.95,
+        clip_range=0.2,
+        ent_coef=0.01,
+        device=torch.device("cpu"),
+    )
     path = shipped / "checkpoint_0000000096.safetensors"
     meta = restore_training_state(model, path)
     assert model.num_timesteps == 96 and meta["ret_rms"]["count"] > 0
@@ -262,9 +362,29 @@ def test_gen_demos_reads_an_exported_folder(shipped, tmp_path):
     from trex.demos.store import DemoIndex
     from trex.gen_demos import main
 
-    assert main(["--env_name", "coinrun", "--models_dir", str(shipped), "--num_dems", "2",
-                 "--num_envs", "2", "--max_ep_len", "15", "--log_dir", str(tmp_path / "demos"),
-                 "--seed", "0", "--progress", "false"]) == 0
+    assert (
+        main(
+            [
+                "--env_name",
+                "coinrun",
+                "--models_dir",
+                str(shipped),
+                "--num_dems",
+                "2",
+                "--num_envs",
+                "2",
+                "--max_ep_len",
+                "15",
+                "--log_dir",
+                str(tmp_path / "demos"),
+                "--seed",
+                "0",
+                "--progress",
+                "false",
+            ]
+        )
+        == 0
+    )
     index = DemoIndex.read(tmp_path / "demos" / "demo_infos.csv")
     assert len(index) == 2
     assert set(index.df["policy"].map(lambda p: Path(p).suffix)) == {".safetensors"}
@@ -276,6 +396,17 @@ def test_visualize_policy_reads_safetensors(shipped, tmp_path):
     from trex.visualize_policy import main
 
     out = tmp_path / "v.mp4"
-    assert main(["--load_path", str(shipped / "checkpoint_0000000096.safetensors"),
-                 "--video_length", "3", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--load_path",
+                str(shipped / "checkpoint_0000000096.safetensors"),
+                "--video_length",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert read_mp4(out).shape[0] == 3

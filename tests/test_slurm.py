@@ -22,7 +22,7 @@ from conftest import TINY_TRAIN_REWARD, make_tiny_demos
 
 from trex import run_experiments, sweeps
 
-STAGE = textwrap.dedent('''
+STAGE = textwrap.dedent("""
     import argparse, os, socket, sys
     from trex.common.errors import UserError
     from trex.common.cli import add_config_flag, cli_entry, parse_args
@@ -52,7 +52,7 @@ STAGE = textwrap.dedent('''
 
     if __name__ == "__main__":
         sys.exit(main())
-''')
+""")
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -67,12 +67,16 @@ def slurm_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     (mod_dir / "slurm_trex_stage.py").write_text(STAGE)
     monkeypatch.syspath_prepend(str(mod_dir))
     # sbatch exports the submitting environment to the job: the stage is importable there too
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(mod_dir), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(mod_dir), os.environ.get("PYTHONPATH")]))
+    )
     monkeypatch.chdir(tmp_path)
     return "slurm_trex_stage"
 
 
-def test_sbatch_script_carries_requested_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sbatch_script_carries_requested_resources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # submitit refuses to build a SLURM executor without srun/sbatch: fake them if absent
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
@@ -81,9 +85,26 @@ def test_sbatch_script_carries_requested_resources(tmp_path: Path, monkeypatch: 
             (fake_bin / tool).write_text("#!/bin/sh\nexit 1\n")
             (fake_bin / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
-    args = run_experiments.build_parser().parse_args([
-        "--launcher", "slurm", "--partition", "gpu_long", "--gpus_per_job", "2", "--cpus_per_job", "6",
-        "--mem_gb", "7.5", "--timeout_min", "90", "--max_parallel", "3", "--stage", "train_reward"])
+    args = run_experiments.build_parser().parse_args(
+        [
+            "--launcher",
+            "slurm",
+            "--partition",
+            "gpu_long",
+            "--gpus_per_job",
+            "2",
+            "--cpus_per_job",
+            "6",
+            "--mem_gb",
+            "7.5",
+            "--timeout_min",
+            "90",
+            "--max_parallel",
+            "3",
+            "--stage",
+            "train_reward",
+        ]
+    )
     ex = sweeps.make_slurm_executor(tmp_path / "slurm", run_experiments.slurm_options(args))
     text = sweeps.sbatch_script(ex, num_tasks=10)
     flags = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)$", text, flags=re.M))
@@ -98,10 +119,16 @@ def test_sbatch_script_carries_requested_resources(tmp_path: Path, monkeypatch: 
     assert f"{sys.executable} -u -m submitit.core._submit" in text
 
 
-def test_no_sbatch_is_a_clear_error(slurm_stage: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_no_sbatch_is_a_clear_error(
+    slurm_stage: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
-    assert run_experiments.main(["--stage", slurm_stage, "--num_dems", "3", "--num_seeds", "1",
-                                 "--launcher", "slurm"]) == 2
+    assert (
+        run_experiments.main(
+            ["--stage", slurm_stage, "--num_dems", "3", "--num_seeds", "1", "--launcher", "slurm"]
+        )
+        == 2
+    )
     assert "sbatch not found" in capsys.readouterr().err
 
 
@@ -110,16 +137,24 @@ def reachable_partition() -> str | None:
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         return None
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%P %a %T"], capture_output=True, text=True,
-                             timeout=30, check=False)
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%P %a %T"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
         return None
     for line in out.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[1] == "up" and parts[2].rstrip("*~#") in {
-                "idle", "mixed", "allocated", "completing"}:
+        if (
+            len(parts) == 3
+            and parts[1] == "up"
+            and parts[2].rstrip("*~#") in {"idle", "mixed", "allocated", "completing"}
+        ):
             return parts[0].rstrip("*")
     return None
 
@@ -128,8 +163,10 @@ def reachable_partition() -> str | None:
 def partition() -> str:
     part = reachable_partition()
     if part is None:
-        reason = ("no SLURM cluster reachable (sinfo/sbatch missing, or no partition with a node up); "
-                  "as root, scripts/start_local_slurm.sh starts a single-node one")
+        reason = (
+            "no SLURM cluster reachable (sinfo/sbatch missing, or no partition with a node up); "
+            "as root, scripts/start_local_slurm.sh starts a single-node one"
+        )
         if os.environ.get("CI", "").lower() in {"true", "1"}:
             pytest.fail(f"CI=true but {reason}")
         pytest.skip(reason)
@@ -140,10 +177,31 @@ def test_real_slurm_sweep_end_to_end(partition: str, tmp_path: Path, monkeypatch
     """train_reward on tiny demos through --launcher slurm: one job array, the venv's python."""
     demo_csv = make_tiny_demos(tmp_path / "demos")
     monkeypatch.chdir(tmp_path)
-    argv = ["--env_name", "starpilot", "--num_dems", "10", "99", "12", "--num_seeds", "1",
-            "--demo_csv", str(demo_csv), *TINY_TRAIN_REWARD,
-            "--launcher", "slurm", "--partition", partition, "--cpus_per_job", "1",
-            "--mem_gb", "2", "--timeout_min", "10", "--poll_s", "1"]
+    argv = [
+        "--env_name",
+        "starpilot",
+        "--num_dems",
+        "10",
+        "99",
+        "12",
+        "--num_seeds",
+        "1",
+        "--demo_csv",
+        str(demo_csv),
+        *TINY_TRAIN_REWARD,
+        "--launcher",
+        "slurm",
+        "--partition",
+        partition,
+        "--cpus_per_job",
+        "1",
+        "--mem_gb",
+        "2",
+        "--timeout_min",
+        "10",
+        "--poll_s",
+        "1",
+    ]
     assert run_experiments.main(argv) == 1  # the num_dems=99 run fails, the others finish
     manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest.csv")
     by_n = {r["num_dems"]: r for r in manifest}
@@ -155,12 +213,15 @@ def test_real_slurm_sweep_end_to_end(partition: str, tmp_path: Path, monkeypatch
     rows = read_csv(tmp_path / "reward_models" / "rm_infos.csv")
     assert sorted(r["num_dems"] for r in rows) == ["10", "12"]
     assert sorted(r["rm_id"] for r in rows) == sorted([by_n["10"]["rm_id"], by_n["12"]["rm_id"]]), (
-        "train_reward must report its rm_id: trex.sweeps.stages.write_stage_result(rm_id=...)")
+        "train_reward must report its rm_id: trex.sweeps.stages.write_stage_result(rm_id=...)"
+    )
     for n in ("10", "12"):  # ran as a SLURM task, with the repo's python, 1 thread per CPU asked
         status = json.loads((Path(by_n[n]["log"]).parent / "status.json").read_text())
         assert status["command"].startswith(f"{sys.executable} -m trex.train_reward")
         assert status["slurm_job_id"] == by_n[n]["slurm_job_id"]
-    submitted = list((tmp_path / "reward_models" / "sweep_runs" / "_slurm").glob("*/*_submission.sh"))
+    submitted = list(
+        (tmp_path / "reward_models" / "sweep_runs" / "_slurm").glob("*/*_submission.sh")
+    )
     assert len(submitted) == 1
     script = submitted[0].read_text()
     assert f"--partition={partition}" in script and "--array=0-2%" in script
@@ -176,8 +237,24 @@ def test_real_slurm_sweep_end_to_end(partition: str, tmp_path: Path, monkeypatch
 
 def test_real_slurm_generic_stage(slurm_stage: str, partition: str, tmp_path: Path) -> None:
     """Any stage goes through the same machinery; the task sees SLURM's environment."""
-    argv = ["--stage", slurm_stage, "--num_dems", "3", "--num_seeds", "2", "--launcher", "slurm",
-            "--partition", partition, "--cpus_per_job", "1", "--mem_gb", "1", "--poll_s", "1"]
+    argv = [
+        "--stage",
+        slurm_stage,
+        "--num_dems",
+        "3",
+        "--num_seeds",
+        "2",
+        "--launcher",
+        "slurm",
+        "--partition",
+        partition,
+        "--cpus_per_job",
+        "1",
+        "--mem_gb",
+        "1",
+        "--poll_s",
+        "1",
+    ]
     assert run_experiments.main(argv) == 0
     manifest = read_csv(tmp_path / "reward_models" / "sweep_manifest.csv")
     rows = read_csv(tmp_path / "reward_models" / "rm_infos.csv")

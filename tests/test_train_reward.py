@@ -22,7 +22,9 @@ from trex.train_reward import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def synth_demo(length: int, p_hit: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def synth_demo(
+    length: int, p_hit: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Dim random frames; a frame shows a bright 8x8 square with probability ``p_hit`` and
     then has true reward 1 (else 0): a reward the network can learn from pixels."""
     obs = rng.integers(0, 60, size=(length, 64, 64, 3), dtype=np.uint8)
@@ -31,9 +33,16 @@ def synth_demo(length: int, p_hit: float, rng: np.random.Generator) -> tuple[np.
     return obs, hit.astype(np.float32)
 
 
-def make_store(root: str | Path, n_train: int = 12, n_test: int = 8, length: int = 12,
-               env_name: str = "starpilot", seed: int = 0, equal_returns: bool = False,
-               csv_name: str = "demo_infos.csv") -> Path:
+def make_store(
+    root: str | Path,
+    n_train: int = 12,
+    n_test: int = 8,
+    length: int = 12,
+    env_name: str = "starpilot",
+    seed: int = 0,
+    equal_returns: bool = False,
+    csv_name: str = "demo_infos.csv",
+) -> Path:
     """A demo store of synthetic demos (train and test sets); returns the index CSV path."""
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -48,24 +57,65 @@ def make_store(root: str | Path, n_train: int = 12, n_test: int = 8, length: int
                 rew[:3] = 1
             demo_id = f"{env_name[:3]}{seed}_{set_name}_{i}"
             write_demo(root / "demo_files", demo_id, obs, rng.integers(0, 15, t), rew)
-            rows.append({"demo_id": demo_id, "env_name": env_name, "mode": "easy", "length": t,
-                         "return": float(rew.sum()), "set_name": set_name, "sequential": 0,
-                         "level_seed": int(i + (10**9 if set_name == "test" else 0)),
-                         "policy": "synthetic", "noise": 0.0, "file": f"demo_files/{demo_id}.npz"})
+            rows.append(
+                {
+                    "demo_id": demo_id,
+                    "env_name": env_name,
+                    "mode": "easy",
+                    "length": t,
+                    "return": float(rew.sum()),
+                    "set_name": set_name,
+                    "sequential": 0,
+                    "level_seed": int(i + (10**9 if set_name == "test" else 0)),
+                    "policy": "synthetic",
+                    "noise": 0.0,
+                    "file": f"demo_files/{demo_id}.npz",
+                }
+            )
     csv = root / csv_name
     append_index(csv, rows)
     return csv
 
 
-TINY = ["--env_name", "starpilot", "--num_dems", "8", "--num_snippets", "100",
-        "--min_snippet_length", "3", "--max_snippet_length", "8", "--epoch_size", "32",
-        "--max_num_epochs", "2", "--patience", "2", "--batch_size", "16",
-        "--num_val_snippets", "32", "--num_test_snippets", "32"]
+TINY = [
+    "--env_name",
+    "starpilot",
+    "--num_dems",
+    "8",
+    "--num_snippets",
+    "100",
+    "--min_snippet_length",
+    "3",
+    "--max_snippet_length",
+    "8",
+    "--epoch_size",
+    "32",
+    "--max_num_epochs",
+    "2",
+    "--patience",
+    "2",
+    "--batch_size",
+    "16",
+    "--num_val_snippets",
+    "32",
+    "--num_test_snippets",
+    "32",
+]
 
 
 def tiny_args(tmp: Path, csv: Path, *extra: str, seed: int = 1234567) -> list[str]:
-    return [*TINY, "--demo_csv", str(csv), "--save_dir", str(tmp / "rm"), "--log_dir",
-            str(tmp / "logs"), "--seed", str(seed), *extra]
+    return [
+        *TINY,
+        "--demo_csv",
+        str(csv),
+        "--save_dir",
+        str(tmp / "rm"),
+        "--log_dir",
+        str(tmp / "logs"),
+        "--seed",
+        str(seed),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +129,15 @@ def test_outputs(tmp_path, store, capsys):
     assert rm_id == "123_4567"
     csv = tmp_path / "rm" / "rm_infos.csv"
     df = pd.read_csv(csv, dtype={"rm_id": str})
-    assert list(df.columns[:len(SEED_RM_COLUMNS)]) == SEED_RM_COLUMNS
-    for col in ("seed", "n_test_demos", "baseline_pearson", "baseline_spearman", "gt_snippet_acc", "wall_s"):
+    assert list(df.columns[: len(SEED_RM_COLUMNS)]) == SEED_RM_COLUMNS
+    for col in (
+        "seed",
+        "n_test_demos",
+        "baseline_pearson",
+        "baseline_spearman",
+        "gt_snippet_acc",
+        "wall_s",
+    ):
         assert col in df.columns
     row = df.iloc[0]
     assert row["rm_id"] == rm_id and row["method"] == "trex" and row["num_dems"] == 8
@@ -100,8 +157,14 @@ def test_outputs(tmp_path, store, capsys):
     run = runs[0]
     assert {"config.json", "train_log.csv", "log.txt"} <= {p.name for p in run.iterdir()}
     log = pd.read_csv(run / "train_log.csv")
-    assert len(log) == row["epochs"] and {"train_acc", "val_acc", "test_acc", "pearson", "spearman",
-                                          "n_train_samples"} <= set(log.columns)
+    assert len(log) == row["epochs"] and {
+        "train_acc",
+        "val_acc",
+        "test_acc",
+        "pearson",
+        "spearman",
+        "n_train_samples",
+    } <= set(log.columns)
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["args"]["seed"] == 1234567 and len(cfg["chosen_demos"]) == 8
     assert not set(cfg["train_demo_ids"]) & set(cfg["val_demo_ids"])
@@ -143,7 +206,7 @@ def test_save_name_and_config_file(tmp_path, store):
     cfg.write_text("num_dems: 6\nuse_clip_heuristic: false\nprecision: fp32\n")
     args = tiny_args(tmp_path, store, "-c", str(cfg), "--save_name", "sweep", seed=7654321)
     i = args.index("--num_dems")
-    del args[i:i + 2]  # num_dems from the config file
+    del args[i : i + 2]  # num_dems from the config file
     assert main(args) == 0
     csv = tmp_path / "rm" / "rm_infos_sweep.csv"
     row, path = lookup_rm("765_4321", csv)
@@ -156,18 +219,21 @@ def _nothing_written(tmp: Path) -> bool:
     return not (tmp / "rm").exists() and not (tmp / "logs").exists()
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--num_dems", "50"], "only 12"),
-    (["--min_snippet_length", "30", "--max_snippet_length", "40"], "no training demos"),
-    (["--min_snippet_length", "8", "--max_snippet_length", "5"], "must be smaller"),
-    (["--env_name", "coinrun"], "no training demos"),
-    (["--env_name", "nosuchgame"], "unknown env_name"),
-    (["--num_dems", "3"], "validation demos"),
-    (["--num_dems", "2"], "training demos"),
-    (["--num_dems", "1"], "at least 2"),
-    (["--max_return", "0.01"], "--max_return"),
-    (["--select_by", "test_acc"], "--select_by must be one of"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--num_dems", "50"], "only 12"),
+        (["--min_snippet_length", "30", "--max_snippet_length", "40"], "no training demos"),
+        (["--min_snippet_length", "8", "--max_snippet_length", "5"], "must be smaller"),
+        (["--env_name", "coinrun"], "no training demos"),
+        (["--env_name", "nosuchgame"], "unknown env_name"),
+        (["--num_dems", "3"], "validation demos"),
+        (["--num_dems", "2"], "training demos"),
+        (["--num_dems", "1"], "at least 2"),
+        (["--max_return", "0.01"], "--max_return"),
+        (["--select_by", "test_acc"], "--select_by must be one of"),
+    ],
+)
 def test_bad_input(tmp_path, store, capsys, extra, message):
     assert main(tiny_args(tmp_path, store, *extra)) == 2
     err = capsys.readouterr().err
@@ -202,10 +268,20 @@ def test_no_test_demos(tmp_path, capsys):
 
 
 def test_cli_runs_as_module_and_script():
-    for cmd in ([sys.executable, "-m", "trex.train_reward", "--help"],
-                [sys.executable, str(ROOT / "trex" / "train_reward.py"), "--help"]):
+    for cmd in (
+        [sys.executable, "-m", "trex.train_reward", "--help"],
+        [sys.executable, str(ROOT / "trex" / "train_reward.py"), "--help"],
+    ):
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert out.returncode == 0, out.stderr
-        for flag in ("--num_dems", "--max_return", "--use_clip_heuristic", "--lam_l1", "--save_name",
-                     "--demo_csv", "--precision", "--batch_size"):
+        for flag in (
+            "--num_dems",
+            "--max_return",
+            "--use_clip_heuristic",
+            "--lam_l1",
+            "--save_name",
+            "--demo_csv",
+            "--precision",
+            "--batch_size",
+        ):
             assert flag in out.stdout

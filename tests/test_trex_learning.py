@@ -17,7 +17,7 @@ from trex.reward.metrics import (
     pair_loss,
     pair_losses,
 )
-from trex.reward.nets import RewardNet, prepare_net
+from trex.reward.nets import CnnRewardNet, prepare_net
 from trex.reward.pairs import (
     DemoSet,
     PairSet,
@@ -88,12 +88,15 @@ def test_select_demos_max_return_caps_the_range():
     assert returns[pos].max() <= 49.5
 
 
-@pytest.mark.parametrize("returns, n, frac, msg", [
-    (np.ones(10), 4, 1.0, "same return"),
-    (np.arange(5.0), 6, 1.0, "only 5"),
-    (np.array([0, 0, 0, 100.0]), 4, 0.5, "--max_return"),
-    (np.arange(5.0), 1, 1.0, "at least 2"),
-])
+@pytest.mark.parametrize(
+    "returns, n, frac, msg",
+    [
+        (np.ones(10), 4, 1.0, "same return"),
+        (np.arange(5.0), 6, 1.0, "only 5"),
+        (np.array([0, 0, 0, 100.0]), 4, 0.5, "--max_return"),
+        (np.arange(5.0), 1, 1.0, "at least 2"),
+    ],
+)
 def test_select_demos_bad_requests(returns, n, frac, msg):
     with pytest.raises(UserError, match=msg):
         select_demos(returns, n, frac, np.random.default_rng(0))
@@ -103,8 +106,14 @@ def test_split_keeps_training_and_validation_demos_apart():
     tr, va = split_train_val(12)
     assert len(tr) == 9 and len(va) == 3 and not set(tr) & set(va)
     demos = synth_demos(12, 20)
-    cfg = TrexConfig(num_snippets=500, min_snippet_length=3, max_snippet_length=10, num_val_snippets=200,
-                     num_test_snippets=50, num_train_eval_snippets=100)
+    cfg = TrexConfig(
+        num_snippets=500,
+        min_snippet_length=3,
+        max_snippet_length=10,
+        num_val_snippets=200,
+        num_test_snippets=50,
+        num_train_eval_snippets=100,
+    )
     data = make_data(demos, None, cfg, np.random.default_rng(0))
     assert data.train_pairs.demo_set() <= set(data.train_demos.tolist())
     assert data.val_pairs.demo_set() <= set(data.val_demos.tolist())
@@ -137,12 +146,12 @@ def test_pairs_snippet_reward_labels():
     rng = np.random.default_rng(3)
     p = sample_pairs(demos, np.arange(6), 1000, 3, 15, rng, use_snippet_rewards=False)
     gs = p.global_starts(demos)
-    naive = np.array([[demos.rewards[g:g + n].sum() for g in gg] for gg, n in zip(gs, p.length)])
+    naive = np.array([[demos.rewards[g : g + n].sum() for g in gg] for gg, n in zip(gs, p.length)])
     assert np.array_equal(p.honest, naive[:, 0] <= naive[:, 1])
     assert not p.honest.all()  # demo-return labels are sometimes wrong for snippets
     q = sample_pairs(demos, np.arange(6), 1000, 3, 15, rng, use_snippet_rewards=True)
     gs = q.global_starts(demos)
-    truth = np.array([[demos.rewards[g:g + n].sum() for g in gg] for gg, n in zip(gs, q.length)])
+    truth = np.array([[demos.rewards[g : g + n].sum() for g in gg] for gg, n in zip(gs, q.length)])
     assert np.all(truth[:, 1] >= truth[:, 0])
 
 
@@ -172,12 +181,14 @@ def test_snippet_frames_and_mask():
 
 def test_loss_and_accuracy_on_hand_made_pairs():
     r = np.array([[0.0, 1.0], [2.0, 0.0], [1.0, 1.0], [-3.0, 3.0]])
-    assert pair_accuracy(r) == 0.5  # the tie counts as wrong (the seed's torch.max picks index 0)
+    assert (
+        pair_accuracy(r) == 0.5
+    )  # the tie counts as wrong (the original project's torch.max picks index 0)
     expected = np.log1p(np.exp(r[:, 0] - r[:, 1]))
     np.testing.assert_allclose(pair_losses(r), expected)
     absr = np.abs(r)
     np.testing.assert_allclose(pair_losses(r, absr, 0.1), expected + 0.1 * absr.sum(1))
-    # the torch loss used for training is the seed's CrossEntropyLoss(label 1) + l1, per pair
+    # the torch loss used for training is the original project's CrossEntropyLoss(label 1) + l1, per pair
     rt = torch.tensor(r)
     ce = nn.CrossEntropyLoss(reduction="none")(rt, torch.ones(4, dtype=torch.long))
     seed_style = (ce + 0.1 * torch.tensor(absr).sum(1)).mean()
@@ -189,25 +200,27 @@ def test_correlations_and_length_baseline():
     p, s = correlations([1, 2, 3, 4], [2, 4, 6, 9])
     assert p > 0.98 and s == pytest.approx(1.0)
     assert np.isnan(correlations([1, 1, 1], [1, 2, 3])[0])
-    assert length_baseline(np.array([10, 20, 30]), np.array([1.0, 2.0, 3.0])) == pytest.approx((1.0, 1.0))
+    assert length_baseline(np.array([10, 20, 30]), np.array([1.0, 2.0, 3.0])) == pytest.approx(
+        (1.0, 1.0)
+    )
 
 
 # ----------------------------------------------------------------------------- fast == naive
 
 
-def _net(seed=0, channels_last=False) -> RewardNet:
+def _net(seed=0, channels_last=False) -> CnnRewardNet:
     torch.manual_seed(seed)
-    return prepare_net(RewardNet(), CPU, channels_last)
+    return prepare_net(CnnRewardNet(), CPU, channels_last)
 
 
 def _naive_pair_returns(net, demos, pairs):
-    """The seed's way: run the network on each snippet of each pair separately."""
+    """The original project's way: run the network on each snippet of each pair separately."""
     out = torch.zeros(len(pairs), 2, dtype=torch.float64)
     absr = torch.zeros(len(pairs), 2, dtype=torch.float64)
     gs = pairs.global_starts(demos)
     for i in range(len(pairs)):
         for k in range(2):
-            clip = demos.frames[gs[i, k]:gs[i, k] + pairs.length[i]]
+            clip = demos.frames[gs[i, k] : gs[i, k] + pairs.length[i]]
             r = net(torch.from_numpy(clip).float().permute(0, 3, 1, 2))
             out[i, k] = r.sum()
             absr[i, k] = r.abs().sum()
@@ -221,16 +234,20 @@ def test_per_frame_evaluation_equals_naive_per_pair():
     with torch.no_grad():
         naive, naive_abs = _naive_pair_returns(net, demos, pairs)
     mask = frames_mask(demos, pairs)
-    r = frame_rewards(net, demos.frames, CPU, bf16=False, mask=mask, channels_last=False, batch_size=7)
+    r = frame_rewards(
+        net, demos.frames, CPU, bf16=False, mask=mask, channels_last=False, batch_size=7
+    )
     fast, fast_abs = pair_returns(demos, r, pairs)
     np.testing.assert_allclose(fast, naive.numpy(), rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(fast_abs, naive_abs.numpy(), rtol=1e-4, atol=1e-3)
     assert pair_accuracy(fast) == pair_accuracy(naive.numpy())
-    # demo returns from per-frame rewards = the seed's whole-demo forward
+    # demo returns from per-frame rewards = the original project's whole-demo forward
     full = frame_rewards(net, demos.frames, CPU, bf16=False, channels_last=False)
     with torch.no_grad():
-        seed_way = [float(net(torch.from_numpy(demos.frames[a:b]).float().permute(0, 3, 1, 2)).sum())
-                    for a, b in zip(demos.offsets[:-1], demos.offsets[1:])]
+        seed_way = [
+            float(net(torch.from_numpy(demos.frames[a:b]).float().permute(0, 3, 1, 2)).sum())
+            for a, b in zip(demos.offsets[:-1], demos.offsets[1:])
+        ]
     np.testing.assert_allclose(demos.demo_sums(full), seed_way, rtol=1e-4, atol=1e-3)
 
 
@@ -246,8 +263,10 @@ def test_batched_training_step_equals_naive_per_pair_loss_and_gradients():
     net.zero_grad()
     naive, naive_abs = _naive_pair_returns(net, demos, pairs)
     ce = nn.CrossEntropyLoss()
-    naive_loss = sum(ce(naive[i].float().unsqueeze(0), torch.tensor([1])) + 0.01 * naive_abs[i].sum().float()
-                     for i in range(len(pairs))) / len(pairs)
+    naive_loss = sum(
+        ce(naive[i].float().unsqueeze(0), torch.tensor([1])) + 0.01 * naive_abs[i].sum().float()
+        for i in range(len(pairs))
+    ) / len(pairs)
     naive_loss.backward()
     assert float(loss.detach()) == pytest.approx(float(naive_loss.detach()), rel=1e-4)
     naive_grads = [p.grad.clone() for p in net.parameters()]
@@ -257,8 +276,17 @@ def test_batched_training_step_equals_naive_per_pair_loss_and_gradients():
     # the optimizer step: one pass, and split into chunks of 7 frames (two-pass, bounded memory)
     opt = torch.optim.SGD(net.parameters(), lr=0.0)
     for max_frames in (10_000, 7):
-        loss2, ret2, _, _ = train_step(net, opt, demos, pairs, 0.01, CPU, bf16=False, channels_last=False,
-                                       max_frames=max_frames)
+        loss2, ret2, _, _ = train_step(
+            net,
+            opt,
+            demos,
+            pairs,
+            0.01,
+            CPU,
+            bf16=False,
+            channels_last=False,
+            max_frames=max_frames,
+        )
         assert loss2 == pytest.approx(float(naive_loss.detach()), rel=1e-4)
         torch.testing.assert_close(ret2, ret.detach(), rtol=1e-5, atol=1e-3)
         for p, b in zip(net.parameters(), naive_grads):
@@ -277,7 +305,9 @@ def test_channels_last_and_bf16_agree_with_fp32():
     demos = synth_demos(2, 10)
     net = _net(2, channels_last=False)
     ref = frame_rewards(net, demos.frames, CPU, bf16=False, channels_last=False)
-    cl = frame_rewards(prepare_net(net, CPU, True), demos.frames, CPU, bf16=False, channels_last=True)
+    cl = frame_rewards(
+        prepare_net(net, CPU, True), demos.frames, CPU, bf16=False, channels_last=True
+    )
     np.testing.assert_allclose(cl, ref, rtol=1e-4, atol=1e-3)
     bf = frame_rewards(net, demos.frames, CPU, bf16=True, channels_last=True)
     assert np.corrcoef(bf, ref)[0, 1] > 0.99
@@ -287,13 +317,22 @@ def test_channels_last_and_bf16_agree_with_fp32():
 
 
 def _train(seed: int, demos: DemoSet, test: DemoSet, epochs: int = 3):
-    cfg = TrexConfig(num_snippets=400, min_snippet_length=3, max_snippet_length=10, epoch_size=96,
-                     max_num_epochs=epochs, patience=epochs, batch_size=16, num_val_snippets=100,
-                     num_test_snippets=100, num_train_eval_snippets=100)
+    cfg = TrexConfig(
+        num_snippets=400,
+        min_snippet_length=3,
+        max_snippet_length=10,
+        epoch_size=96,
+        max_num_epochs=epochs,
+        patience=epochs,
+        batch_size=16,
+        num_val_snippets=100,
+        num_test_snippets=100,
+        num_train_eval_snippets=100,
+    )
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     data = make_data(demos, test, cfg, rng)
-    net = prepare_net(RewardNet(), CPU, True)
+    net = prepare_net(CnnRewardNet(), CPU, True)
     res = train_trex(net, data, cfg, rng, CPU, bf16=False, channels_last=True)
     return net, res, data
 
@@ -309,7 +348,9 @@ def test_learns_a_known_reward_and_is_deterministic():
     # the restored best model reproduces the best epoch's validation accuracy
     mask = frames_mask(demos, data.val_pairs)
     r = frame_rewards(net, demos.frames, CPU, bf16=False, mask=mask)
-    assert pair_accuracy(pair_returns(demos, r, data.val_pairs)[0]) == pytest.approx(res.best["val_acc"])
+    assert pair_accuracy(pair_returns(demos, r, data.val_pairs)[0]) == pytest.approx(
+        res.best["val_acc"]
+    )
     net2, res2, _ = _train(0, demos, test)
     for a, b in zip(net.state_dict().values(), net2.state_dict().values()):
         assert torch.equal(a, b)
@@ -318,13 +359,21 @@ def test_learns_a_known_reward_and_is_deterministic():
 
 def test_early_stopping_restores_best():
     demos = synth_demos(6, 12, seed=6)
-    cfg = TrexConfig(num_snippets=200, min_snippet_length=3, max_snippet_length=8, epoch_size=16,
-                     max_num_epochs=20, patience=1, batch_size=16, num_val_snippets=50,
-                     num_train_eval_snippets=50)
+    cfg = TrexConfig(
+        num_snippets=200,
+        min_snippet_length=3,
+        max_snippet_length=8,
+        epoch_size=16,
+        max_num_epochs=20,
+        patience=1,
+        batch_size=16,
+        num_val_snippets=50,
+        num_train_eval_snippets=50,
+    )
     rng = np.random.default_rng(0)
     data = make_data(demos, None, cfg, rng)
     torch.manual_seed(0)
-    net = prepare_net(RewardNet(), CPU, True)
+    net = prepare_net(CnnRewardNet(), CPU, True)
     res = train_trex(net, data, cfg, rng, CPU, bf16=False)
     assert res.epochs < 20 and res.epochs == res.best_epoch + 2
     assert np.isnan(res.best["test_acc"])
@@ -334,13 +383,23 @@ def test_early_stopping_restores_best():
 def test_select_by_keeps_that_epoch(select_by):
     demos = synth_demos(6, 12, seed=6)
     test = synth_demos(4, 12, seed=7)
-    cfg = TrexConfig(num_snippets=200, min_snippet_length=3, max_snippet_length=8, epoch_size=16,
-                     max_num_epochs=4, patience=1, batch_size=16, num_val_snippets=50,
-                     num_test_snippets=50, num_train_eval_snippets=50, select_by=select_by)
+    cfg = TrexConfig(
+        num_snippets=200,
+        min_snippet_length=3,
+        max_snippet_length=8,
+        epoch_size=16,
+        max_num_epochs=4,
+        patience=1,
+        batch_size=16,
+        num_val_snippets=50,
+        num_test_snippets=50,
+        num_train_eval_snippets=50,
+        select_by=select_by,
+    )
     rng = np.random.default_rng(0)
     data = make_data(demos, test, cfg, rng)
     torch.manual_seed(0)
-    net = prepare_net(RewardNet(), CPU, True)
+    net = prepare_net(CnnRewardNet(), CPU, True)
     res = train_trex(net, data, cfg, rng, CPU, bf16=False)
     if select_by == "last":  # never stops early, keeps the final weights
         assert res.epochs == 4 and res.best_epoch == 3
@@ -349,5 +408,7 @@ def test_select_by_keeps_that_epoch(select_by):
         assert res.epochs == min(4, res.best_epoch + 2)
     # the kept weights are the kept epoch's: its validation accuracy again
     r = frame_rewards(net, demos.frames, CPU, bf16=False, mask=frames_mask(demos, data.val_pairs))
-    assert pair_accuracy(pair_returns(demos, r, data.val_pairs)[0]) == pytest.approx(res.best["val_acc"])
+    assert pair_accuracy(pair_returns(demos, r, data.val_pairs)[0]) == pytest.approx(
+        res.best["val_acc"]
+    )
     assert cfg.variant == f"sel_{select_by}"

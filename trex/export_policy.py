@@ -41,7 +41,9 @@ def timesteps_or_best(text: str) -> int | str:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of timesteps or 'best', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a number of timesteps or 'best', got {text!r}"
+        ) from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number of timesteps >= 0, got {value}")
     return value
@@ -51,23 +53,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="trex-export-policy",
         description="Write chosen checkpoints of a train_policy run as weights-only .safetensors "
-                    "files plus a checkpoints.csv manifest (experts to ship in a repository).",
+        "files plus a checkpoints.csv manifest (experts to ship in a repository).",
     )
     add_config_flag(p)
-    p.add_argument("--models_dir", required=True,
-                   help="train_policy checkpoint directory (its checkpoints.csv), or an exported folder")
-    p.add_argument("--out_dir", required=True,
-                   help="folder to write into (created; an exported folder of the same game gets "
-                        "the new files added)")
-    p.add_argument("--test_csv", default=None,
-                   help="a test_policy results CSV of the exported files: their mean true return and "
-                        "standard error per level set go into the manifest (alone, without "
-                        "--timesteps/--pick, it only updates an exported folder's scores)")
+    p.add_argument(
+        "--models_dir",
+        required=True,
+        help="train_policy checkpoint directory (its checkpoints.csv), or an exported folder",
+    )
+    p.add_argument(
+        "--out_dir",
+        required=True,
+        help="folder to write into (created; an exported folder of the same game gets "
+        "the new files added)",
+    )
+    p.add_argument(
+        "--test_csv",
+        default=None,
+        help="a test_policy results CSV of the exported files: their mean true return and "
+        "standard error per level set go into the manifest (alone, without "
+        "--timesteps/--pick, it only updates an exported folder's scores)",
+    )
     choice = p.add_mutually_exclusive_group()
-    choice.add_argument("--timesteps", nargs="+", type=timesteps_or_best, metavar="T|best",
-                        help="the checkpoint nearest each step count; 'best': the highest mean training return")
-    choice.add_argument("--pick", type=positive_int, metavar="N",
-                        help="N checkpoints spread over skill: the earliest, the best and N-2 between")
+    choice.add_argument(
+        "--timesteps",
+        nargs="+",
+        type=timesteps_or_best,
+        metavar="T|best",
+        help="the checkpoint nearest each step count; 'best': the highest mean training return",
+    )
+    choice.add_argument(
+        "--pick",
+        type=positive_int,
+        metavar="N",
+        help="N checkpoints spread over skill: the earliest, the best and N-2 between",
+    )
     p.add_argument("--env_name", default=None, help="check that the checkpoints are of this game")
     return p
 
@@ -85,12 +105,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.timesteps is None and args.pick is None:
         if args.test_csv is None:
-            raise UserError("give --timesteps or --pick (which checkpoints to export), or --test_csv")
+            raise UserError(
+                "give --timesteps or --pick (which checkpoints to export), or --test_csv"
+            )
         shipped = add_test_scores(args.out_dir, args.test_csv)
     else:
         manifest = read_manifest(args.models_dir)
-        selection = select_checkpoints(manifest, timesteps=args.timesteps, pick=args.pick,
-                                       models_dir=args.models_dir)
+        selection = select_checkpoints(
+            manifest, timesteps=args.timesteps, pick=args.pick, models_dir=args.models_dir
+        )
         if args.env_name is not None:
             for f in selection["file"]:
                 path = Path(args.models_dir) / str(f)

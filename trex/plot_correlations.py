@@ -1,4 +1,4 @@
-"""Plot how well learned rewards do on held-out demos, by number of training demos (the seed
+"""Plot how well learned rewards do on held-out demos, by number of training demos (the original
 project's figure) or by any other rm_infos column, with the episode-length baseline.
 
     python -m trex.plot_correlations --rm_csv_path reward_models/rm_infos.csv \
@@ -33,22 +33,43 @@ def build_parser() -> argparse.ArgumentParser:
         description="Correlation of learned with true return vs number of demos (PNG).",
     )
     add_config_flag(p)
-    p.add_argument("--rm_csv_path", nargs="+", default=["reward_models/rm_infos.csv"],
-                   help="rm_infos CSV(s) written by train_reward (combined)")
+    p.add_argument(
+        "--rm_csv_path",
+        nargs="+",
+        default=["reward_models/rm_infos.csv"],
+        help="rm_infos CSV(s) written by train_reward (combined)",
+    )
     p.add_argument("--env_name", default="fruitbot")
     p.add_argument("--distribution_mode", default="easy")
     p.add_argument("--sequential", type=nonnegative_int, default=0)
-    p.add_argument("--demo_csv", nargs="+", default=None,
-                   help="demo index CSV(s): the baseline is computed on their test demos "
-                        "(default: the baseline columns of the rm_infos rows)")
-    p.add_argument("--metric", nargs="+", default=["pearson", "spearman"],
-                   help="rm_infos column(s) to plot: pearson spearman partial window_pearson ...")
-    p.add_argument("--by", default="num_dems",
-                   help="rm_infos column on the x axis: num_dems, num_levels, rank_by, ...")
-    p.add_argument("--where", nargs="+", default=[], metavar="COLUMN=VALUE",
-                   help="keep only rows where COLUMN equals VALUE (e.g. num_dems=50 rank_by=return)")
-    p.add_argument("--out", default=None,
-                   help="PNG to write (default figures/correlations_<env>_<mode>.png)")
+    p.add_argument(
+        "--demo_csv",
+        nargs="+",
+        default=None,
+        help="demo index CSV(s): the baseline is computed on their test demos "
+        "(default: the baseline columns of the rm_infos rows)",
+    )
+    p.add_argument(
+        "--metric",
+        nargs="+",
+        default=["pearson", "spearman"],
+        help="rm_infos column(s) to plot: pearson spearman partial window_pearson ...",
+    )
+    p.add_argument(
+        "--by",
+        default="num_dems",
+        help="rm_infos column on the x axis: num_dems, num_levels, rank_by, ...",
+    )
+    p.add_argument(
+        "--where",
+        nargs="+",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="keep only rows where COLUMN equals VALUE (e.g. num_dems=50 rank_by=return)",
+    )
+    p.add_argument(
+        "--out", default=None, help="PNG to write (default figures/correlations_<env>_<mode>.png)"
+    )
     return p
 
 
@@ -74,32 +95,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     need = [c for c in ("sequential", args.by, *args.metric) if c not in rm.columns]
     if need:
         raise UserError(f"{', '.join(args.rm_csv_path)}: missing column(s) {', '.join(need)}")
-    sel = rm[(rm["env_name"] == args.env_name) & (rm["mode"] == args.distribution_mode)
-             & (pd.to_numeric(rm["sequential"], errors="coerce") == args.sequential)]
+    sel = rm[
+        (rm["env_name"] == args.env_name)
+        & (rm["mode"] == args.distribution_mode)
+        & (pd.to_numeric(rm["sequential"], errors="coerce") == args.sequential)
+    ]
     for cond in args.where:
         col, sep, value = cond.partition("=")
         if not sep or col not in sel.columns:
-            raise UserError(f"--where {cond!r}: expected COLUMN=VALUE with a column of the rm_infos CSV")
+            raise UserError(
+                f"--where {cond!r}: expected COLUMN=VALUE with a column of the rm_infos CSV"
+            )
         sel = sel[sel[col].astype(str) == value]
     for m in args.metric:
         sel = sel.assign(**{m: pd.to_numeric(sel[m], errors="coerce")})
     sel = sel.dropna(subset=args.metric)
     if sel.empty:
-        raise UserError(f"no reward models for {args.env_name} {args.distribution_mode} sequential="
-                        f"{args.sequential}{' ' + ' '.join(args.where) if args.where else ''} with "
-                        f"{', '.join(args.metric)} in {', '.join(args.rm_csv_path)}")
+        raise UserError(
+            f"no reward models for {args.env_name} {args.distribution_mode} sequential="
+            f"{args.sequential}{' ' + ' '.join(args.where) if args.where else ''} with "
+            f"{', '.join(args.metric)} in {', '.join(args.rm_csv_path)}"
+        )
     baseline: dict[str, float] = {}
     where = "none"
     if args.demo_csv:
         from trex.demos.store import DemoIndex
 
-        test = DemoIndex.read(args.demo_csv).filter(env_name=args.env_name, mode=args.distribution_mode,
-                                                    set_name="test", sequential=args.sequential).df
+        test = (
+            DemoIndex.read(args.demo_csv)
+            .filter(
+                env_name=args.env_name,
+                mode=args.distribution_mode,
+                set_name="test",
+                sequential=args.sequential,
+            )
+            .df
+        )
         if len(test) < 2:
-            raise UserError(f"fewer than 2 test demos for {args.env_name} {args.distribution_mode} in "
-                            f"{', '.join(args.demo_csv)}: no baseline")
-        baseline["pearson"], baseline["spearman"] = length_baseline(test["length"].to_numpy(),
-                                                                    test["return"].to_numpy())
+            raise UserError(
+                f"fewer than 2 test demos for {args.env_name} {args.distribution_mode} in "
+                f"{', '.join(args.demo_csv)}: no baseline"
+            )
+        baseline["pearson"], baseline["spearman"] = length_baseline(
+            test["length"].to_numpy(), test["return"].to_numpy()
+        )
         where = f"{len(test)} test demos"
     for m in args.metric:
         ref = BASELINE_COLUMNS.get(m)
@@ -109,13 +148,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             baseline[m] = float(np.nanmean(pd.to_numeric(sel[ref], errors="coerce")))
             where = "mean over the runs' test demos"
     out = args.out or f"figures/correlations_{args.env_name}_{args.distribution_mode}.png"
-    title = (f"{args.env_name} ({args.distribution_mode}{', sequential' if args.sequential else ''}): "
-             f"learned reward vs true return on unseen levels")
-    path = plot_correlations(sel, out, title=title, baseline=baseline, metrics=args.metric, by=args.by)
+    title = (
+        f"{args.env_name} ({args.distribution_mode}{', sequential' if args.sequential else ''}): "
+        f"learned reward vs true return on unseen levels"
+    )
+    path = plot_correlations(
+        sel, out, title=title, baseline=baseline, metrics=args.metric, by=args.by
+    )
     summary = correlation_summary(sel, args.metric, args.by)
     if baseline:
-        log.info("episode-length baseline (%s): %s", where,
-                 ", ".join(f"{m} {v:.3f}" for m, v in baseline.items()))
+        log.info(
+            "episode-length baseline (%s): %s",
+            where,
+            ", ".join(f"{m} {v:.3f}" for m, v in baseline.items()),
+        )
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     log.info("wrote %s", path)
     return 0

@@ -39,11 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flag(p)
     p.add_argument("--env_name", default="starpilot")
     p.add_argument("--distribution_mode", default="easy")
-    p.add_argument("--num_levels", type=nonnegative_int, default=None,
-                   help="training pool size, e.g. 200 for procgen's generalization protocol "
-                        "(default: the whole training range [start_level, 1e9))")
-    p.add_argument("--start_level", type=nonnegative_int, default=0,
-                   help="first level of the training pool")
+    p.add_argument(
+        "--num_levels",
+        type=nonnegative_int,
+        default=None,
+        help="training pool size, e.g. 200 for procgen's generalization protocol "
+        "(default: the whole training range [start_level, 1e9))",
+    )
+    p.add_argument(
+        "--start_level", type=nonnegative_int, default=0, help="first level of the training pool"
+    )
     p.add_argument("--use_backgrounds", type=str2bool, default=True)
     p.add_argument("--num_envs", type=positive_int, default=64)
     p.add_argument("--nsteps", type=positive_int, default=256)
@@ -55,37 +60,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_grad_norm", type=positive_float, default=0.5)
     p.add_argument("--gamma", type=positive_float, default=0.999)
     p.add_argument("--lam", type=positive_float, default=0.95)
-    p.add_argument("--norm_gamma", type=positive_float, default=0.99,
-                   help="discount of the return normalisation (baselines' VecNormalize default, "
-                        "which train-procgen uses; separate from the PPO discount --gamma)")
+    p.add_argument(
+        "--norm_gamma",
+        type=positive_float,
+        default=0.99,
+        help="discount of the return normalisation (baselines' VecNormalize default, "
+        "which train-procgen uses; separate from the PPO discount --gamma)",
+    )
     p.add_argument("--clip_range", type=positive_float, default=0.2)
-    p.add_argument("--timesteps_per_proc", type=positive_int, default=25_000_000,
-                   help="total environment steps to reach (a resumed run continues to this total)")
-    p.add_argument("--save_interval", type=positive_int, default=10, help="updates between checkpoints")
-    p.add_argument("--log_interval", type=positive_int, default=1, help="updates between progress rows")
+    p.add_argument(
+        "--timesteps_per_proc",
+        type=positive_int,
+        default=25_000_000,
+        help="total environment steps to reach (a resumed run continues to this total)",
+    )
+    p.add_argument(
+        "--save_interval", type=positive_int, default=10, help="updates between checkpoints"
+    )
+    p.add_argument(
+        "--log_interval", type=positive_int, default=1, help="updates between progress rows"
+    )
     p.add_argument("--log_dir", default="experts")
     p.add_argument("--log_name", default="", help="sub-directory under <log_dir>/<env>/<mode>")
-    p.add_argument("--load_path", default=None,
-                   help="a training checkpoint .zip to resume (continues in its directory), a "
-                        "weights-only .safetensors to fine-tune from (a new run directory, fresh "
-                        "optimizer), or a checkpoint directory (its latest)")
+    p.add_argument(
+        "--load_path",
+        default=None,
+        help="a training checkpoint .zip to resume (continues in its directory), a "
+        "weights-only .safetensors to fine-tune from (a new run directory, fresh "
+        "optimizer), or a checkpoint directory (its latest)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto/bf16: channels_last + bf16 autocast (fast path); fp32: plain")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--num_threads", type=positive_int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is much faster on a busy machine)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto/bf16: channels_last + bf16 autocast (fast path); fp32: plain",
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."
+    )
+    p.add_argument(
+        "--num_threads",
+        type=positive_int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; 1 is much faster on a busy machine)",
+    )
     reward = p.add_argument_group("reward (default: the game's true reward)")
-    reward.add_argument("--rm_id", default=None, help="learned reward model id, looked up in --reward_csv")
-    reward.add_argument("--reward_csv", default="reward_models/rm_infos.csv",
-                        help="rm_infos CSV to look --rm_id up in")
+    reward.add_argument(
+        "--rm_id", default=None, help="learned reward model id, looked up in --reward_csv"
+    )
+    reward.add_argument(
+        "--reward_csv",
+        default="reward_models/rm_infos.csv",
+        help="rm_infos CSV to look --rm_id up in",
+    )
     reward.add_argument("--reward_model", default=None, help="path to a reward model .safetensors")
-    reward.add_argument("--use_sigmoid", type=str2bool, nargs="?", const=True, default=False,
-                        help="squash the learned reward with a sigmoid (the seed's option)")
-    reward.add_argument("--constant_reward", type=float, default=None,
-                        help="+C every step: the live-long baseline")
-    reward.add_argument("--allow_reward_mismatch", action="store_true",
-                        help="use a reward model trained on another game or mode")
+    reward.add_argument(
+        "--use_sigmoid",
+        type=str2bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="squash the learned reward with a sigmoid (the original project's option)",
+    )
+    reward.add_argument(
+        "--constant_reward", type=float, default=None, help="+C every step: the live-long baseline"
+    )
+    reward.add_argument(
+        "--allow_reward_mismatch",
+        action="store_true",
+        help="use a reward model trained on another game or mode",
+    )
     return p
 
 
@@ -110,7 +155,11 @@ def reward_setup(args: argparse.Namespace):
         from trex.rl.reward_wrappers import ConstantRewardVecEnv
 
         c = args.constant_reward
-        return (lambda env: ConstantRewardVecEnv(env, c)), {"reward": f"constant:{c:g}"}, f"constant_{c:g}"
+        return (
+            (lambda env: ConstantRewardVecEnv(env, c)),
+            {"reward": f"constant:{c:g}"},
+            f"constant_{c:g}",
+        )
     if args.rm_id is None and args.reward_model is None:
         if args.use_sigmoid:
             raise UserError("--use_sigmoid needs a learned reward (--rm_id or --reward_model)")
@@ -119,14 +168,23 @@ def reward_setup(args: argparse.Namespace):
     from trex.reward.registry import resolve_reward_model
     from trex.rl.reward_wrappers import LearnedRewardVecEnv
 
-    path = resolve_reward_model(args.reward_model or args.rm_id,
-                                None if args.reward_model else args.reward_csv)
+    path = resolve_reward_model(
+        args.reward_model or args.rm_id, None if args.reward_model else args.reward_csv
+    )
     check = not args.allow_reward_mismatch
-    reward_fn = load_reward_function(path, env_name=args.env_name if check else None,
-                                     mode=args.distribution_mode if check else None,
-                                     device=args.device, precision=args.precision)
+    reward_fn = load_reward_function(
+        path,
+        env_name=args.env_name if check else None,
+        mode=args.distribution_mode if check else None,
+        device=args.device,
+        precision=args.precision,
+    )
     rm_id = reward_fn.rm_id or Path(path).stem
-    meta = {"reward": f"learned:{rm_id}", "reward_model": str(path), "use_sigmoid": args.use_sigmoid}
+    meta = {
+        "reward": f"learned:{rm_id}",
+        "reward_model": str(path),
+        "use_sigmoid": args.use_sigmoid,
+    }
     sig = args.use_sigmoid
     return (lambda env: LearnedRewardVecEnv(env, reward_fn, sig)), meta, f"rm_{rm_id}"
 
@@ -148,28 +206,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_distribution_mode(args.distribution_mode)
     start_level, num_levels = training_pool(args.start_level, args.num_levels)
     if (args.num_envs * args.nsteps) % args.nminibatches:
-        raise UserError(f"num_envs * nsteps ({args.num_envs * args.nsteps}) must be divisible "
-                        f"by nminibatches ({args.nminibatches})")
+        raise UserError(
+            f"num_envs * nsteps ({args.num_envs * args.nsteps}) must be divisible "
+            f"by nminibatches ({args.nminibatches})"
+        )
     load_path = find_resume_checkpoint(args.load_path) if args.load_path else None
     wrap_env, reward_meta, reward_tag = reward_setup(args)
     run_dir = run_dir_for(args, reward_tag)
     fine_tune = load_path is not None and is_weights_file(load_path)
-    if load_path is not None and not fine_tune and not args.log_name and args.log_dir == "experts" \
-            and not reward_tag:
+    if (
+        load_path is not None
+        and not fine_tune
+        and not args.log_name
+        and args.log_dir == "experts"
+        and not reward_tag
+    ):
         run_dir = load_path.parent  # resume continues in the checkpoint's own directory
     elif fine_tune and not args.log_name and not reward_tag:
         run_dir = run_dir / f"finetune_{load_path.stem}"  # a new run, never the shipped folder
     check_run_dir(run_dir, load_path)
     cfg = PPOConfig(
-        env_name=args.env_name, distribution_mode=args.distribution_mode,
-        num_levels=num_levels, start_level=start_level,
-        use_backgrounds=args.use_backgrounds, num_envs=args.num_envs, nsteps=args.nsteps,
-        nminibatches=args.nminibatches, ppo_epochs=args.ppo_epochs,
-        learning_rate=args.learning_rate, ent_coef=args.ent_coef, gamma=args.gamma, lam=args.lam,
+        env_name=args.env_name,
+        distribution_mode=args.distribution_mode,
+        num_levels=num_levels,
+        start_level=start_level,
+        use_backgrounds=args.use_backgrounds,
+        num_envs=args.num_envs,
+        nsteps=args.nsteps,
+        nminibatches=args.nminibatches,
+        ppo_epochs=args.ppo_epochs,
+        learning_rate=args.learning_rate,
+        ent_coef=args.ent_coef,
+        gamma=args.gamma,
+        lam=args.lam,
         norm_gamma=args.norm_gamma,
-        clip_range=args.clip_range, vf_coef=args.vf_coef, max_grad_norm=args.max_grad_norm,
-        timesteps_per_proc=args.timesteps_per_proc, save_interval=args.save_interval,
-        log_interval=args.log_interval, seed=args.seed, precision=args.precision,
+        clip_range=args.clip_range,
+        vf_coef=args.vf_coef,
+        max_grad_norm=args.max_grad_norm,
+        timesteps_per_proc=args.timesteps_per_proc,
+        save_interval=args.save_interval,
+        log_interval=args.log_interval,
+        seed=args.seed,
+        precision=args.precision,
         device=args.device,
     )
     if load_path is not None:
@@ -185,15 +263,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir / "log.txt")
     config_name = "config.json" if load_path is None or fine_tune else "config_resume.json"
-    write_run_config(run_dir / config_name, args, run_dir=str(run_dir),
-                     resumed_from=str(load_path) if load_path else None)
-    log.info("training PPO on %s (%s), reward %s -> %s", args.env_name, args.distribution_mode,
-             reward_meta["reward"], run_dir)
-    summary = train_ppo(cfg, run_dir, load_path=load_path, wrap_env=wrap_env,
-                        checkpoint_meta=reward_meta)
-    log.info("done: %d steps, %.0f steps/s, mean training return %.2f, last checkpoint %s",
-             summary["timesteps"], summary["steps_per_s"], summary["mean_return"],
-             summary["last_checkpoint"])
+    write_run_config(
+        run_dir / config_name,
+        args,
+        run_dir=str(run_dir),
+        resumed_from=str(load_path) if load_path else None,
+    )
+    log.info(
+        "training PPO on %s (%s), reward %s -> %s",
+        args.env_name,
+        args.distribution_mode,
+        reward_meta["reward"],
+        run_dir,
+    )
+    summary = train_ppo(
+        cfg, run_dir, load_path=load_path, wrap_env=wrap_env, checkpoint_meta=reward_meta
+    )
+    log.info(
+        "done: %d steps, %.0f steps/s, mean training return %.2f, last checkpoint %s",
+        summary["timesteps"],
+        summary["steps_per_s"],
+        summary["mean_return"],
+        summary["last_checkpoint"],
+    )
     from trex.sweeps.stages import write_stage_result
 
     write_stage_result(run_dir=str(run_dir), **summary)  # for run_experiments' manifest

@@ -35,14 +35,22 @@ _DIGITS = "0123456789.-+/ "
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trex-visualize-demo",
-                                description="Render a stored demo as an MP4 with its return so far.")
+    p = argparse.ArgumentParser(
+        prog="trex-visualize-demo",
+        description="Render a stored demo as an MP4 with its return so far.",
+    )
     add_config_flag(p)
     p.add_argument("demo_id", help="id of the demo (a demo_id of the index CSV)")
-    p.add_argument("--demo_csv", nargs="+", default=["demos/demo_infos.csv"],
-                   help="index CSV(s) to look the id up in")
+    p.add_argument(
+        "--demo_csv",
+        nargs="+",
+        default=["demos/demo_infos.csv"],
+        help="index CSV(s) to look the id up in",
+    )
     p.add_argument("--out", default=None, help="output MP4 (default Videos/demo_<id>.mp4)")
-    p.add_argument("--scale", type=positive_int, default=4, help="upscaling factor (64 px -> 256 px)")
+    p.add_argument(
+        "--scale", type=positive_int, default=4, help="upscaling factor (64 px -> 256 px)"
+    )
     p.add_argument("--fps", type=positive_int, default=15)
     return p
 
@@ -99,19 +107,22 @@ def _number_strip(texts: Sequence[str], size: int, height: int) -> np.ndarray:
     return np.concatenate(columns, axis=2)
 
 
-def _banner_line(label: str, values: Sequence[str], size: int, height: int, width: int) -> np.ndarray:
+def _banner_line(
+    label: str, values: Sequence[str], size: int, height: int, width: int
+) -> np.ndarray:
     """bool (T, height, width): a static label followed by per-frame digits, cropped/padded."""
     lab = _text_bitmap(label, size, height)
     nums = _number_strip(values, size, height)
     line = np.concatenate([np.broadcast_to(lab, (len(values), *lab.shape)), nums], axis=2)
     out = np.zeros((len(values), height, width), dtype=bool)
     w = min(width - 4, line.shape[2])
-    out[:, :, 4:4 + w] = line[:, :, :w]
+    out[:, :, 4 : 4 + w] = line[:, :, :w]
     return out
 
 
-def annotate_demo(observations: np.ndarray, rewards: np.ndarray, scale: int = 4,
-                  hold: int = 15) -> np.ndarray:
+def annotate_demo(
+    observations: np.ndarray, rewards: np.ndarray, scale: int = 4, hold: int = 15
+) -> np.ndarray:
     """Video frames for a demo: uint8 (T + hold, 2 lines + 64*scale, 64*scale, 3).
 
     Each frame is upscaled ``scale`` times (nearest neighbour) under a banner with the
@@ -132,8 +143,13 @@ def annotate_demo(observations: np.ndarray, rewards: np.ndarray, scale: int = 4,
     width = big.shape[2]
     size = max(10, 4 * scale)
     line_h = size + 4
-    lines = np.concatenate([_banner_line("return ", rets, size, line_h, width),
-                            _banner_line("step ", steps, size, line_h, width)], axis=1)
+    lines = np.concatenate(
+        [
+            _banner_line("return ", rets, size, line_h, width),
+            _banner_line("step ", steps, size, line_h, width),
+        ],
+        axis=1,
+    )
     color = np.full((len(frame_idx), 2, 3), 255, dtype=np.uint8)  # white text
     color[t:, 0] = (255, 220, 0)  # the final return, held at the end, in yellow
     row_color = color.repeat(line_h, axis=1)  # (T', 2 * line_h, 3)
@@ -160,8 +176,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--out must end in .mp4, got {out}")
     frames = annotate_demo(demo.observations, demo.rewards, args.scale, hold=args.fps)
     write_mp4(out, frames, fps=args.fps)
-    log.info("demo %s (%s, %d steps, return %.2f, level %s) -> %s", demo.demo_id,
-             demo.info.get("env_name"), len(demo), demo.ret, demo.info.get("level_seed"), out)
+    log.info(
+        "demo %s (%s, %d steps, return %.2f, level %s) -> %s",
+        demo.demo_id,
+        demo.info.get("env_name"),
+        len(demo),
+        demo.ret,
+        demo.info.get("level_seed"),
+        out,
+    )
     return 0
 
 

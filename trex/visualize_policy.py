@@ -1,7 +1,7 @@
 """Record a policy playing as an MP4 a person can watch (frames upscaled, several screens tiled).
 
-    python -m trex.visualize_policy --load_path experts/starpilot/easy/checkpoint_0000491520.zip
-    python -m trex.visualize_policy --load_path experts_shipped/starpilot/checkpoint_0000491520.safetensors
+python -m trex.visualize_policy --load_path experts/starpilot/easy/checkpoint_0000491520.zip
+python -m trex.visualize_policy --load_path experts_shipped/starpilot/checkpoint_0000491520.safetensors
 """
 
 from __future__ import annotations
@@ -28,21 +28,37 @@ log = logging.getLogger("trex.visualize_policy")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trex-visualize-policy",
-                                description="Film a policy (or a random one) as an MP4.")
+    p = argparse.ArgumentParser(
+        prog="trex-visualize-policy", description="Film a policy (or a random one) as an MP4."
+    )
     add_config_flag(p)
-    p.add_argument("--load_path", required=True,
-                   help="policy checkpoint (.zip, or weights-only .safetensors from export_policy), or 'random'")
+    p.add_argument(
+        "--load_path",
+        required=True,
+        help="policy checkpoint (.zip, or weights-only .safetensors from export_policy), or 'random'",
+    )
     p.add_argument("--env_name", default=None, help="default: the checkpoint's game")
     p.add_argument("--distribution_mode", default=None)
     p.add_argument("--video_length", type=positive_int, default=500, help="frames")
-    p.add_argument("--num_screens", type=positive_int, default=1, help="environments tiled in a grid")
-    p.add_argument("--start_level", type=nonnegative_int, default=1_000_000_000,
-                   help="default: unseen test levels")
+    p.add_argument(
+        "--num_screens", type=positive_int, default=1, help="environments tiled in a grid"
+    )
+    p.add_argument(
+        "--start_level",
+        type=nonnegative_int,
+        default=1_000_000_000,
+        help="default: unseen test levels",
+    )
     p.add_argument("--num_levels", type=nonnegative_int, default=1_000_000_000)
-    p.add_argument("--use_backgrounds", type=str2bool, default=None,
-                   help="default: as the policy was trained (the checkpoint's), else True")
-    p.add_argument("--scale", type=positive_int, default=4, help="upscaling factor (64 px -> 256 px)")
+    p.add_argument(
+        "--use_backgrounds",
+        type=str2bool,
+        default=None,
+        help="default: as the policy was trained (the checkpoint's), else True",
+    )
+    p.add_argument(
+        "--scale", type=positive_int, default=4, help="upscaling factor (64 px -> 256 px)"
+    )
     p.add_argument("--fps", type=positive_int, default=15)
     p.add_argument("--deterministic", type=str2bool, nargs="?", const=True, default=False)
     p.add_argument("--seed", type=int, default=0)
@@ -68,17 +84,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trex.rl.evaluation import load_act_fn
 
     seed_everything(args.seed)  # the policy samples its actions with torch's generator
-    act_fn, meta = load_act_fn(args.load_path, args.env_name, device=args.device,
-                               precision=args.precision, deterministic=args.deterministic,
-                               seed=args.seed)
+    act_fn, meta = load_act_fn(
+        args.load_path,
+        args.env_name,
+        device=args.device,
+        precision=args.precision,
+        deterministic=args.deterministic,
+        seed=args.seed,
+    )
     tag = "random" if args.load_path == "random" else Path(args.load_path).stem
     env_name = check_env_name(args.env_name or meta["env_name"])
     mode = check_distribution_mode(args.distribution_mode or meta.get("distribution_mode", "easy"))
     out = Path(args.out or f"Videos/policy_{env_name}_{tag}.mp4")
-    backgrounds = (args.use_backgrounds if args.use_backgrounds is not None
-                   else bool(meta.get("use_backgrounds", True)))
-    env = make_procgen_env(env_name, args.num_screens, mode, args.start_level, args.num_levels,
-                           False, backgrounds, args.seed)
+    backgrounds = (
+        args.use_backgrounds
+        if args.use_backgrounds is not None
+        else bool(meta.get("use_backgrounds", True))
+    )
+    env = make_procgen_env(
+        env_name,
+        args.num_screens,
+        mode,
+        args.start_level,
+        args.num_levels,
+        False,
+        backgrounds,
+        args.seed,
+    )
     frames = np.empty((args.video_length, args.num_screens, 64, 64, 3), dtype=np.uint8)
     obs = env.reset()
     for t in tqdm(range(args.video_length), desc="filming", unit="frame", mininterval=2):

@@ -62,8 +62,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
         yield
         return
 
@@ -80,7 +82,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def add_config_flag(parser: argparse.ArgumentParser) -> None:
     """Add ``-c/--config FILE.yaml``: a YAML mapping of flag names to values."""
     parser.add_argument(
-        "-c", "--config", default=None, metavar="FILE.yaml",
+        "-c",
+        "--config",
+        default=None,
+        metavar="FILE.yaml",
         help="YAML file setting any flag (dest names, e.g. env_name: starpilot); "
         "flags given on the command line win",
     )
@@ -164,7 +169,7 @@ def positive_float(text: str) -> float:
 
 
 def str2bool(text: str | bool) -> bool:
-    """argparse type for the seed's ``--flag True/False`` style booleans."""
+    """argparse type for the original project's ``--flag True/False`` style booleans."""
     if isinstance(text, bool):
         return text
     low = text.strip().lower()
@@ -204,5 +209,3 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
         fh._trex = True  # type: ignore[attr-defined]
         root.addHandler(fh)
     root.setLevel(level)
-
-

@@ -55,15 +55,24 @@ def flag(
         group: the heading the flag is listed under in ``--help``.
         required: the flag must be given (on the command line or in ``-c FILE``).
     """
-    meta = {"help": help, "group": group, "required": required, "type": type,
-            "choices": choices, "nargs": nargs, "metavar": metavar, "action": action}
+    meta = {
+        "help": help,
+        "group": group,
+        "required": required,
+        "type": type,
+        "choices": choices,
+        "nargs": nargs,
+        "metavar": metavar,
+        "action": action,
+    }
     if isinstance(default, list):
         value = list(default)
         return dataclasses.field(default_factory=lambda: list(value), metadata=meta)
     if default is dataclasses.MISSING and not required:
         raise TypeError("flag() needs a default unless required=True")
-    return dataclasses.field(default=None if default is dataclasses.MISSING else default,
-                             metadata=meta)
+    return dataclasses.field(
+        default=None if default is dataclasses.MISSING else default, metadata=meta
+    )
 
 
 @dataclasses.dataclass
@@ -97,8 +106,9 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def config_parser(cls: type[Config], *, prog: str | None = None,
-                  description: str | None = None) -> argparse.ArgumentParser:
+def config_parser(
+    cls: type[Config], *, prog: str | None = None, description: str | None = None
+) -> argparse.ArgumentParser:
     """The argparse parser of a config class: ``-c/--config`` and one ``--<name>`` per field."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_config_flag(parser)
@@ -141,8 +151,9 @@ def config_from_namespace(cls: type[C], ns: argparse.Namespace | dict[str, Any])
     return cfg
 
 
-def parse_config(cls: type[C], argv: Sequence[str] | None,
-                 parser: argparse.ArgumentParser | None = None) -> C:
+def parse_config(
+    cls: type[C], argv: Sequence[str] | None, parser: argparse.ArgumentParser | None = None
+) -> C:
     """Parse a command line into a checked config (UserError on bad values)."""
     parser = parser if parser is not None else config_parser(cls)
     return config_from_namespace(cls, parse_args(parser, argv))

@@ -22,7 +22,7 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has native bf16 matmul support (AVX512-BF16 or AMX)."""
     try:

@@ -27,8 +27,22 @@ from trex.common.errors import UserError
 log = logging.getLogger(__name__)
 
 ENV_NAMES: tuple[str, ...] = (
-    "bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball",
-    "fruitbot", "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot",
+    "bigfish",
+    "bossfight",
+    "caveflyer",
+    "chaser",
+    "climber",
+    "coinrun",
+    "dodgeball",
+    "fruitbot",
+    "heist",
+    "jumper",
+    "leaper",
+    "maze",
+    "miner",
+    "ninja",
+    "plunder",
+    "starpilot",
 )
 DISTRIBUTION_MODES: tuple[str, ...] = ("easy", "hard", "extreme", "memory", "exploration")
 NUM_ACTIONS = 15
@@ -50,7 +64,9 @@ def check_env_name(env_name: str) -> str:
 def check_distribution_mode(mode: str) -> str:
     """Return ``mode`` or raise UserError listing the valid distribution modes."""
     if mode not in DISTRIBUTION_MODES:
-        raise UserError(f"unknown distribution_mode {mode!r}; valid: {', '.join(DISTRIBUTION_MODES)}")
+        raise UserError(
+            f"unknown distribution_mode {mode!r}; valid: {', '.join(DISTRIBUTION_MODES)}"
+        )
     return mode
 
 
@@ -59,7 +75,9 @@ def level_range(test_set: bool) -> tuple[int, int]:
     return TEST_LEVELS if test_set else TRAIN_LEVELS
 
 
-def level_pool(start_level: int | None, num_levels: int | None, test_set: bool = False) -> tuple[int, int]:
+def level_pool(
+    start_level: int | None, num_levels: int | None, test_set: bool = False
+) -> tuple[int, int]:
     """(start_level, num_levels) of a level pool, checked to lie inside the training range
     [0, 1e9) (or, with ``test_set``, inside the unseen test range [1e9, 2e9)).
 
@@ -76,13 +94,17 @@ def level_pool(start_level: int | None, num_levels: int | None, test_set: bool =
     if num_levels is None:
         num_levels = end - start_level
     if num_levels == 0:
-        raise UserError(f"num_levels 0 is procgen's unbounded range, which mixes the training levels "
-                        f"[{TRAIN_LEVELS[0]}, {sum(TRAIN_LEVELS)}) and the unseen test levels "
-                        f"[{TEST_LEVELS[0]}, {sum(TEST_LEVELS)}); leave --num_levels out for the "
-                        f"whole {what} range [{first}, {end})")
+        raise UserError(
+            f"num_levels 0 is procgen's unbounded range, which mixes the training levels "
+            f"[{TRAIN_LEVELS[0]}, {sum(TRAIN_LEVELS)}) and the unseen test levels "
+            f"[{TEST_LEVELS[0]}, {sum(TEST_LEVELS)}); leave --num_levels out for the "
+            f"whole {what} range [{first}, {end})"
+        )
     if start_level < first or num_levels < 0 or start_level + num_levels > end:
-        raise UserError(f"{what} level pool [{start_level}, {start_level + num_levels}) must lie inside "
-                        f"the {what} range [{first}, {end})")
+        raise UserError(
+            f"{what} level pool [{start_level}, {start_level + num_levels}) must lie inside "
+            f"the {what} range [{first}, {end})"
+        )
     return start_level, int(num_levels)
 
 
@@ -128,7 +150,9 @@ class ProcgenVecEnv(VecEnv):
         if num_envs <= 0:
             raise UserError(f"num_envs must be positive, got {num_envs}")
         if start_level < 0 or num_levels < 0:
-            raise UserError(f"start_level and num_levels must be >= 0, got {start_level}, {num_levels}")
+            raise UserError(
+                f"start_level and num_levels must be >= 0, got {start_level}, {num_levels}"
+            )
         if start_level + num_levels > 2**31 - 1:
             raise UserError("start_level + num_levels must stay below 2**31")
         self.env_name = env_name
@@ -224,7 +248,9 @@ class ProcgenVecEnv(VecEnv):
         if dones.any():
             self._ep_returns[dones] = 0.0
             self._ep_lengths[dones] = 0
-            self._level_seeds[dones] = [int(raw_infos[i]["level_seed"]) for i in np.flatnonzero(dones)]
+            self._level_seeds[dones] = [
+                int(raw_infos[i]["level_seed"]) for i in np.flatnonzero(dones)
+            ]
         self.last_rgb = ob["rgb"]
         self._actions = None
         return self._obs_chw(self.last_rgb), rewards, dones, infos
@@ -246,7 +272,9 @@ class ProcgenVecEnv(VecEnv):
     def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
         setattr(self, attr_name, value)
 
-    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args, indices=None, **method_kwargs
+    ) -> list[Any]:
         method = getattr(self, method_name)
         return [method(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
 
@@ -274,6 +302,12 @@ def make_procgen_env(
     """Build ``num_envs`` Procgen games on levels [start_level, start_level + num_levels)
     (``num_levels=0``: unbounded) as an SB3 ``VecEnv``; see :class:`ProcgenVecEnv`."""
     return ProcgenVecEnv(
-        env_name, num_envs, distribution_mode, start_level, num_levels,
-        use_sequential_levels, use_backgrounds, seed,
+        env_name,
+        num_envs,
+        distribution_mode,
+        start_level,
+        num_levels,
+        use_sequential_levels,
+        use_backgrounds,
+        seed,
     )

@@ -79,7 +79,9 @@ def read_csv_checked(path: str | os.PathLike, what: str, columns: Sequence[str] 
 
 def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
     """Write a JSON object to ``path`` atomically (sorted keys, indented)."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    write_text_atomic(
+        path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
+    )
 
 
 def _json_default(obj: Any) -> Any:
@@ -100,8 +102,12 @@ def _lock_for(path: Path):
     return FileLock(str(path) + ".lock", timeout=600)
 
 
-def append_csv_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
-                    columns: Sequence[str] | None = None, unique: str | None = None) -> int:
+def append_csv_rows(
+    path: str | os.PathLike,
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    unique: str | None = None,
+) -> int:
     """Append whole rows to a CSV under a file lock, writing the header if the file is new;
     returns the number of rows written.
 
@@ -126,11 +132,17 @@ def append_csv_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
                     rows = [r for r in rows if str(_csv_value(r.get(unique))) not in taken]
         if unique is not None:
             seen: set[str] = set()
-            rows = [r for r in rows if not (str(r.get(unique)) in seen or seen.add(str(r.get(unique))))]
+            rows = [
+                r for r in rows if not (str(r.get(unique)) in seen or seen.add(str(r.get(unique))))
+            ]
         if not rows:
             return 0
         if header is None:
-            header = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+            header = (
+                list(columns)
+                if columns is not None
+                else list(dict.fromkeys(k for r in rows for k in r))
+            )
             write_header = True
         else:
             write_header = False
@@ -191,5 +203,3 @@ def _csv_value(v: Any) -> Any:
     if isinstance(v, float) and not np.isfinite(v):
         return "nan" if np.isnan(v) else v
     return v
-
-

@@ -52,8 +52,9 @@ def fault_point(name: str) -> None:
         return
     import signal
 
-    sig = {"INT": signal.SIGINT, "TERM": signal.SIGTERM}.get(os.environ.get(FAULT_SIGNAL_ENV, "KILL").upper(),
-                                                            signal.SIGKILL)
+    sig = {"INT": signal.SIGINT, "TERM": signal.SIGTERM}.get(
+        os.environ.get(FAULT_SIGNAL_ENV, "KILL").upper(), signal.SIGKILL
+    )
     log.warning("fault injection: %s at %s", sig.name, name)
     os.kill(os.getpid(), sig)
     time.sleep(1)  # SIGINT / SIGTERM are raised in the main thread at once
@@ -76,8 +77,16 @@ def package_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
-    for name in ("trex-procgen", "torch", "stable-baselines3", "numpy", "gymnasium",
-                 "procgen", "procgen-mirror", "safetensors"):
+    for name in (
+        "trex-procgen",
+        "torch",
+        "stable-baselines3",
+        "numpy",
+        "gymnasium",
+        "procgen",
+        "procgen-mirror",
+        "safetensors",
+    ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
     return out
@@ -87,8 +96,12 @@ def git_commit() -> str | None:
     """The git commit of the toolkit's checkout, or None outside a git checkout."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5, check=False,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -109,8 +122,9 @@ def run_config(args: argparse.Namespace | Mapping[str, Any], **extra: Any) -> di
     }
 
 
-def write_run_config(path: str | os.PathLike, args: argparse.Namespace | Mapping[str, Any],
-                     **extra: Any) -> dict[str, Any]:
+def write_run_config(
+    path: str | os.PathLike, args: argparse.Namespace | Mapping[str, Any], **extra: Any
+) -> dict[str, Any]:
     """Write ``config.json`` for a run (atomically) and return what was written.
 
     ``config.json['args']`` can be given back with ``-c`` (JSON is YAML) to repeat the run.

@@ -41,7 +41,9 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int = 15) -> Non
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-        raise ValueError(f"expected uint8 frames (T, H, W, 3) with T > 0, got {frames.dtype} {frames.shape}")
+        raise ValueError(
+            f"expected uint8 frames (T, H, W, 3) with T > 0, got {frames.dtype} {frames.shape}"
+        )
     _, h, w, _ = frames.shape
     if h % 2 or w % 2:
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))

@@ -13,7 +13,7 @@ environment with no job left plays on (its episodes are discarded, never stored)
 Skill spread (T-REX, Brown et al. 2019, arXiv 1904.06387, ranks demos of varied
 quality): checkpoints are picked per demo so the demos' expected returns are evenly
 spaced between the worst and best checkpoint's training return, instead of drawing
-checkpoints uniformly (the seed's way), which over-samples the many late checkpoints of
+checkpoints uniformly (the original project's way), which over-samples the many late checkpoints of
 a saturated learning curve. Noise: epsilon-greedy injection, a uniformly random action
 with probability epsilon, else the policy's (D-REX, Brown et al. 2019, arXiv 1907.03976).
 
@@ -94,7 +94,6 @@ class CollectConfig:
     device: str = "auto"
     precision: str = "auto"
 
-
     def pool(self) -> tuple[int, int]:
         """(start_level, num_levels) the demos come from: a pool inside the training range
         [0, 1e9), or with ``test_set`` inside the unseen range [1e9, 2e9) (default: all of it)."""
@@ -129,8 +128,12 @@ class _PolicyCache:
             from trex.common.device import pick_device
             from trex.rl.checkpoints import load_policy
 
-            policy, _ = load_policy(src.path, device=pick_device(self.cfg.device),
-                                    precision=self.cfg.precision, expected_env=self.cfg.env_name)
+            policy, _ = load_policy(
+                src.path,
+                device=pick_device(self.cfg.device),
+                precision=self.cfg.precision,
+                expected_env=self.cfg.env_name,
+            )
             self.loaded[src.name] = policy
             log.debug("loaded %s", src.name)
         return self.loaded[src.name]
@@ -141,8 +144,12 @@ class _PolicyCache:
                 del self.loaded[name]
 
 
-def collect_episodes(jobs: Sequence[DemoJob], cfg: CollectConfig,
-                     sink: Callable[[EpisodeRecord], None], progress: bool = True) -> CollectStats:
+def collect_episodes(
+    jobs: Sequence[DemoJob],
+    cfg: CollectConfig,
+    sink: Callable[[EpisodeRecord], None],
+    progress: bool = True,
+) -> CollectStats:
     """Play one episode per job on ``min(num_envs, len(jobs))`` parallel environments.
 
     Per step: the frames of the recording environments go into preallocated per-env
@@ -165,8 +172,16 @@ def collect_episodes(jobs: Sequence[DemoJob], cfg: CollectConfig,
         raise UserError(f"--max_ep_len must be positive, got {cfg.max_ep_len}")
     n = max(1, min(cfg.num_envs, len(jobs)))
     start, count = cfg.pool()
-    env = make_procgen_env(cfg.env_name, n, cfg.distribution_mode, start, count,
-                           bool(cfg.sequential), cfg.use_backgrounds, cfg.seed)
+    env = make_procgen_env(
+        cfg.env_name,
+        n,
+        cfg.distribution_mode,
+        start,
+        count,
+        bool(cfg.sequential),
+        cfg.use_backgrounds,
+        cfg.seed,
+    )
     rng = np.random.default_rng([cfg.seed, 7])
     cache = _PolicyCache(cfg)
 
@@ -175,7 +190,7 @@ def collect_episodes(jobs: Sequence[DemoJob], cfg: CollectConfig,
     actions_buf = np.zeros((n, cap), dtype=np.int64)
     rewards_buf = np.zeros((n, cap), dtype=np.float32)
     t = np.zeros(n, dtype=np.int64)
-    recording = np.zeros(n, dtype=bool)     # playing a job's episode
+    recording = np.zeros(n, dtype=bool)  # playing a job's episode
     slot_job: list[int] = [-1] * n
     slot_policy = np.full(n, -1, dtype=np.int64)  # index into policy_names, -1: random
     slot_eps = np.zeros(n, dtype=np.float64)
@@ -215,8 +230,13 @@ def collect_episodes(jobs: Sequence[DemoJob], cfg: CollectConfig,
                 cache.get(job.policy)
 
     assign(np.arange(n))
-    bar = tqdm(total=len(jobs), unit="demo", desc=f"{cfg.env_name} demos", disable=not progress,
-               mininterval=1)
+    bar = tqdm(
+        total=len(jobs),
+        unit="demo",
+        desc=f"{cfg.env_name} demos",
+        disable=not progress,
+        mininterval=1,
+    )
     t0 = time.perf_counter()
     all_slots = np.arange(n)
     try:
@@ -254,9 +274,19 @@ def collect_episodes(jobs: Sequence[DemoJob], cfg: CollectConfig,
                 job = jobs[slot_job[s]]
                 length = int(t[s])
                 if by_itself and infos[s].get("level_seed") != slot_level[s]:
-                    raise RuntimeError(f"episode spliced across levels: {slot_level[s]} vs {infos[s]}")
-                sink(EpisodeRecord(job, int(slot_level[s]), frames[s, :length], actions_buf[s, :length],
-                                   rewards_buf[s, :length], by_itself))
+                    raise RuntimeError(
+                        f"episode spliced across levels: {slot_level[s]} vs {infos[s]}"
+                    )
+                sink(
+                    EpisodeRecord(
+                        job,
+                        int(slot_level[s]),
+                        frames[s, :length],
+                        actions_buf[s, :length],
+                        rewards_buf[s, :length],
+                        by_itself,
+                    )
+                )
                 stats.demos += 1
                 stats.demo_steps += length
                 remaining_per_policy[job.policy.name] -= 1
@@ -270,8 +300,10 @@ def collect_episodes(jobs: Sequence[DemoJob], cfg: CollectConfig,
                 assign(free)
             if len(ended) or len(cut):
                 cache.keep_only({name for name, left in remaining_per_policy.items() if left > 0})
-                bar.set_postfix_str(f"{stats.demo_steps / max(time.perf_counter() - t0, 1e-9):.0f} steps/s",
-                                    refresh=False)
+                bar.set_postfix_str(
+                    f"{stats.demo_steps / max(time.perf_counter() - t0, 1e-9):.0f} steps/s",
+                    refresh=False,
+                )
     finally:
         bar.close()
         env.close()
@@ -279,8 +311,9 @@ def collect_episodes(jobs: Sequence[DemoJob], cfg: CollectConfig,
     return stats
 
 
-def _grow(frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray, cap: int
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _grow(
+    frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray, cap: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-env buffers with a larger time capacity: (N, cap, ...), old contents kept."""
     n, old = frames.shape[:2]
     f = np.empty((n, cap, *frames.shape[2:]), dtype=frames.dtype)
@@ -296,7 +329,7 @@ def _grow(frames: np.ndarray, actions: np.ndarray, rewards: np.ndarray, cap: int
 
 
 def demo_id_for(level_seed: int, test_set: bool) -> str:
-    """Readable id from the level, the seed project's style: ``0_123_456_789`` for training
+    """Readable id from the level, the original project's style: ``0_123_456_789`` for training
     level 123456789, ``1_...`` for test level 1e9 + 123456789."""
     start, _ = level_pool(None, None, test_set)
     digits = f"{int(level_seed) - start:09d}"
@@ -305,7 +338,7 @@ def demo_id_for(level_seed: int, test_set: bool) -> str:
 
 def index_paths(log_dir: str | os.PathLike, name: str | None) -> tuple[Path, Path]:
     """(index CSV, demo file directory): ``demo_infos.csv`` + ``demo_files/``, or with a
-    name ``demo_infos_<name>.csv`` + ``demo_files_<name>/`` (the seed's naming)."""
+    name ``demo_infos_<name>.csv`` + ``demo_files_<name>/`` (the original project's naming)."""
     log_dir = Path(log_dir)
     if name:
         return log_dir / f"demo_infos_{name}.csv", log_dir / f"{DEFAULT_FILES_DIR}_{name}"
@@ -321,8 +354,10 @@ def check_existing_index(csv_path: str | os.PathLike) -> set[str]:
         header = pd.read_csv(csv_path, nrows=0).columns
         missing = [c for c in DEMO_COLUMNS if c not in header]
         if missing:
-            raise UserError(f"{csv_path} was written with other columns (lacks "
-                            f"{', '.join(missing)}); write to a new --log_dir or --name")
+            raise UserError(
+                f"{csv_path} was written with other columns (lacks "
+                f"{', '.join(missing)}); write to a new --log_dir or --name"
+            )
     return taken
 
 
@@ -335,8 +370,14 @@ class DemoWriter:
     concurrent writers; a clash gets a ``_2``, ``_3``... suffix.
     """
 
-    def __init__(self, csv_path: Path, demo_dir: Path, base_row: dict[str, Any],
-                 test_set: bool, max_pending: int = 16) -> None:
+    def __init__(
+        self,
+        csv_path: Path,
+        demo_dir: Path,
+        base_row: dict[str, Any],
+        test_set: bool,
+        max_pending: int = 16,
+    ) -> None:
         self.csv_path = Path(csv_path)
         self.demo_dir = Path(demo_dir)
         self.base_row = dict(base_row)
@@ -351,8 +392,14 @@ class DemoWriter:
     def __call__(self, rec: EpisodeRecord) -> None:
         self._raise_failures()
         self._slots.acquire()
-        rec = EpisodeRecord(rec.job, rec.level_seed, rec.observations.copy(), rec.actions.copy(),
-                            rec.rewards.copy(), rec.done)
+        rec = EpisodeRecord(
+            rec.job,
+            rec.level_seed,
+            rec.observations.copy(),
+            rec.actions.copy(),
+            rec.rewards.copy(),
+            rec.done,
+        )
         fut = self._pool.submit(self._write, rec)
         fut.add_done_callback(lambda _: self._slots.release())
         self._futures.append(fut)
@@ -379,8 +426,10 @@ class DemoWriter:
                 if demo_id in self.taken:
                     continue
                 path = demo_file_path(self.demo_dir, demo_id)
-                row.update(demo_id=demo_id,
-                           file=Path(os.path.relpath(path, self.csv_path.parent)).as_posix())
+                row.update(
+                    demo_id=demo_id,
+                    file=Path(os.path.relpath(path, self.csv_path.parent)).as_posix(),
+                )
                 try:
                     commit_demo(self.csv_path, tmp, path, {c: row[c] for c in DEMO_COLUMNS})
                 except UserError as err:
@@ -414,19 +463,31 @@ def summarize_rows(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
         return df
 
     def agg(g: pd.DataFrame) -> dict[str, Any]:
-        return {"demos": len(g), "return_min": g["return"].min(), "return_median": g["return"].median(),
-                "return_max": g["return"].max(), "length_mean": g["length"].mean(),
-                "cut": int((~g["done"].astype(bool)).sum())}
+        return {
+            "demos": len(g),
+            "return_min": g["return"].min(),
+            "return_median": g["return"].median(),
+            "return_max": g["return"].max(),
+            "length_mean": g["length"].mean(),
+            "cut": int((~g["done"].astype(bool)).sum()),
+        }
 
-    out = [{"policy": Path(str(p)).name, "noise": e, **agg(g)}
-           for (p, e), g in df.groupby(["policy", "noise"], sort=False)]
+    out = [
+        {"policy": Path(str(p)).name, "noise": e, **agg(g)}
+        for (p, e), g in df.groupby(["policy", "noise"], sort=False)
+    ]
     out.append({"policy": "all", "noise": "", **agg(df)})
     return pd.DataFrame(out)
 
 
-def generate_demos(jobs: Sequence[DemoJob], cfg: CollectConfig, csv_path: str | os.PathLike,
-                   demo_dir: str | os.PathLike, progress: bool = True, run_key: str = ""
-                   ) -> tuple[list[dict[str, Any]], CollectStats]:
+def generate_demos(
+    jobs: Sequence[DemoJob],
+    cfg: CollectConfig,
+    csv_path: str | os.PathLike,
+    demo_dir: str | os.PathLike,
+    progress: bool = True,
+    run_key: str = "",
+) -> tuple[list[dict[str, Any]], CollectStats]:
     """Collect one demo per job and store each as it finishes: ``<demo_dir>/<id>.npz`` plus
     a row appended to ``csv_path``. Returns (the rows written, collection stats).
 
@@ -435,9 +496,17 @@ def generate_demos(jobs: Sequence[DemoJob], cfg: CollectConfig, csv_path: str | 
     """
     set_name = "test" if cfg.test_set else "train"
     start, count = cfg.pool()
-    base = {"env_name": cfg.env_name, "mode": cfg.distribution_mode, "set_name": set_name,
-            "sequential": int(cfg.sequential), "seed": int(cfg.seed), "start_level": start,
-            "num_levels": count, "use_backgrounds": bool(cfg.use_backgrounds), "run_key": run_key}
+    base = {
+        "env_name": cfg.env_name,
+        "mode": cfg.distribution_mode,
+        "set_name": set_name,
+        "sequential": int(cfg.sequential),
+        "seed": int(cfg.seed),
+        "start_level": start,
+        "num_levels": count,
+        "use_backgrounds": bool(cfg.use_backgrounds),
+        "run_key": run_key,
+    }
     writer = DemoWriter(Path(csv_path), Path(demo_dir), base, cfg.test_set)
     try:
         stats = collect_episodes(jobs, cfg, writer, progress=progress)

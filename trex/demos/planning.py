@@ -27,9 +27,9 @@ RANDOM_POLICY_NOISE = 1.0
 class PolicySource:
     """Where a demo's actions come from: a checkpoint file, or the random policy (path None)."""
 
-    name: str                  # what the index's ``policy`` column records
-    path: Path | None          # checkpoint .zip or .safetensors, None for the random policy
-    timesteps: int = -1        # training steps of the checkpoint (-1: random policy)
+    name: str  # what the index's ``policy`` column records
+    path: Path | None  # checkpoint .zip or .safetensors, None for the random policy
+    timesteps: int = -1  # training steps of the checkpoint (-1: random policy)
     mean_return: float = float("nan")  # the manifest's mean training return
 
     @property
@@ -56,11 +56,17 @@ def checkpoint_source(path: str | os.PathLike, env_name: str | None = None) -> P
 
     meta = read_checkpoint_meta(path)
     check_checkpoint_env(meta, path, env_name)
-    return PolicySource(str(path), Path(path), int(meta.get("timesteps", -1)),
-                        float(meta.get("mean_return", float("nan"))))
+    return PolicySource(
+        str(path),
+        Path(path),
+        int(meta.get("timesteps", -1)),
+        float(meta.get("mean_return", float("nan"))),
+    )
 
 
-def manifest_sources(models_dir: str | os.PathLike, env_name: str | None = None) -> list[PolicySource]:
+def manifest_sources(
+    models_dir: str | os.PathLike, env_name: str | None = None
+) -> list[PolicySource]:
     """All checkpoints listed in ``<models_dir>/checkpoints.csv``, oldest first.
 
     Each one's metadata is read (and its game checked) before any demo is collected.
@@ -92,14 +98,17 @@ def skill_pool(sources: Sequence[PolicySource]) -> tuple[list[PolicySource], np.
         return list(sources), skill
     if np.isfinite(skill).any():
         keep = np.isfinite(skill)
-        log.warning("%d checkpoint(s) have no recorded mean return and are not used", int((~keep).sum()))
+        log.warning(
+            "%d checkpoint(s) have no recorded mean return and are not used", int((~keep).sum())
+        )
         return [s for s, k in zip(sources, keep) if k], skill[keep]
     log.warning("no checkpoint has a recorded mean return: spreading demos over training steps")
     return list(sources), np.array([s.timesteps for s in sources], dtype=np.float64)
 
 
-def spread_over_skill(sources: Sequence[PolicySource], num: int,
-                      skill: np.ndarray | None = None) -> list[PolicySource]:
+def spread_over_skill(
+    sources: Sequence[PolicySource], num: int, skill: np.ndarray | None = None
+) -> list[PolicySource]:
     """Pick a checkpoint for each of ``num`` demos so their skill is spread evenly.
 
     Targets are ``num`` values evenly spaced from the lowest to the highest skill (see
@@ -121,7 +130,9 @@ def split_evenly(total: int, parts: int) -> np.ndarray:
     return counts
 
 
-def plan_jobs(num_dems: int, noise: Sequence[float], sources: Sequence[PolicySource] | None) -> list[DemoJob]:
+def plan_jobs(
+    num_dems: int, noise: Sequence[float], sources: Sequence[PolicySource] | None
+) -> list[DemoJob]:
     """The demos to collect: ``num_dems`` split evenly over the noise levels; within each
     noise level, checkpoints spread over the skill range (:func:`spread_over_skill`).
     ``sources=None`` means the random policy. Jobs come grouped by policy (oldest
@@ -166,5 +177,3 @@ def check_noise(noise: Sequence[float]) -> list[float]:
         if not 0.0 <= e <= 1.0:
             raise UserError(f"--noise values must be in [0, 1], got {e}")
     return out
-
-

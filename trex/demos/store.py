@@ -34,15 +34,31 @@ log = logging.getLogger(__name__)
 
 #: the columns DESIGN.md fixes, in order; a CSV must have all of them
 REQUIRED_COLUMNS: list[str] = [
-    "demo_id", "env_name", "mode", "length", "return", "set_name", "sequential",
-    "level_seed", "policy", "noise", "file",
+    "demo_id",
+    "env_name",
+    "mode",
+    "length",
+    "return",
+    "set_name",
+    "sequential",
+    "level_seed",
+    "policy",
+    "noise",
+    "file",
 ]
 #: extra columns gen_demos writes after the required ones: ``done`` = the episode ended by
 #: itself (False: cut at --max_ep_len), ``seed`` = gen_demos' --seed, ``policy_timesteps`` =
 #: training steps of the checkpoint (-1 for the random policy); the level pool the demo was
 #: drawn from, [start_level, start_level + num_levels), and whether backgrounds were drawn
-EXTRA_COLUMNS: list[str] = ["done", "seed", "policy_timesteps", "start_level", "num_levels",
-                            "use_backgrounds", "run_key"]
+EXTRA_COLUMNS: list[str] = [
+    "done",
+    "seed",
+    "policy_timesteps",
+    "start_level",
+    "num_levels",
+    "use_backgrounds",
+    "run_key",
+]
 #: ``run_key``: a hash of the gen_demos run's arguments and seed (a retried run finds its demos)
 #: the columns that say which level pool a demo comes from
 POOL_COLUMNS: list[str] = ["start_level", "num_levels", "use_backgrounds"]
@@ -59,7 +75,12 @@ OBS_SHAPE: tuple[int, int, int] = (64, 64, 3)
 NPZ_COMPRESSLEVEL = 1
 
 _DTYPES: dict[str, Any] = {
-    "demo_id": str, "env_name": str, "mode": str, "set_name": str, "policy": str, "file": str,
+    "demo_id": str,
+    "env_name": str,
+    "mode": str,
+    "set_name": str,
+    "policy": str,
+    "file": str,
     "run_key": str,
 }
 
@@ -87,8 +108,9 @@ class Demo:
 # ----------------------------------------------------------------------------- writing
 
 
-def check_demo_arrays(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-                      where: str = "demo") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def check_demo_arrays(
+    observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, where: str = "demo"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate and cast a demo's arrays: (T,64,64,3) uint8, (T,) int64, (T,) float32, T >= 1.
 
     Raises UserError naming ``where`` when shapes or dtypes do not fit.
@@ -97,25 +119,36 @@ def check_demo_arrays(observations: np.ndarray, actions: np.ndarray, rewards: np
     act = np.asarray(actions)
     rew = np.asarray(rewards)
     if obs.dtype != np.uint8 or obs.ndim != 4 or obs.shape[1:] != OBS_SHAPE:
-        raise UserError(f"{where}: observations must be uint8 (T, 64, 64, 3), got {obs.dtype} {obs.shape}")
+        raise UserError(
+            f"{where}: observations must be uint8 (T, 64, 64, 3), got {obs.dtype} {obs.shape}"
+        )
     t = obs.shape[0]
     if t == 0:
         raise UserError(f"{where}: a demo needs at least one step")
     if act.shape != (t,) or not np.issubdtype(act.dtype, np.integer):
-        raise UserError(f"{where}: actions must be integers of shape ({t},), got {act.dtype} {act.shape}")
-    if rew.shape != (t,) or not (np.issubdtype(rew.dtype, np.floating) or np.issubdtype(rew.dtype, np.integer)):
-        raise UserError(f"{where}: rewards must be numbers of shape ({t},), got {rew.dtype} {rew.shape}")
+        raise UserError(
+            f"{where}: actions must be integers of shape ({t},), got {act.dtype} {act.shape}"
+        )
+    if rew.shape != (t,) or not (
+        np.issubdtype(rew.dtype, np.floating) or np.issubdtype(rew.dtype, np.integer)
+    ):
+        raise UserError(
+            f"{where}: rewards must be numbers of shape ({t},), got {rew.dtype} {rew.shape}"
+        )
     return obs, act.astype(np.int64, copy=False), rew.astype(np.float32, copy=False)
 
 
-def savez_compressed(file: Any, compresslevel: int = NPZ_COMPRESSLEVEL, **arrays: np.ndarray) -> None:
+def savez_compressed(
+    file: Any, compresslevel: int = NPZ_COMPRESSLEVEL, **arrays: np.ndarray
+) -> None:
     """``np.savez_compressed`` with a chosen deflate level: the same .npz container (a zip of
     ``<name>.npy`` members, deflated), read back by ``np.load(allow_pickle=False)``."""
     if compresslevel == 6:
         np.savez_compressed(file, **arrays)
         return
-    with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel,
-                         allowZip64=True) as zf:
+    with zipfile.ZipFile(
+        file, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel, allowZip64=True
+    ) as zf:
         for name, arr in arrays.items():
             with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
@@ -129,15 +162,26 @@ def demo_file_path(demo_dir: str | os.PathLike, demo_id: str) -> Path:
 
 def check_demo_id(demo_id: str) -> str:
     """A demo id must be a non-empty plain name (no path separators, no comma, no newline)."""
-    if not isinstance(demo_id, str) or not demo_id or demo_id in {".", ".."} or any(
-            c in demo_id for c in "/\\,\n\r\"") or demo_id != demo_id.strip():
+    if (
+        not isinstance(demo_id, str)
+        or not demo_id
+        or demo_id in {".", ".."}
+        or any(c in demo_id for c in '/\\,\n\r"')
+        or demo_id != demo_id.strip()
+    ):
         raise UserError(f"invalid demo id {demo_id!r}")
     return demo_id
 
 
-def write_demo(demo_dir: str | os.PathLike, demo_id: str, observations: np.ndarray,
-               actions: np.ndarray, rewards: np.ndarray, overwrite: bool = False,
-               compresslevel: int = NPZ_COMPRESSLEVEL) -> Path:
+def write_demo(
+    demo_dir: str | os.PathLike,
+    demo_id: str,
+    observations: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    overwrite: bool = False,
+    compresslevel: int = NPZ_COMPRESSLEVEL,
+) -> Path:
     """Write ``<demo_dir>/<demo_id>.npz`` atomically (the ``np.savez_compressed`` format);
     returns its path.
 
@@ -163,8 +207,14 @@ def _tmp_prefix(demo_id: str) -> str:
     return f".{demo_id}.{socket.gethostname()}.{os.getpid()}."
 
 
-def compress_demo(demo_dir: str | os.PathLike, demo_id: str, observations: np.ndarray,
-                  actions: np.ndarray, rewards: np.ndarray, compresslevel: int = NPZ_COMPRESSLEVEL) -> Path:
+def compress_demo(
+    demo_dir: str | os.PathLike,
+    demo_id: str,
+    observations: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    compresslevel: int = NPZ_COMPRESSLEVEL,
+) -> Path:
     """Validate and compress a demo into a temporary file in ``demo_dir``; returns its path
     (the caller claims it with :func:`claim_demo_file` or removes it)."""
     path = demo_file_path(demo_dir, demo_id)
@@ -231,7 +281,12 @@ def remove_orphans(csv_path: str | os.PathLike, demo_dir: str | os.PathLike) -> 
             if name.startswith(".") and name.endswith(".tmp.npz"):
                 parts = name[1:].split(".")
                 # .<id>.<host...>.<pid>.<rand>.tmp.npz: the pid is the third field from the end
-                if len(parts) >= 5 and host in name and parts[-4].isdigit() and not _alive(int(parts[-4])):
+                if (
+                    len(parts) >= 5
+                    and host in name
+                    and parts[-4].isdigit()
+                    and not _alive(int(parts[-4]))
+                ):
                     f.unlink(missing_ok=True)
                     removed.append(f)
             elif name.endswith(".npz") and f.stem not in ids:
@@ -280,12 +335,16 @@ def append_index(csv_path: str | os.PathLike, rows: list[dict]) -> None:
     for row in rows:
         missing = [c for c in REQUIRED_COLUMNS if c not in row]
         if missing:
-            raise UserError(f"{p}: demo row {row.get('demo_id')!r} lacks column(s) {', '.join(missing)}")
+            raise UserError(
+                f"{p}: demo row {row.get('demo_id')!r} lacks column(s) {', '.join(missing)}"
+            )
         check_demo_id(str(row["demo_id"]))
     ids = [str(r["demo_id"]) for r in rows]
     dup_in_rows = sorted({i for i in ids if ids.count(i) > 1})
     if dup_in_rows:
-        raise UserError(f"{p}: duplicate demo id(s) among the new rows: {', '.join(dup_in_rows[:5])}")
+        raise UserError(
+            f"{p}: duplicate demo id(s) among the new rows: {', '.join(dup_in_rows[:5])}"
+        )
     p.parent.mkdir(parents=True, exist_ok=True)
     with _index_lock(p):
         _append_index_locked(p, rows)
@@ -300,8 +359,10 @@ def _append_index_locked(p: Path, rows: list[dict]) -> None:
         header = list(existing.columns)
         taken = sorted(set(ids) & set(existing["demo_id"]))
         if taken:
-            raise UserError(f"{p} already has demo id(s) {', '.join(taken[:5])}"
-                            + (" ..." if len(taken) > 5 else ""))
+            raise UserError(
+                f"{p} already has demo id(s) {', '.join(taken[:5])}"
+                + (" ..." if len(taken) > 5 else "")
+            )
     columns = header or DEMO_COLUMNS + sorted({k for r in rows for k in r} - set(DEMO_COLUMNS))
     extra = sorted({k for r in rows for k in r} - set(columns))
     if extra:
@@ -326,7 +387,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise UserError(f"demo index {path} is empty (no header)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise UserError(f"demo index {path} is not a valid CSV ({str(err).splitlines()[0]})") from None
+        raise UserError(
+            f"demo index {path} is not a valid CSV ({str(err).splitlines()[0]})"
+        ) from None
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise UserError(f"demo index {path} lacks column(s) {', '.join(missing)}")
@@ -342,10 +405,14 @@ def _read_csv(path: Path) -> pd.DataFrame:
             df["done"] = df["done"].map(_as_bool)
         _fill_pool_columns(df)
     except (ValueError, TypeError) as err:
-        raise UserError(f"demo index {path} has a malformed value ({str(err).splitlines()[0]})") from None
+        raise UserError(
+            f"demo index {path} has a malformed value ({str(err).splitlines()[0]})"
+        ) from None
     dups = df["demo_id"][df["demo_id"].duplicated()]
     if len(dups):
-        raise UserError(f"demo index {path} repeats demo id(s) {', '.join(map(str, dups.iloc[:5]))}")
+        raise UserError(
+            f"demo index {path} repeats demo id(s) {', '.join(map(str, dups.iloc[:5]))}"
+        )
     return df
 
 
@@ -365,8 +432,10 @@ def _fill_pool_columns(df: pd.DataFrame) -> None:
     if "use_backgrounds" not in df.columns:
         df["use_backgrounds"] = True
     else:
-        df["use_backgrounds"] = [True if isinstance(v, float) and np.isnan(v) else _as_bool(v)
-                                 for v in df["use_backgrounds"]]
+        df["use_backgrounds"] = [
+            True if isinstance(v, float) and np.isnan(v) else _as_bool(v)
+            for v in df["use_backgrounds"]
+        ]
 
 
 def _as_int(v: Any) -> int:
@@ -448,9 +517,14 @@ class DemoIndex:
         """Demo ids in index order."""
         return list(self.df["demo_id"])
 
-    def filter(self, env_name: str | None = None, mode: str | None = None,
-               set_name: str | None = None, sequential: int | bool | None = None,
-               min_length: int | None = None) -> DemoIndex:
+    def filter(
+        self,
+        env_name: str | None = None,
+        mode: str | None = None,
+        set_name: str | None = None,
+        sequential: int | bool | None = None,
+        min_length: int | None = None,
+    ) -> DemoIndex:
         """The demos matching every given criterion (None = any).
 
         ``sequential``: an int matches that value; True/False match nonzero/zero.
@@ -488,14 +562,16 @@ class DemoIndex:
         path = Path(info[PATH_COLUMN])
         obs, act, rew = load_npz(path)
         if len(act) != int(info["length"]):
-            raise UserError(f"demo file {path} has {len(act)} steps but the index "
-                            f"({info.get(CSV_COLUMN)}) says length {info['length']}")
+            raise UserError(
+                f"demo file {path} has {len(act)} steps but the index "
+                f"({info.get(CSV_COLUMN)}) says length {info['length']}"
+            )
         return Demo(demo_id, obs, act, rew, info)
 
     def iter_demos(self, ids: Iterable[str] | None = None) -> Iterator[Demo]:
         """Yield demos one at a time (lazy: one .npz in memory at once), in index order
         or in the order of ``ids``."""
-        for demo_id in (self.ids() if ids is None else ids):
+        for demo_id in self.ids() if ids is None else ids:
             yield self.load(demo_id)
 
 
@@ -516,7 +592,9 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarra
     except UserError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as err:
-        raise UserError(f"demo file {path} is corrupt or not a demo ({type(err).__name__})") from None
+        raise UserError(
+            f"demo file {path} is corrupt or not a demo ({type(err).__name__})"
+        ) from None
     return check_demo_arrays(obs, act, rew, where=f"demo file {path}")
 
 

@@ -38,8 +38,9 @@ class ConvSequence(nn.Module):
         return self.res1(self.res0(self.pool(self.conv(x))))
 
 
-def impala_stacks(in_channels: int, height: int, width: int,
-                  depths: tuple[int, ...] = IMPALA_DEPTHS) -> tuple[nn.Sequential, int]:
+def impala_stacks(
+    in_channels: int, height: int, width: int, depths: tuple[int, ...] = IMPALA_DEPTHS
+) -> tuple[nn.Sequential, int]:
     """The IMPALA CNN's conv sequences: (module mapping (N, in_channels, H, W) to
     (N, depths[-1], H', W'), the flattened size depths[-1] * H' * W')."""
     c, h, w = in_channels, height, width
@@ -48,5 +49,3 @@ def impala_stacks(in_channels: int, height: int, width: int,
         stacks.append(ConvSequence(c, depth))
         c, h, w = depth, (h + 1) // 2, (w + 1) // 2
     return nn.Sequential(*stacks), c * h * w
-
-

@@ -7,7 +7,7 @@ global state is not used.
 * :func:`plot_correlations`: metrics of predicted vs true return on held-out demos (Pearson,
   Spearman, partial correlation given length, fixed-window Pearson, ...) against the number
   of training demos or any other column (mean +- std over runs, every run as a dot), with
-  the episode-length baseline of each metric as a horizontal line (the seed project's README
+  the episode-length baseline of each metric as a horizontal line (the original project's README
   figure, made readable).
 * :func:`plot_reward_predictions`: true vs predicted cumulative reward along held-out demos,
   one panel per demo, predicted rewards scaled to the true returns by one constant.
@@ -47,19 +47,25 @@ def save_png(fig, out: str | os.PathLike) -> Path:
 #: what each metric column of rm_infos is compared with: the episode-length baseline's value
 #: of that metric (its own column, or 0 by construction for the content metrics)
 BASELINE_COLUMNS: dict[str, str | float] = {
-    "pearson": "baseline_pearson", "spearman": "baseline_spearman", "partial": 0.0,
+    "pearson": "baseline_pearson",
+    "spearman": "baseline_spearman",
+    "partial": 0.0,
     "window_pearson": 0.0,
 }
 METRIC_LABELS: dict[str, str] = {
-    "pearson": "Pearson", "spearman": "Spearman", "partial": "partial corr. given length",
-    "window_pearson": "fixed-window Pearson", "test_acc": "test pair accuracy",
+    "pearson": "Pearson",
+    "spearman": "Spearman",
+    "partial": "partial corr. given length",
+    "window_pearson": "fixed-window Pearson",
+    "test_acc": "test pair accuracy",
     "val_acc": "validation pair accuracy",
 }
 METRIC_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
 
-def correlation_summary(rm: pd.DataFrame, metrics: Sequence[str] = ("pearson", "spearman"),
-                        by: str = "num_dems") -> pd.DataFrame:
+def correlation_summary(
+    rm: pd.DataFrame, metrics: Sequence[str] = ("pearson", "spearman"), by: str = "num_dems"
+) -> pd.DataFrame:
     """Per value of ``by``: runs, and mean and std over runs of each metric (std 0 for one run)."""
     g = rm.groupby(by)
     cols: dict[str, pd.Series] = {"runs": g.size()}
@@ -75,10 +81,15 @@ def _group_label(by: str, value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def plot_correlations(rm: pd.DataFrame, out: str | os.PathLike, title: str = "",
-                      baseline: tuple[float, float] | Mapping[str, float] | None = None,
-                      metrics: Sequence[str] = ("pearson", "spearman"), by: str = "num_dems",
-                      xlabel: str | None = None) -> Path:
+def plot_correlations(
+    rm: pd.DataFrame,
+    out: str | os.PathLike,
+    title: str = "",
+    baseline: tuple[float, float] | Mapping[str, float] | None = None,
+    metrics: Sequence[str] = ("pearson", "spearman"),
+    by: str = "num_dems",
+    xlabel: str | None = None,
+) -> Path:
     """Metrics of learned rewards (rm_infos rows) by a grouping column (mean +- std over runs,
     every run a dot), with the episode-length baseline of each metric as a dashed line.
 
@@ -100,21 +111,42 @@ def plot_correlations(rm: pd.DataFrame, out: str | os.PathLike, title: str = "",
         shift = -width + 2 * width * k / max(len(metrics) - 1, 1) if len(metrics) > 1 else 0.0
         name = METRIC_LABELS.get(m, m)
         x = np.array([pos[n] for n in groups]) + shift
-        ax.errorbar(x, summary[f"{m}_mean"], yerr=summary[f"{m}_std"], fmt="o-", color=color,
-                    capsize=4, lw=1.5, ms=6, label=f"{name} (mean ± std)", zorder=3)
+        ax.errorbar(
+            x,
+            summary[f"{m}_mean"],
+            yerr=summary[f"{m}_std"],
+            fmt="o-",
+            color=color,
+            capsize=4,
+            lw=1.5,
+            ms=6,
+            label=f"{name} (mean ± std)",
+            zorder=3,
+        )
         xs = np.array([pos[n] for n in rm[by]]) + shift + rng.uniform(-0.05, 0.05, len(rm))
         ax.scatter(xs, rm[m], s=12, color=color, alpha=0.45, zorder=2, label=f"{name}, one run")
         b = baseline.get(m)
         if b is not None and np.isfinite(b):
             ax.axhline(b, color=color, ls="--", lw=1.2, label=f"length baseline, {name} ({b:.2f})")
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{_group_label(by, n)}\n({r} run{'s' if r != 1 else ''})"
-                        for n, r in zip(groups, summary["runs"])])
-    ax.set_xlabel(xlabel or {"num_dems": "training demos", "num_levels": "levels in the training pool"}.get(by, by))
+    ax.set_xticklabels(
+        [
+            f"{_group_label(by, n)}\n({r} run{'s' if r != 1 else ''})"
+            for n, r in zip(groups, summary["runs"])
+        ]
+    )
+    ax.set_xlabel(
+        xlabel
+        or {"num_dems": "training demos", "num_levels": "levels in the training pool"}.get(by, by)
+    )
     ax.set_ylabel("on held-out demos (unseen levels)")
     # the runs and the baselines' lines (coinrun's length baseline is negative) all in view
-    values = np.concatenate([rm[list(metrics)].to_numpy(dtype=float).ravel(),
-                             np.array([baseline.get(m, np.nan) for m in metrics], dtype=float)])
+    values = np.concatenate(
+        [
+            rm[list(metrics)].to_numpy(dtype=float).ravel(),
+            np.array([baseline.get(m, np.nan) for m in metrics], dtype=float),
+        ]
+    )
     lo = min(0.0, float(np.nanmin(values)) - 0.05) if np.isfinite(values).any() else 0.0
     ax.set_ylim(max(-1.05, lo), 1.05)
     ax.grid(True, axis="y", alpha=0.3)
@@ -143,8 +175,9 @@ def prediction_scale(preds: Sequence[DemoPrediction]) -> float:
     return float(np.dot(t, q) / den) if den > 0 else 1.0
 
 
-def plot_reward_predictions(preds: Sequence[DemoPrediction], out: str | os.PathLike,
-                            title: str = "") -> Path:
+def plot_reward_predictions(
+    preds: Sequence[DemoPrediction], out: str | os.PathLike, title: str = ""
+) -> Path:
     """True vs predicted cumulative reward, one panel per demo (up to a 4-column grid);
     predicted rewards multiplied by :func:`prediction_scale`."""
     n = len(preds)
@@ -172,6 +205,8 @@ def plot_reward_predictions(preds: Sequence[DemoPrediction], out: str | os.PathL
     fig.legend(handles, labels, loc="upper right", fontsize=8)
     fig.supxlabel("timestep", fontsize=9)
     fig.supylabel("cumulative reward", fontsize=9)
-    fig.suptitle(f"{title}\npredicted x {scale:.3g}" if title else f"predicted x {scale:.3g}", fontsize=10)
+    fig.suptitle(
+        f"{title}\npredicted x {scale:.3g}" if title else f"predicted x {scale:.3g}", fontsize=10
+    )
     fig.tight_layout()
     return save_png(fig, out)

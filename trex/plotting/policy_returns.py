@@ -82,8 +82,13 @@ def read_reference_curves(paths: Sequence[str | os.PathLike], label: str) -> Cur
     for path in paths:
         df = read_csv_checked(path, "baselines progress CSV", BASELINES_COLUMNS)
         df = df.dropna(subset=list(BASELINES_COLUMNS)).sort_values("misc/total_timesteps")
-        curves.append(RunCurve(label, df["misc/total_timesteps"].to_numpy(np.int64),
-                               df["eprewmean"].to_numpy(float)))
+        curves.append(
+            RunCurve(
+                label,
+                df["misc/total_timesteps"].to_numpy(np.int64),
+                df["eprewmean"].to_numpy(float),
+            )
+        )
     return _combine(label, curves)
 
 
@@ -110,9 +115,13 @@ def read_curve(path: str | os.PathLike, label: str | None = None) -> RunCurve:
     df = read_csv_checked(csv, "progress CSV")
     col = next((c for c in TRUE_RETURN_COLUMNS if c in df.columns), None)
     if col is None or "timesteps" not in df.columns:
-        raise UserError(f"{csv} lacks the timesteps/true_return_mean columns of a train_policy progress CSV")
+        raise UserError(
+            f"{csv} lacks the timesteps/true_return_mean columns of a train_policy progress CSV"
+        )
     df = df.dropna(subset=[col]).sort_values("timesteps")  # rows before any episode ended
-    return RunCurve(label or run_label(csv.parent), df["timesteps"].to_numpy(), df[col].to_numpy(float))
+    return RunCurve(
+        label or run_label(csv.parent), df["timesteps"].to_numpy(), df[col].to_numpy(float)
+    )
 
 
 @dataclass
@@ -126,8 +135,15 @@ class HeldOutScore:
     episodes: int
 
 
-TEST_CSV_COLUMNS = ("load_path", "timesteps", "level_set", "env_name", "episodes",
-                    "return_mean", "return_std")
+TEST_CSV_COLUMNS = (
+    "load_path",
+    "timesteps",
+    "level_set",
+    "env_name",
+    "episodes",
+    "return_mean",
+    "return_std",
+)
 
 
 def _score(row: pd.Series) -> HeldOutScore:
@@ -137,9 +153,12 @@ def _score(row: pd.Series) -> HeldOutScore:
     return HeldOutScore(0 if pd.isna(ts) else int(ts), float(row["return_mean"]), sem, n)
 
 
-def read_held_out_scores(test_csv: str | os.PathLike, run_paths: Sequence[str | os.PathLike],
-                         level_set: str = "test", env_name: str | None = None,
-                         ) -> tuple[list[list[HeldOutScore]], HeldOutScore | None]:
+def read_held_out_scores(
+    test_csv: str | os.PathLike,
+    run_paths: Sequence[str | os.PathLike],
+    level_set: str = "test",
+    env_name: str | None = None,
+) -> tuple[list[list[HeldOutScore]], HeldOutScore | None]:
     """Scores from a test_policy CSV: for each run (a run directory or its progress.csv), the
     rows of checkpoints inside that directory on ``level_set``, the latest row per checkpoint,
     sorted by step; and the latest random-policy row on those levels (of ``env_name``, or of
@@ -163,12 +182,16 @@ def read_held_out_scores(test_csv: str | os.PathLike, run_paths: Sequence[str | 
     return per_run, random_score
 
 
-def plot_policy_returns(curves: Sequence[RunCurve], out: str | os.PathLike,
-                        demo_returns: np.ndarray | None = None, title: str = "",
-                        held_out: Sequence[Sequence[HeldOutScore]] | None = None,
-                        random_score: HeldOutScore | None = None,
-                        held_out_name: str = "unseen levels",
-                        references: Sequence[CurveGroup] = ()) -> Path:
+def plot_policy_returns(
+    curves: Sequence[RunCurve],
+    out: str | os.PathLike,
+    demo_returns: np.ndarray | None = None,
+    title: str = "",
+    held_out: Sequence[Sequence[HeldOutScore]] | None = None,
+    random_score: HeldOutScore | None = None,
+    held_out_name: str = "unseen levels",
+    references: Sequence[CurveGroup] = (),
+) -> Path:
     """True return vs steps, one line per label (runs sharing a label: their mean, with their
     min-max as a band); the demos' 10th-90th percentile return as a band, their median as a
     dotted line and their best as a dashed line. ``held_out[i]`` (optional) are run i's
@@ -181,43 +204,85 @@ def plot_policy_returns(curves: Sequence[RunCurve], out: str | os.PathLike,
         lo, med, hi = np.percentile(demo_returns, [10, 50, 90])
         best = float(np.max(demo_returns))
         n = len(demo_returns)
-        ax.axhspan(lo, hi, color="0.85", zorder=0,
-                   label=f"demos ({n}): 10th-90th percentile return {lo:.1f} to {hi:.1f}")
+        ax.axhspan(
+            lo,
+            hi,
+            color="0.85",
+            zorder=0,
+            label=f"demos ({n}): 10th-90th percentile return {lo:.1f} to {hi:.1f}",
+        )
         ax.axhline(med, color="0.4", ls=":", lw=1.2, zorder=1, label=f"demos: median {med:.1f}")
         ax.axhline(best, color="0.4", ls="--", lw=1, zorder=1, label=f"demos: best {best:.1f}")
     if random_score is not None:
-        ax.axhline(random_score.mean, color="tab:red", ls="-.", lw=1, zorder=1,
-                   label=f"random policy, {held_out_name}: {random_score.mean:.2f} "
-                         f"({random_score.episodes} episodes)")
+        ax.axhline(
+            random_score.mean,
+            color="tab:red",
+            ls="-.",
+            lw=1,
+            zorder=1,
+            label=f"random policy, {held_out_name}: {random_score.mean:.2f} "
+            f"({random_score.episodes} episodes)",
+        )
     groups = group_curves(curves)
     colours = {}
     for g in groups:
         label = g.label if g.runs == 1 else f"{g.label}, mean of {g.runs} runs (band: range)"
-        member_scores = [held_out[i][-1] for i, c in enumerate(curves)
-                         if held_out is not None and c.label == g.label and held_out[i]]
+        member_scores = [
+            held_out[i][-1]
+            for i, c in enumerate(curves)
+            if held_out is not None and c.label == g.label and held_out[i]
+        ]
         if member_scores:  # the latest tested checkpoint's score of each run goes into the legend
-            label += f"; {held_out_name} " + ", ".join(f"{s.mean:.2f} +- {s.sem:.2f}"
-                                                       for s in member_scores)
-        (line,) = ax.plot(g.timesteps, g.mean, marker="o" if g.runs == 1 else None, ms=3, lw=1.5,
-                          label=label)
+            label += f"; {held_out_name} " + ", ".join(
+                f"{s.mean:.2f} +- {s.sem:.2f}" for s in member_scores
+            )
+        (line,) = ax.plot(
+            g.timesteps, g.mean, marker="o" if g.runs == 1 else None, ms=3, lw=1.5, label=label
+        )
         colours[g.label] = line.get_color()
         if g.runs > 1:
             ax.fill_between(g.timesteps, g.low, g.high, color=line.get_color(), alpha=0.2, lw=0)
     for i, curve in enumerate(curves):
-        for s in (held_out[i] if held_out is not None else []):
-            ax.errorbar([s.timesteps], [s.mean], yerr=[s.sem], fmt="D", ms=7,
-                        color=colours[curve.label], mec="black", capsize=4, zorder=5)
+        for s in held_out[i] if held_out is not None else []:
+            ax.errorbar(
+                [s.timesteps],
+                [s.mean],
+                yerr=[s.sem],
+                fmt="D",
+                ms=7,
+                color=colours[curve.label],
+                mec="black",
+                capsize=4,
+                zorder=5,
+            )
     last_step = max(int(g.timesteps[-1]) for g in groups)
     for ref, style in zip(references, ("--", ":", "-.")):
         keep = ref.timesteps <= last_step * 1.02
-        ax.plot(ref.timesteps[keep], ref.mean[keep], color="black", ls=style, lw=1.3,
-                label=f"{ref.label} (mean of {ref.runs} runs)")
+        ax.plot(
+            ref.timesteps[keep],
+            ref.mean[keep],
+            color="black",
+            ls=style,
+            lw=1.3,
+            label=f"{ref.label} (mean of {ref.runs} runs)",
+        )
     if held_out is not None and any(held_out):
-        ax.errorbar([], [], yerr=[], fmt="D", ms=7, color="white", mec="black", capsize=4,
-                    label=f"{held_out_name}: test_policy mean +- s.e.")
+        ax.errorbar(
+            [],
+            [],
+            yerr=[],
+            fmt="D",
+            ms=7,
+            color="white",
+            mec="black",
+            capsize=4,
+            label=f"{held_out_name}: test_policy mean +- s.e.",
+        )
     ax.set_xlabel("environment steps")
     ax.set_ylabel("true return (lines: last 100 training episodes)")
     ax.set_title(title or "PPO on different rewards, scored by the game's true reward")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # below: never over a curve
+    ax.legend(
+        fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2
+    )  # below: never over a curve
     return save_png(fig, out)

@@ -1,9 +1,9 @@
 """Metrics of learned rewards: preference accuracy and loss on snippet pairs, Pearson and
 Spearman correlation of predicted with true returns, and the episode-length baseline.
 
-Pair convention (the seed's): column 1 of a pair is the preferred snippet (label 1), so a
+Pair convention (the original project's): column 1 of a pair is the preferred snippet (label 1), so a
 pair is classified correctly when its predicted return is strictly larger than column 0's
-(the seed's ``torch.max`` picks index 0 on ties, which counts as wrong).
+(the original project's ``torch.max`` picks index 0 on ties, which counts as wrong).
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ def pair_accuracy(returns: np.ndarray) -> float:
     return float(np.mean(r[:, 1] > r[:, 0]))
 
 
-def pair_losses(returns: np.ndarray, abs_sums: np.ndarray | None = None, lam_l1: float = 0.0) -> np.ndarray:
+def pair_losses(
+    returns: np.ndarray, abs_sums: np.ndarray | None = None, lam_l1: float = 0.0
+) -> np.ndarray:
     """Per-pair T-REX loss (P,): Bradley-Terry cross-entropy with label 1,
     ``log(1 + exp(R0 - R1))`` (Brown et al. 2019, Eq. 1), plus ``lam_l1`` times the summed
-    absolute per-frame rewards of both snippets (the seed's L1 term).
+    absolute per-frame rewards of both snippets (the original project's L1 term).
 
     returns: (P, 2); abs_sums: (P, 2) sums of |r| over each snippet's frames.
     """
@@ -40,7 +42,9 @@ def pair_losses(returns: np.ndarray, abs_sums: np.ndarray | None = None, lam_l1:
     return ce + lam_l1 * np.asarray(abs_sums, dtype=np.float64).sum(axis=1)
 
 
-def pair_loss(returns: np.ndarray, abs_sums: np.ndarray | None = None, lam_l1: float = 0.0) -> float:
+def pair_loss(
+    returns: np.ndarray, abs_sums: np.ndarray | None = None, lam_l1: float = 0.0
+) -> float:
     """Mean of :func:`pair_losses`."""
     if len(returns) == 0:
         return float("nan")
@@ -94,8 +98,9 @@ NUM_BOOTSTRAP = 1000
 DEFAULT_WINDOW = 50
 
 
-def _moment_correlations(x: np.ndarray, groups: np.ndarray, n_groups: int,
-                         weights: np.ndarray) -> np.ndarray:
+def _moment_correlations(
+    x: np.ndarray, groups: np.ndarray, n_groups: int, weights: np.ndarray
+) -> np.ndarray:
     """Correlation matrices (B, k, k) of items x (n, k) that belong to ``groups`` (n,), with
     the groups weighted by ``weights`` (B, G) (a bootstrap resample's demo multiplicities).
 
@@ -113,7 +118,10 @@ def _moment_correlations(x: np.ndarray, groups: np.ndarray, n_groups: int,
     n = weights @ count
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = (weights @ sums) / n[:, None]
-        cov = np.einsum("bg,gij->bij", weights, cross) / n[:, None, None] - mean[:, :, None] * mean[:, None, :]
+        cov = (
+            np.einsum("bg,gij->bij", weights, cross) / n[:, None, None]
+            - mean[:, :, None] * mean[:, None, :]
+        )
     scale = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0.0, None))
     scale = np.where(scale <= 1e-9 * (magnitude + 1e-300), np.nan, scale)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -127,7 +135,7 @@ def _partial_from_corr(c: np.ndarray) -> np.ndarray:
     reward: nothing beyond length); NaN where variable 1 is (nothing left to explain)."""
     r01, r02, r12 = c[..., 0, 1], c[..., 0, 2], c[..., 1, 2]
     c0, c1, c2 = (np.isnan(c[..., i, i]) for i in range(3))  # constant variables
-    d0, d1 = 1.0 - r02 ** 2, 1.0 - r12 ** 2
+    d0, d1 = 1.0 - r02**2, 1.0 - r12**2
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (r01 - r02 * r12) / np.sqrt(d0 * d1)
     out = np.where(c2, r01, out)  # all lengths equal: nothing to hold fixed
@@ -137,7 +145,9 @@ def _partial_from_corr(c: np.ndarray) -> np.ndarray:
     return np.clip(out, -1.0, 1.0)
 
 
-def bootstrap_weights(n: int, num: int = NUM_BOOTSTRAP, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_weights(
+    n: int, num: int = NUM_BOOTSTRAP, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap resamples of ``n`` demos: (indices int64 (num, n), multiplicities float (num, n))."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(n, size=(num, n))
@@ -169,7 +179,9 @@ def partial_correlation(predicted: np.ndarray, true: np.ndarray, lengths: np.nda
     return float(_partial_from_corr(_moment_correlations(x, np.arange(n), n, np.ones((1, n))))[0])
 
 
-def window_sums(frame_values: np.ndarray, offsets: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+def window_sums(
+    frame_values: np.ndarray, offsets: np.ndarray, window: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Sums over consecutive non-overlapping windows of ``window`` frames inside each demo:
     (sums float64 (W, k), demo of each window int64 (W,)) for frame values (F,) or (F, k) and
     demo offsets (n + 1,). A demo of T frames gives floor(T / window) windows."""
@@ -184,8 +196,12 @@ def window_sums(frame_values: np.ndarray, offsets: np.ndarray, window: int) -> t
     return c[starts + window] - c[starts], demo
 
 
-def window_correlation(pred_frames: np.ndarray, true_frames: np.ndarray, offsets: np.ndarray,
-                       window: int = DEFAULT_WINDOW) -> float:
+def window_correlation(
+    pred_frames: np.ndarray,
+    true_frames: np.ndarray,
+    offsets: np.ndarray,
+    window: int = DEFAULT_WINDOW,
+) -> float:
     """Pearson correlation of predicted with true return over fixed windows of ``window``
     frames cut from the demos (see :func:`window_sums`): 0 when the predicted window sums are
     all equal (a reward constant per step), NaN with fewer than 3 windows or constant true sums."""
@@ -209,9 +225,14 @@ def pearson_distance(rewards_a: np.ndarray, rewards_b: np.ndarray) -> float:
     return float(np.sqrt(max(0.0, 1.0 - rho) / 2.0))
 
 
-def reward_metrics(pred_frames: np.ndarray, true_frames: np.ndarray, offsets: np.ndarray,
-                   window: int = DEFAULT_WINDOW, num_bootstrap: int = NUM_BOOTSTRAP,
-                   seed: int = 0) -> dict[str, float]:
+def reward_metrics(
+    pred_frames: np.ndarray,
+    true_frames: np.ndarray,
+    offsets: np.ndarray,
+    window: int = DEFAULT_WINDOW,
+    num_bootstrap: int = NUM_BOOTSTRAP,
+    seed: int = 0,
+) -> dict[str, float]:
     """Every metric of a learned reward on a set of demos, with bootstrap 95% intervals.
 
     pred_frames, true_frames: per-frame predicted and true rewards (F,) of n demos laid end
@@ -237,7 +258,9 @@ def reward_metrics(pred_frames: np.ndarray, true_frames: np.ndarray, offsets: np
 
     corr = _moment_correlations(np.stack([pred, true, lengths], axis=1), np.arange(n), n, all_w)
     samples: dict[str, np.ndarray] = {
-        "pearson": corr[:, 0, 1], "baseline_pearson": corr[:, 2, 1], "partial": _partial_from_corr(corr),
+        "pearson": corr[:, 0, 1],
+        "baseline_pearson": corr[:, 2, 1],
+        "partial": _partial_from_corr(corr),
     }
     from scipy.stats import rankdata
 
@@ -270,8 +293,12 @@ def _row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (a * b).sum(1) / den, np.nan)
 
 
-def model_agreement(frame_rewards: np.ndarray, offsets: np.ndarray,
-                    num_bootstrap: int = NUM_BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
+def model_agreement(
+    frame_rewards: np.ndarray,
+    offsets: np.ndarray,
+    num_bootstrap: int = NUM_BOOTSTRAP,
+    seed: int = 0,
+) -> dict[str, Any]:
     """How much K reward models agree on the same frames.
 
     frame_rewards: (K, F) per-frame rewards of K models on n demos laid end to end
@@ -291,5 +318,9 @@ def model_agreement(frame_rewards: np.ndarray, offsets: np.ndarray,
     iu = np.triu_indices(k, 1)
     mean = dist[:, iu[0], iu[1]].mean(axis=1) if k > 1 else np.full(len(all_w), np.nan)
     lo, hi = interval(mean[1:])
-    return {"distance": dist[0], "mean_distance": float(mean[0]), "mean_distance_lo": lo,
-            "mean_distance_hi": hi}
+    return {
+        "distance": dist[0],
+        "mean_distance": float(mean[0]),
+        "mean_distance_lo": lo,
+        "mean_distance_hi": hi,
+    }

@@ -19,7 +19,7 @@ from trex.common.files import atomic_path
 from trex.reward.nets import (
     ARCHITECTURE,
     FORMAT_VERSION,
-    RewardModule,
+    RewardNet,
     build_net,
     predict_frame_rewards,
     prepare_net,
@@ -29,8 +29,14 @@ FILE_FORMAT = "trex-reward-model"
 MODEL_SUFFIX = ".safetensors"
 #: metadata keys train_reward adds whose values are JSON (the level pool behind the model,
 #: the ranking, the demos it was trained and validated on)
-JSON_EXTRA_KEYS: tuple[str, ...] = ("start_level", "num_levels", "use_backgrounds", "n_train_levels",
-                                    "train_demo_ids", "val_demo_ids")
+JSON_EXTRA_KEYS: tuple[str, ...] = (
+    "start_level",
+    "num_levels",
+    "use_backgrounds",
+    "n_train_levels",
+    "train_demo_ids",
+    "val_demo_ids",
+)
 
 # ----------------------------------------------------------------------------- file format
 
@@ -41,11 +47,20 @@ def _meta_str(v: Any) -> str:
     return json.dumps(v, sort_keys=True, default=str)
 
 
-def save_reward_model(path: str | os.PathLike, net: RewardModule, *, env_name: str, mode: str,
-                      num_dems: int, seed: int, sequential: int = 0, rm_id: str = "",
-                      training: Mapping[str, Any] | None = None,
-                      results: Mapping[str, Any] | None = None,
-                      extra: Mapping[str, Any] | None = None) -> Path:
+def save_reward_model(
+    path: str | os.PathLike,
+    net: RewardNet,
+    *,
+    env_name: str,
+    mode: str,
+    num_dems: int,
+    seed: int,
+    sequential: int = 0,
+    rm_id: str = "",
+    training: Mapping[str, Any] | None = None,
+    results: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
     """Write the weights and metadata to ``path`` (safetensors, atomically); returns the path.
 
     ``extra``: more metadata (e.g. the level pool: start_level, num_levels, use_backgrounds,
@@ -55,7 +70,9 @@ def save_reward_model(path: str | os.PathLike, net: RewardModule, *, env_name: s
     """
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in net.state_dict().items()}
+    tensors = {
+        k: v.detach().to("cpu", torch.float32).contiguous() for k, v in net.state_dict().items()
+    }
     meta = {
         "format": FILE_FORMAT,
         "format_version": str(net.format_version),
@@ -88,13 +105,16 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
     except Exception as err:  # safetensors raises its own error types, plus OSError/ValueError
-        raise UserError(f"reward model file {path} is corrupt or not a safetensors file "
-                        f"({type(err).__name__})") from None
+        raise UserError(
+            f"reward model file {path} is corrupt or not a safetensors file ({type(err).__name__})"
+        ) from None
     if raw.get("format") != FILE_FORMAT:
         raise UserError(f"{path} is not a trex reward model (no '{FILE_FORMAT}' header)")
     if int(raw.get("format_version", "0")) > FORMAT_VERSION:
-        raise UserError(f"{path} has format version {raw['format_version']}; this toolkit reads "
-                        f"up to {FORMAT_VERSION} (update it)")
+        raise UserError(
+            f"{path} has format version {raw['format_version']}; this toolkit reads "
+            f"up to {FORMAT_VERSION} (update it)"
+        )
     meta: dict[str, Any] = dict(raw)
     for key in ("net_config", "training", "results"):
         try:
@@ -113,18 +133,28 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def check_model_matches(meta: Mapping[str, Any], path: str | os.PathLike,
-                        env_name: str | None = None, mode: str | None = None) -> None:
+def check_model_matches(
+    meta: Mapping[str, Any],
+    path: str | os.PathLike,
+    env_name: str | None = None,
+    mode: str | None = None,
+) -> None:
     """UserError if the model was trained on another game or distribution mode."""
     if env_name is not None and meta.get("env_name") != env_name:
-        raise UserError(f"reward model {path} was trained on {meta.get('env_name')}, not {env_name}")
+        raise UserError(
+            f"reward model {path} was trained on {meta.get('env_name')}, not {env_name}"
+        )
     if mode is not None and meta.get("mode") != mode:
         raise UserError(f"reward model {path} was trained on {meta.get('mode')} mode, not {mode}")
 
 
-def load_reward_model(path: str | os.PathLike, device: torch.device | str | None = None,
-                      env_name: str | None = None, mode: str | None = None,
-                      channels_last: bool = True) -> tuple[RewardModule, dict[str, Any]]:
+def load_reward_model(
+    path: str | os.PathLike,
+    device: torch.device | str | None = None,
+    env_name: str | None = None,
+    mode: str | None = None,
+    channels_last: bool = True,
+) -> tuple[RewardNet, dict[str, Any]]:
     """Load ``<rm_id>.safetensors`` -> (net in eval mode on ``device``, metadata).
 
     Checks ``env_name``/``mode`` when given. UserError for a missing, corrupt or
@@ -143,8 +173,10 @@ def load_reward_model(path: str | os.PathLike, device: torch.device | str | None
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise UserError(f"reward model file {path} does not fit the {meta.get('architecture')} "
-                        f"network ({str(err).splitlines()[0]})") from None
+        raise UserError(
+            f"reward model file {path} does not fit the {meta.get('architecture')} "
+            f"network ({str(err).splitlines()[0]})"
+        ) from None
     net = prepare_net(net, dev, channels_last)
     net.eval()
     return net, meta
@@ -164,8 +196,15 @@ class RewardFunction:
     members' mean; :meth:`members` gives every member's.
     """
 
-    def __init__(self, net: RewardModule, meta: Mapping[str, Any], device: torch.device,
-                 bf16: bool, channels_last: bool = True, batch_size: int = 1024) -> None:
+    def __init__(
+        self,
+        net: RewardNet,
+        meta: Mapping[str, Any],
+        device: torch.device,
+        bf16: bool,
+        channels_last: bool = True,
+        batch_size: int = 1024,
+    ) -> None:
         self.net = net
         self.meta = dict(meta)
         self.device = device
@@ -173,14 +212,33 @@ class RewardFunction:
         self.channels_last = channels_last
         self.batch_size = batch_size
 
-    def __call__(self, frames: np.ndarray | torch.Tensor, offsets: np.ndarray | None = None) -> np.ndarray:
-        return predict_frame_rewards(self.net, frames, self.device, self.bf16, self.channels_last,
-                                     self.batch_size, offsets=offsets)
+    def __call__(
+        self, frames: np.ndarray | torch.Tensor, offsets: np.ndarray | None = None
+    ) -> np.ndarray:
+        return predict_frame_rewards(
+            self.net,
+            frames,
+            self.device,
+            self.bf16,
+            self.channels_last,
+            self.batch_size,
+            offsets=offsets,
+        )
 
-    def members(self, frames: np.ndarray | torch.Tensor, offsets: np.ndarray | None = None) -> np.ndarray:
+    def members(
+        self, frames: np.ndarray | torch.Tensor, offsets: np.ndarray | None = None
+    ) -> np.ndarray:
         """Every ensemble member's per-frame rewards float32 (M, N) (M = 1 for one network)."""
-        return predict_frame_rewards(self.net, frames, self.device, self.bf16, self.channels_last,
-                                     self.batch_size, offsets=offsets, members=True)
+        return predict_frame_rewards(
+            self.net,
+            frames,
+            self.device,
+            self.bf16,
+            self.channels_last,
+            self.batch_size,
+            offsets=offsets,
+            members=True,
+        )
 
     @property
     def frame_stack(self) -> int:
@@ -192,12 +250,14 @@ class RewardFunction:
         return str(self.meta.get("rm_id", ""))
 
 
-def load_reward_function(path: str | os.PathLike, env_name: str | None = None,
-                         mode: str | None = None, device: str = "auto",
-                         precision: str = "auto") -> RewardFunction:
+def load_reward_function(
+    path: str | os.PathLike,
+    env_name: str | None = None,
+    mode: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+) -> RewardFunction:
     """Load a reward model (checking its game/mode) as a :class:`RewardFunction`."""
     dev = pick_device(device)
     net, meta = load_reward_model(path, dev, env_name=env_name, mode=mode)
     return RewardFunction(net, meta, dev, use_bf16(precision, dev))
-
-

@@ -1,8 +1,8 @@
 """The T-REX reward network, its safetensors file format, and the ``rm_infos`` lookup.
 
-Network: the seed project's reward CNN (lzil/procedural-generalization, trex/train_reward.py):
+Network: the original project's reward CNN (lzil/procedural-generalization, trex/train_reward.py):
 three 3x3 convolutions with 32 channels (the first two each followed by a 4x4/2 max-pool),
-leaky ReLUs, a 64-unit dense layer and one output per frame. Like the seed it takes the raw
+leaky ReLUs, a 64-unit dense layer and one output per frame. Like the original it takes the raw
 pixel values 0..255 as floats (no rescaling) and, with ``output_abs``, outputs |r|.
 A snippet's predicted return is the sum of its frames' rewards (T-REX, Brown et al. 2019,
 arXiv 1904.06387, Sec. 4).
@@ -17,7 +17,7 @@ strings) says what the file is: ``format`` = ``trex-reward-model``, ``format_ver
 ``architecture``, ``net_config`` (JSON), ``env_name``, ``mode``, ``num_dems``, ``seed``,
 ``sequential``, ``rm_id``, ``training`` (JSON of the run's flags) and ``results`` (JSON).
 ``net_config`` holds what rebuilding the network needs (``output_abs``; ``frame_stack``,
-``scale_frames``, ``ensemble`` when not the seed's); the seed's network is written as format
+``scale_frames``, ``ensemble`` when not the original project's); the original project's network is written as format
 version 1, any variant as version 2.
 
 For later stages (PPO on the learned reward): :func:`load_reward_function` loads a model,
@@ -43,27 +43,66 @@ from trex.reward.variants import check_variant, stack_indices
 log = logging.getLogger(__name__)
 
 ARCHITECTURE = "seed_cnn"
-#: the newest file format: 1 = the seed's network; 2 adds the variants (frame stacks,
-#: scaled frames, the IMPALA encoder, ensembles). A seed network's file stays version 1.
+#: the newest file format: 1 = the original project's network; 2 adds the variants (frame stacks,
+#: scaled frames, the IMPALA encoder, ensembles). An upstream network's file stays version 1.
 FORMAT_VERSION = 2
-#: rm_infos.csv columns of the seed project, in its order (DESIGN.md); ours follow them
+#: rm_infos.csv columns of the original project, in its order (DESIGN.md); ours follow them
 SEED_RM_COLUMNS: list[str] = [
-    "rm_id", "method", "env_name", "mode", "num_dems", "max_return", "max_length",
-    "sequential", "train_acc", "val_acc", "test_acc", "pearson", "spearman",
+    "rm_id",
+    "method",
+    "env_name",
+    "mode",
+    "num_dems",
+    "max_return",
+    "max_length",
+    "sequential",
+    "train_acc",
+    "val_acc",
+    "test_acc",
+    "pearson",
+    "spearman",
 ]
 RM_COLUMNS: list[str] = SEED_RM_COLUMNS + [
-    "seed", "n_test_demos", "baseline_pearson", "baseline_spearman", "gt_snippet_acc",
-    "wall_s", "max_return_frac", "epochs", "best_epoch", "precision", "device",
-    "model_file", "run_dir",
+    "seed",
+    "n_test_demos",
+    "baseline_pearson",
+    "baseline_spearman",
+    "gt_snippet_acc",
+    "wall_s",
+    "max_return_frac",
+    "epochs",
+    "best_epoch",
+    "precision",
+    "device",
+    "model_file",
+    "run_dir",
     # level pool and ranking behind the model
-    "rank_by", "start_level", "num_levels", "use_backgrounds", "n_train_levels",
+    "rank_by",
+    "start_level",
+    "num_levels",
+    "use_backgrounds",
+    "n_train_levels",
     # intervals and content metrics on the test demos (trex.reward.metrics.reward_metrics)
-    "pearson_lo", "pearson_hi", "spearman_lo", "spearman_hi", "baseline_pearson_lo",
-    "baseline_pearson_hi", "baseline_spearman_lo", "baseline_spearman_hi",
-    "partial", "partial_lo", "partial_hi", "window_pearson", "window_pearson_lo",
-    "window_pearson_hi", "window", "n_windows",
+    "pearson_lo",
+    "pearson_hi",
+    "spearman_lo",
+    "spearman_hi",
+    "baseline_pearson_lo",
+    "baseline_pearson_hi",
+    "baseline_spearman_lo",
+    "baseline_spearman_hi",
+    "partial",
+    "partial_lo",
+    "partial_hi",
+    "window_pearson",
+    "window_pearson_lo",
+    "window_pearson_hi",
+    "window",
+    "n_windows",
     # the variant (trex.reward.variants.variant_name) and an ensemble's disagreement
-    "variant", "ensemble_spread", "ensemble_spread_rel",
+    "variant",
+    "ensemble_spread",
+    "ensemble_spread_rel",
 ]
 FRAME_SHAPE_HWC = (64, 64, 3)
 
@@ -71,11 +110,11 @@ FRAME_SHAPE_HWC = (64, 64, 3)
 # ----------------------------------------------------------------------------- network
 
 
-class RewardModule(nn.Module):
+class RewardNet(nn.Module):
     """Base of the reward networks: float frames (N, 3K, 64, 64) -> per-frame rewards (N,).
 
     K = ``frame_stack`` frames on the channel axis, oldest first (see
-    :mod:`trex.reward.variants`); pixel values 0..255 as floats (the seed's input),
+    :mod:`trex.reward.variants`); pixel values 0..255 as floats (the original project's input),
     divided by 255 inside the network when ``scale_frames``. :meth:`forward_members` gives
     every member's rewards (M, N): M = 1 except for a :class:`RewardEnsemble`.
     """
@@ -83,7 +122,9 @@ class RewardModule(nn.Module):
     architecture: str = ARCHITECTURE
     ensemble_size: int = 1
 
-    def __init__(self, output_abs: bool = False, frame_stack: int = 1, scale_frames: bool = False) -> None:
+    def __init__(
+        self, output_abs: bool = False, frame_stack: int = 1, scale_frames: bool = False
+    ) -> None:
         super().__init__()
         self.output_abs = bool(output_abs)
         self.frame_stack = int(frame_stack)
@@ -109,7 +150,7 @@ class RewardModule(nn.Module):
     @property
     def net_config(self) -> dict[str, Any]:
         """Constructor arguments, stored in the model file: ``output_abs`` and the settings
-        that differ from the seed's (so a seed network's file is the seed format's)."""
+        that differ from the original project's (so an upstream network's file is the version-1 format's)."""
         cfg: dict[str, Any] = {"output_abs": self.output_abs}
         if self.frame_stack != 1:
             cfg["frame_stack"] = self.frame_stack
@@ -119,21 +160,23 @@ class RewardModule(nn.Module):
 
     @property
     def format_version(self) -> int:
-        """The oldest file format that describes this network: 1 for the seed's network,
+        """The oldest file format that describes this network: 1 for the original project's network,
         2 for any variant (a reader of version 1 would rebuild it wrongly)."""
         seed_like = self.architecture == ARCHITECTURE and set(self.net_config) == {"output_abs"}
         return 1 if seed_like else FORMAT_VERSION
 
 
-class RewardNet(RewardModule):
-    """The seed's reward CNN: float frames (N, 3K, 64, 64) in 0..255 -> rewards (N,).
+class CnnRewardNet(RewardNet):
+    """The original project's reward CNN: float frames (N, 3K, 64, 64) in 0..255 -> rewards (N,).
 
-    Parameter names (``model.0.weight`` ...) are the seed's, so its state dicts map 1:1.
+    Parameter names (``model.0.weight`` ...) are the original project's, so its state dicts map 1:1.
     """
 
     architecture = ARCHITECTURE
 
-    def __init__(self, output_abs: bool = False, frame_stack: int = 1, scale_frames: bool = False) -> None:
+    def __init__(
+        self, output_abs: bool = False, frame_stack: int = 1, scale_frames: bool = False
+    ) -> None:
         super().__init__(output_abs, frame_stack, scale_frames)
         self.model = nn.Sequential(
             nn.Conv2d(self.in_channels, 32, 3, stride=1),
@@ -155,7 +198,7 @@ class RewardNet(RewardModule):
         return self._reward(self.model(self._scaled(x)))
 
 
-class ImpalaRewardNet(RewardModule):
+class ImpalaRewardNet(RewardNet):
     """The IMPALA CNN encoder (Espeholt et al. 2018, arXiv 1802.01561, as in train-procgen,
     Cobbe et al. 2020, arXiv 1912.01588) with a linear reward head: three stacks of
     conv3x3 -> max-pool 3x3/2 -> two residual blocks (depths 16, 32, 32; the policy's
@@ -164,7 +207,9 @@ class ImpalaRewardNet(RewardModule):
 
     architecture = "impala"
 
-    def __init__(self, output_abs: bool = False, frame_stack: int = 1, scale_frames: bool = False) -> None:
+    def __init__(
+        self, output_abs: bool = False, frame_stack: int = 1, scale_frames: bool = False
+    ) -> None:
         super().__init__(output_abs, frame_stack, scale_frames)
         from trex.nets.impala import EMBEDDING_DIM, impala_stacks
 
@@ -179,10 +224,10 @@ class ImpalaRewardNet(RewardModule):
 
 
 #: the single-network architectures by name
-NETWORKS: dict[str, type[RewardModule]] = {"seed_cnn": RewardNet, "impala": ImpalaRewardNet}
+NETWORKS: dict[str, type[RewardNet]] = {"seed_cnn": CnnRewardNet, "impala": ImpalaRewardNet}
 
 
-class RewardEnsemble(RewardModule):
+class RewardEnsemble(RewardNet):
     """K reward networks of one architecture, trained together, differing by their init.
 
     Parameters are stacked along a leading K dim (``torch.func.stack_module_state``) and
@@ -198,8 +243,13 @@ class RewardEnsemble(RewardModule):
     :func:`prepare_net` leaves them contiguous (the input may still be channels_last).
     """
 
-    def __init__(self, architecture: str, member_config: Mapping[str, Any] | None, size: int,
-                 vmap: bool | None = None) -> None:
+    def __init__(
+        self,
+        architecture: str,
+        member_config: Mapping[str, Any] | None,
+        size: int,
+        vmap: bool | None = None,
+    ) -> None:
         from torch.func import stack_module_state
 
         if size < 2:
@@ -221,8 +271,9 @@ class RewardEnsemble(RewardModule):
             owner, _, leaf = name.rpartition(".")
             self.members.get_submodule(owner).register_buffer(leaf, b.detach().clone())
 
-    def _member(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
-                x: torch.Tensor) -> torch.Tensor:
+    def _member(
+        self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
+    ) -> torch.Tensor:
         from torch.func import functional_call
 
         return functional_call(self._template, (params, buffers), (x,))
@@ -236,18 +287,23 @@ class RewardEnsemble(RewardModule):
         buffers = dict(self.members.named_buffers())
         if self._use_vmap(x):
             return torch.vmap(self._member, in_dims=(0, 0, None))(params, buffers, x)
-        return torch.stack([
-            self._member({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in buffers.items()}, x)
-            for i in range(self.ensemble_size)])
+        return torch.stack(
+            [
+                self._member(
+                    {k: v[i] for k, v in params.items()}, {k: v[i] for k, v in buffers.items()}, x
+                )
+                for i in range(self.ensemble_size)
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: float (N, 3K, 64, 64) -> the members' mean reward (N,)."""
         return self.forward_members(x).mean(dim=0)
 
-    def member(self, i: int) -> RewardModule:
+    def member(self, i: int) -> RewardNet:
         """A standalone copy of member ``i`` (its own parameters, on the ensemble's device)."""
         net = _build_member(self.architecture, self._template.net_config)
-        state = {k[len("members."):]: v[i] for k, v in self.state_dict().items()}
+        state = {k[len("members.") :]: v[i] for k, v in self.state_dict().items()}
         net.load_state_dict(state)
         return net.to(next(self.parameters()).device)
 
@@ -261,34 +317,39 @@ class RewardEnsemble(RewardModule):
         return {**self._template.net_config, "ensemble": self.ensemble_size}
 
 
-def _build_member(architecture: str, net_config: Mapping[str, Any] | None) -> RewardModule:
+def _build_member(architecture: str, net_config: Mapping[str, Any] | None) -> RewardNet:
     if architecture not in NETWORKS:
-        raise UserError(f"unknown reward network architecture {architecture!r} "
-                        f"(known: {', '.join(NETWORKS)})")
+        raise UserError(
+            f"unknown reward network architecture {architecture!r} (known: {', '.join(NETWORKS)})"
+        )
     cfg = dict(net_config or {})
     try:
         return NETWORKS[architecture](**cfg)
     except TypeError:
-        raise UserError(f"unknown setting(s) for a {architecture} reward network: "
-                        f"{', '.join(sorted(cfg))}") from None
+        raise UserError(
+            f"unknown setting(s) for a {architecture} reward network: {', '.join(sorted(cfg))}"
+        ) from None
 
 
-def build_net(architecture: str = ARCHITECTURE, net_config: Mapping[str, Any] | None = None) -> RewardModule:
+def build_net(
+    architecture: str = ARCHITECTURE, net_config: Mapping[str, Any] | None = None
+) -> RewardNet:
     """A fresh network of ``architecture`` (``seed_cnn`` or ``impala``) with ``net_config``
     (``output_abs``, ``frame_stack``, ``scale_frames``; ``ensemble`` K > 1: a
     :class:`RewardEnsemble` of K such networks). UserError for unknown settings."""
     cfg = dict(net_config or {})
     size = cfg.pop("ensemble", 1)
     if architecture not in NETWORKS:
-        raise UserError(f"unknown reward network architecture {architecture!r} "
-                        f"(known: {', '.join(NETWORKS)})")
+        raise UserError(
+            f"unknown reward network architecture {architecture!r} (known: {', '.join(NETWORKS)})"
+        )
     check_variant(architecture=architecture, frame_stack=cfg.get("frame_stack", 1), ensemble=size)
     if size > 1:
         return RewardEnsemble(architecture, cfg, size)
     return _build_member(architecture, cfg)
 
 
-def prepare_net(net: RewardModule, device: torch.device, channels_last: bool = True) -> RewardModule:
+def prepare_net(net: RewardNet, device: torch.device, channels_last: bool = True) -> RewardNet:
     """Move ``net`` to ``device`` (channels_last memory format for the fast path; an
     ensemble's stacked weights stay contiguous, see :class:`RewardEnsemble`)."""
     net = net.to(device)
@@ -297,20 +358,23 @@ def prepare_net(net: RewardModule, device: torch.device, channels_last: bool = T
     return net
 
 
-def frames_to_input(frames: np.ndarray | torch.Tensor, device: torch.device,
-                    channels_last: bool = True) -> torch.Tensor:
+def frames_to_input(
+    frames: np.ndarray | torch.Tensor, device: torch.device, channels_last: bool = True
+) -> torch.Tensor:
     """uint8 frames -> float network input on ``device``.
 
     Frames (N, 64, 64, 3) or (N, 3, 64, 64) -> (N, 3, 64, 64); frame stacks (N, K, 64, 64, 3)
     or (N, K, 3, 64, 64) -> (N, 3K, 64, 64), channel 3k + c = colour c of stack frame k.
-    Pixel values stay 0..255 (as in the seed). The uint8 data goes to the device before the
+    Pixel values stay 0..255 (as upstream). The uint8 data goes to the device before the
     float conversion (4x less to copy). HWC input permuted to NCHW is already channels_last
     in memory, so the fast path costs no copy.
     """
     x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
     shape = tuple(x.shape)
-    bad = ValueError(f"expected frames (N, 64, 64, 3) or (N, 3, 64, 64), or frame stacks "
-                     f"(N, K, 64, 64, 3) or (N, K, 3, 64, 64), got shape {shape}")
+    bad = ValueError(
+        f"expected frames (N, 64, 64, 3) or (N, 3, 64, 64), or frame stacks "
+        f"(N, K, 64, 64, 3) or (N, K, 3, 64, 64), got shape {shape}"
+    )
     if x.ndim == 5:
         n, k = shape[:2]
         if shape[-1] == 3 and shape[2] != 3:
@@ -335,9 +399,14 @@ def frames_to_input(frames: np.ndarray | torch.Tensor, device: torch.device,
     return x.contiguous(memory_format=fmt)
 
 
-def gather_input(frames: np.ndarray | torch.Tensor, rows: np.ndarray | slice,
-                 offsets: np.ndarray | None, frame_stack: int, device: torch.device,
-                 channels_last: bool = True) -> torch.Tensor:
+def gather_input(
+    frames: np.ndarray | torch.Tensor,
+    rows: np.ndarray | slice,
+    offsets: np.ndarray | None,
+    frame_stack: int,
+    device: torch.device,
+    channels_last: bool = True,
+) -> torch.Tensor:
     """Network input float (N, 3K, 64, 64) for the frames ``frames[rows]`` of uint8 frames
     (F, 64, 64, 3) or (F, 3, 64, 64) of demos laid end to end at ``offsets`` (n + 1,)
     (None: one demo). With K = ``frame_stack`` > 1 each frame brings the K - 1 frames before
@@ -350,7 +419,9 @@ def gather_input(frames: np.ndarray | torch.Tensor, rows: np.ndarray | slice,
         offsets = np.array([0, len(frames)], dtype=np.int64)
     idx = stack_indices(rows, offsets, frame_stack)
     if isinstance(frames, torch.Tensor):
-        return frames_to_input(frames[torch.from_numpy(idx).to(frames.device)], device, channels_last)
+        return frames_to_input(
+            frames[torch.from_numpy(idx).to(frames.device)], device, channels_last
+        )
     return frames_to_input(frames[idx], device, channels_last)
 
 
@@ -373,15 +444,25 @@ def pad_rows(x: torch.Tensor) -> torch.Tensor:
     extra = padded_size(n) - n
     if extra == 0:
         return x
-    idx = torch.cat([torch.arange(n, device=x.device), torch.full((extra,), n - 1, device=x.device)])
+    idx = torch.cat(
+        [torch.arange(n, device=x.device), torch.full((extra,), n - 1, device=x.device)]
+    )
     return x[idx]
 
 
 @torch.no_grad()
-def predict_frame_rewards(net: RewardModule, frames: np.ndarray | torch.Tensor, device: torch.device,
-                          bf16: bool = False, channels_last: bool = True, batch_size: int = 1024, *,
-                          offsets: np.ndarray | None = None, rows: np.ndarray | None = None,
-                          members: bool = False) -> np.ndarray:
+def predict_frame_rewards(
+    net: RewardNet,
+    frames: np.ndarray | torch.Tensor,
+    device: torch.device,
+    bf16: bool = False,
+    channels_last: bool = True,
+    batch_size: int = 1024,
+    *,
+    offsets: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
+    members: bool = False,
+) -> np.ndarray:
     """Per-frame rewards float32 (N,), or with ``members`` every member's (M, N), in chunks
     of ``batch_size`` frames (one forward per chunk).
 
@@ -394,7 +475,9 @@ def predict_frame_rewards(net: RewardModule, frames: np.ndarray | torch.Tensor, 
     stacked = frames.ndim == 5
     k = net.frame_stack
     if stacked and frames.shape[1] != k:
-        raise ValueError(f"the reward network takes stacks of {k} frames, got stacks of {frames.shape[1]}")
+        raise ValueError(
+            f"the reward network takes stacks of {k} frames, got stacks of {frames.shape[1]}"
+        )
     if rows is not None:
         rows = np.asarray(rows, dtype=np.int64)
     n = len(frames) if rows is None else len(rows)
@@ -403,14 +486,14 @@ def predict_frame_rewards(net: RewardModule, frames: np.ndarray | torch.Tensor, 
     net.eval()
     try:
         for lo in range(0, n, batch_size):
-            part = slice(lo, min(lo + batch_size, n)) if rows is None else rows[lo:lo + batch_size]
+            part = (
+                slice(lo, min(lo + batch_size, n)) if rows is None else rows[lo : lo + batch_size]
+            )
             x = gather_input(frames, part, offsets, 1 if stacked else k, device, channels_last)
             m = x.shape[0]
             with autocast(device, bf16):
                 r = net.forward_members(pad_rows(x)) if members else net(pad_rows(x)).unsqueeze(0)
-            out[:, lo:lo + m] = r[:, :m].float().cpu().numpy()
+            out[:, lo : lo + m] = r[:, :m].float().cpu().numpy()
     finally:
         net.train(was_training)
     return out if members else out[0]
-
-

@@ -1,7 +1,7 @@
-"""T-REX reward learning (Brown et al. 2019, arXiv 1904.06387), following the seed project's
+"""T-REX reward learning (Brown et al. 2019, arXiv 1904.06387), following the original project's
 procedure (lzil/procedural-generalization, trex/train_reward.py) with a faster implementation.
 
-Procedure (the seed's):
+Procedure (the original project's):
 
 * :func:`select_demos`: ``num_dems`` training demos spread evenly over the return range
   [min, min + max_return * (max - min)], in four return bins visited round-robin;
@@ -17,7 +17,7 @@ Procedure (the seed's):
 * After every ``epoch_size`` pairs: train/validation/test accuracy and loss, Pearson and
   Spearman correlation of predicted with true return on held-out test demos; early
   stopping on validation accuracy with ``patience``; the best model is restored
-  (``select_by``: the seed's validation accuracy, or the validation loss, or the last epoch).
+  (``select_by``: the original project's validation accuracy, or the validation loss, or the last epoch).
 
 What makes it fast without changing the maths:
 
@@ -48,9 +48,9 @@ from trex.common.errors import UserError
 
 log = logging.getLogger(__name__)
 
-#: the seed's return bins for demo selection
+#: the original project's return bins for demo selection
 NUM_RETURN_BINS = 4
-#: the seed's share of selected demos that make training (not validation) pairs
+#: the original project's share of selected demos that make training (not validation) pairs
 TRAIN_FRACTION = 0.8
 
 
@@ -94,8 +94,13 @@ class DemoSet:
         return int(self.frames.nbytes + self.rewards.nbytes)
 
     @classmethod
-    def from_arrays(cls, observations: Sequence[np.ndarray], rewards: Sequence[np.ndarray],
-                    returns: Sequence[float] | None = None, ids: Sequence[str] | None = None) -> DemoSet:
+    def from_arrays(
+        cls,
+        observations: Sequence[np.ndarray],
+        rewards: Sequence[np.ndarray],
+        returns: Sequence[float] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> DemoSet:
         """Build from per-demo arrays: observations[i] uint8 (T_i, 64, 64, 3), rewards[i] (T_i,).
 
         returns default to the sums of the rewards.
@@ -104,14 +109,18 @@ class DemoSet:
             raise ValueError("observations and rewards differ in number of demos")
         lengths = np.array([len(o) for o in observations], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        shape = (int(offsets[-1]), *np.shape(observations[0])[1:]) if len(observations) else (0, 64, 64, 3)
+        shape = (
+            (int(offsets[-1]), *np.shape(observations[0])[1:])
+            if len(observations)
+            else (0, 64, 64, 3)
+        )
         frames = np.empty(shape, dtype=np.uint8)
         rew = np.empty(int(offsets[-1]), dtype=np.float32)
         for i, (o, r) in enumerate(zip(observations, rewards)):
             if len(r) != len(o):
                 raise ValueError(f"demo {i}: {len(o)} observations but {len(r)} rewards")
-            frames[offsets[i]:offsets[i + 1]] = o
-            rew[offsets[i]:offsets[i + 1]] = r
+            frames[offsets[i] : offsets[i + 1]] = o
+            rew[offsets[i] : offsets[i + 1]] = r
         if returns is None:
             ret = np.array([float(np.sum(r, dtype=np.float64)) for r in rewards], dtype=np.float64)
         else:
@@ -134,10 +143,11 @@ class DemoSet:
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         frames = np.empty((int(offsets[-1]), 64, 64, 3), dtype=np.uint8)
         rew = np.empty(int(offsets[-1]), dtype=np.float32)
-        for i, demo in enumerate(tqdm(index.iter_demos(ids), total=len(ids), desc=desc,
-                                      leave=False, disable=None)):
-            frames[offsets[i]:offsets[i + 1]] = demo.observations
-            rew[offsets[i]:offsets[i + 1]] = demo.rewards
+        for i, demo in enumerate(
+            tqdm(index.iter_demos(ids), total=len(ids), desc=desc, leave=False, disable=None)
+        ):
+            frames[offsets[i] : offsets[i + 1]] = demo.observations
+            rew[offsets[i] : offsets[i + 1]] = demo.rewards
         returns = np.array([float(r["return"]) for r in rows], dtype=np.float64)
         return cls(frames, rew, offsets, returns, ids)
 
@@ -150,14 +160,15 @@ class DemoSet:
 # ----------------------------------------------------------------------------- demo selection
 
 
-def select_demos(returns: np.ndarray, num_dems: int, max_return: float,
-                 rng: np.random.Generator) -> np.ndarray:
-    """Positions (num_dems,) of the chosen demos, in the seed's selection order.
+def select_demos(
+    returns: np.ndarray, num_dems: int, max_return: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Positions (num_dems,) of the chosen demos, in the original project's selection order.
 
     The return range [lo, hi] with lo = min return, hi = lo + max_return * (max - lo) is cut
     into 4 equal bins; rounds visit the bins in order and take one random unused demo from
-    each non-empty bin, until ``num_dems`` are chosen (the seed's "uniformish distribution
-    of demo returns"). Bins are closed intervals, as in the seed.
+    each non-empty bin, until ``num_dems`` are chosen (the original project's "uniformish distribution
+    of demo returns"). Bins are closed intervals, as upstream.
 
     UserError when the demos cannot satisfy the request.
     """
@@ -168,16 +179,22 @@ def select_demos(returns: np.ndarray, num_dems: int, max_return: float,
     if n < num_dems:
         raise UserError(f"{num_dems} training demos requested but only {n} match")
     if not max_return > 0:
-        raise UserError(f"--max_return must be > 0 (a fraction of the return range), got {max_return}")
+        raise UserError(
+            f"--max_return must be > 0 (a fraction of the return range), got {max_return}"
+        )
     lo = float(r.min())
     hi = (float(r.max()) - lo) * max_return + lo
     if hi <= lo:
-        raise UserError(f"all {n} matching training demos have the same return ({lo:g}); "
-                        "T-REX needs demos of different returns")
+        raise UserError(
+            f"all {n} matching training demos have the same return ({lo:g}); "
+            "T-REX needs demos of different returns"
+        )
     in_range = r <= hi
     if in_range.sum() < num_dems:
-        raise UserError(f"{num_dems} training demos requested but only {int(in_range.sum())} have a "
-                        f"return within --max_return {max_return} of the range ({lo:g} .. {hi:g})")
+        raise UserError(
+            f"{num_dems} training demos requested but only {int(in_range.sum())} have a "
+            f"return within --max_return {max_return} of the range ({lo:g} .. {hi:g})"
+        )
     step = (hi - lo) / NUM_RETURN_BINS
     lows = lo + step * np.arange(NUM_RETURN_BINS)
     highs = np.append(lows[1:], hi)  # the last bin ends exactly at hi (no float drift)
@@ -198,7 +215,7 @@ def select_demos(returns: np.ndarray, num_dems: int, max_return: float,
 
 def split_train_val(keys: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
     """(training, validation) positions into the selected demos: the first 80% / the rest
-    (the seed's split), stratified so that validation holds two different ranking keys
+    (the original project's split), stratified so that validation holds two different ranking keys
     whenever the demos allow it without leaving training with a single one.
 
     keys: (n,) the selected demos' ranking keys in selection order (or just n: no keys).
@@ -210,7 +227,7 @@ def split_train_val(keys: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
     k = int(n * TRAIN_FRACTION)
     train, val = np.arange(k), np.arange(k, n)
     if len(val) >= 2 and len(np.unique(keys[val])) < 2:
-        # the seed's split would make no validation pair: swap the last validation demo with
+        # the original project's split would make no validation pair: swap the last validation demo with
         # the latest training demo of another key, if training keeps two keys after it
         for i in train[::-1]:
             if keys[i] == keys[val[0]]:
@@ -226,8 +243,9 @@ def check_pairable(returns: np.ndarray, what: str, hint: str = "") -> None:
     """UserError unless at least two of ``returns`` differ (pairs need different returns)."""
     r = np.asarray(returns)
     if len(r) < 2 or np.ptp(r) == 0:
-        raise UserError(f"the {what} demos ({len(r)}) need at least two different returns to make "
-                        f"pairs{hint}")
+        raise UserError(
+            f"the {what} demos ({len(r)}) need at least two different returns to make pairs{hint}"
+        )
 
 
 # ----------------------------------------------------------------------------- snippet pairs
@@ -239,7 +257,7 @@ class PairSet:
 
     demo int64 (P, 2) and start int64 (P, 2): demo and first frame (within the demo) of
     snippet 0 and snippet 1; length int64 (P,): both snippets' length. Snippet 1 is the
-    preferred one (label 1, the seed's convention). honest bool (P,): the demo-return label
+    preferred one (label 1, the original project's convention). honest bool (P,): the demo-return label
     agrees with the snippets' true rewards (true reward of snippet 0 <= snippet 1, before any
     ``use_snippet_rewards`` swap).
     """
@@ -258,8 +276,12 @@ class PairSet:
     @staticmethod
     def concat(sets: Iterable[PairSet]) -> PairSet:
         sets = list(sets)
-        return PairSet(*(np.concatenate([getattr(s, k) for s in sets])
-                         for k in ("demo", "start", "length", "honest")))
+        return PairSet(
+            *(
+                np.concatenate([getattr(s, k) for s in sets])
+                for k in ("demo", "start", "length", "honest")
+            )
+        )
 
     def global_starts(self, demos: DemoSet) -> np.ndarray:
         """First frame of each snippet in ``demos.frames``: int64 (P, 2)."""
@@ -269,14 +291,21 @@ class PairSet:
         return set(np.unique(self.demo).tolist())
 
 
-def sample_pairs(demos: DemoSet, pool: Sequence[int] | np.ndarray, num: int, min_len: int,
-                 max_len: int, rng: np.random.Generator, use_clip_heuristic: bool = True,
-                 use_snippet_rewards: bool = False) -> PairSet:
+def sample_pairs(
+    demos: DemoSet,
+    pool: Sequence[int] | np.ndarray,
+    num: int,
+    min_len: int,
+    max_len: int,
+    rng: np.random.Generator,
+    use_clip_heuristic: bool = True,
+    use_snippet_rewards: bool = False,
+) -> PairSet:
     """Sample ``num`` snippet pairs from the demos at positions ``pool``, vectorised.
 
-    Per pair, as in the seed: two distinct demos uniformly at random, rejected if their
+    Per pair, as upstream: two distinct demos uniformly at random, rejected if their
     returns are equal, ordered worse -> better; length uniform in
-    [min_len, min(shorter demo, max_len)) (numpy's exclusive upper bound, as in the seed);
+    [min_len, min(shorter demo, max_len)) (numpy's exclusive upper bound, as upstream);
     with the clip heuristic the worse demo's snippet starts uniformly in
     [0, shorter - length] and the better demo's uniformly in [that start, its length - length];
     without it, both start uniformly in [0, own length - length). With
@@ -289,12 +318,16 @@ def sample_pairs(demos: DemoSet, pool: Sequence[int] | np.ndarray, num: int, min
     lengths = demos.lengths[pool]
     rets = demos.keys[pool]
     if min_len >= max_len:
-        raise UserError(f"--min_snippet_length ({min_len}) must be smaller than "
-                        f"--max_snippet_length ({max_len})")
+        raise UserError(
+            f"--min_snippet_length ({min_len}) must be smaller than "
+            f"--max_snippet_length ({max_len})"
+        )
     if len(pool) and lengths.min() <= min_len:
         short = demos.ids[int(pool[int(np.argmin(lengths))])]
-        raise UserError(f"demo {short} has {int(lengths.min())} steps, not more than "
-                        f"--min_snippet_length {min_len}")
+        raise UserError(
+            f"demo {short} has {int(lengths.min())} steps, not more than "
+            f"--min_snippet_length {min_len}"
+        )
     check_pairable(rets, "pair")
     k = len(pool)
     out: list[tuple[np.ndarray, ...]] = []
@@ -329,7 +362,9 @@ def sample_pairs(demos: DemoSet, pool: Sequence[int] | np.ndarray, num: int, min
         honest = np.zeros(len(length), dtype=bool)
     if use_snippet_rewards:
         if demos.rank_keys is not None:
-            raise UserError("--use_snippet_rewards labels pairs by the true reward: it needs --rank_by return")
+            raise UserError(
+                "--use_snippet_rewards labels pairs by the true reward: it needs --rank_by return"
+            )
         swap = ~honest
         demo[swap] = demo[swap][:, ::-1]
         start[swap] = start[swap][:, ::-1]
@@ -362,5 +397,3 @@ def frames_mask(demos: DemoSet, pairs: PairSet) -> np.ndarray:
     np.add.at(d, gs, 1)
     np.add.at(d, gs + ln, -1)
     return np.cumsum(d[:-1]) > 0
-
-

@@ -19,17 +19,17 @@ log = logging.getLogger(__name__)
 
 
 def rm_csv_name(save_name: str | None) -> str:
-    """``rm_infos.csv`` or ``rm_infos_<save_name>.csv`` (the seed's names)."""
+    """``rm_infos.csv`` or ``rm_infos_<save_name>.csv`` (the original project's names)."""
     return "rm_infos.csv" if not save_name else f"rm_infos_{save_name}.csv"
 
 
 def model_dir_name(save_name: str | None) -> str:
-    """``model_files`` or ``model_files_<save_name>`` (the seed's names)."""
+    """``model_files`` or ``model_files_<save_name>`` (the original project's names)."""
     return "model_files" if not save_name else f"model_files_{save_name}"
 
 
 def rm_id_from_seed(seed: int) -> str:
-    """The seed project's reward model id: the seed's digits split after the third
+    """The original project's reward model id: the random seed's digits split after the third
     (seed 1234567 -> ``123_4567``)."""
     s = f"{int(seed):07d}"  # short seeds zero-padded: 77 -> 000_0077, never "77_"
     return f"{s[:3]}_{s[3:]}"
@@ -41,19 +41,26 @@ def read_rm_infos(csv_path: str | os.PathLike) -> pd.DataFrame:
     if not p.is_file():
         raise UserError(f"reward model index not found: {p}")
     try:
-        df = pd.read_csv(p, dtype={"rm_id": str, "env_name": str, "mode": str,
-                                   "model_file": str, "run_dir": str})
+        df = pd.read_csv(
+            p, dtype={"rm_id": str, "env_name": str, "mode": str, "model_file": str, "run_dir": str}
+        )
     except pd.errors.EmptyDataError:
         raise UserError(f"reward model index {p} is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise UserError(f"reward model index {p} is not a valid CSV ({str(err).splitlines()[0]})") from None
+        raise UserError(
+            f"reward model index {p} is not a valid CSV ({str(err).splitlines()[0]})"
+        ) from None
     missing = [c for c in ("rm_id", "env_name", "mode") if c not in df.columns]
     if missing:
         raise UserError(f"reward model index {p} lacks column(s) {', '.join(missing)}")
     dup = df["rm_id"].duplicated(keep="last")
     if dup.any():  # written by an older version on a retried run: the last row is the model on disk
-        log.warning("%s holds %d repeated rm_id row(s) (e.g. %s): keeping the last of each", p,
-                    int(dup.sum()), df.loc[dup, "rm_id"].iloc[0])
+        log.warning(
+            "%s holds %d repeated rm_id row(s) (e.g. %s): keeping the last of each",
+            p,
+            int(dup.sum()),
+            df.loc[dup, "rm_id"].iloc[0],
+        )
         df = df[~dup].reset_index(drop=True)
     return df
 
@@ -66,7 +73,10 @@ def lookup_rm(rm_id: str, csv_path: str | os.PathLike) -> tuple[dict[str, Any], 
     rows = df[df["rm_id"] == str(rm_id)]
     if rows.empty:
         raise UserError(f"rm_id {rm_id} is not in {csv_path}")
-    row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in rows.iloc[-1].to_dict().items()}
+    row = {
+        k: (v.item() if isinstance(v, np.generic) else v)
+        for k, v in rows.iloc[-1].to_dict().items()
+    }
     base = Path(csv_path).resolve().parent
     rel = row.get("model_file")
     if isinstance(rel, str) and rel:

@@ -5,7 +5,7 @@ The procedure ``train_reward`` runs, usable from Python (and by ``eval_reward``)
 1. :func:`choose_demos`: the training demos of one level pool (refusing to mix pools
    silently), ranked by their true return or, reward-free (D-REX, Brown et al. 2019,
    arXiv 1907.03976), by the demonstrator's noise level or checkpoint age; ``num_dems`` of
-   them spread over the ranking (the seed's selection), and the held-out test demos.
+   them spread over the ranking (the original project's selection), and the held-out test demos.
 2. :func:`fit_reward_model`: T-REX training (:mod:`trex.reward.pairs`), then every
    metric of :func:`trex.reward.metrics.reward_metrics` on all test demos.
 
@@ -75,7 +75,7 @@ class DemoChoice:
     pool: dict[str, Any] = field(default_factory=dict)
 
     def split(self) -> tuple[np.ndarray, np.ndarray]:
-        """(training, validation) positions into ``chosen_ids`` (the seed's 80/20, stratified)."""
+        """(training, validation) positions into ``chosen_ids`` (the original project's 80/20, stratified)."""
         return split_train_val(self.rank_keys)
 
     def load(self, rank_by: str = "return") -> tuple[DemoSet, DemoSet]:
@@ -98,7 +98,9 @@ class DemoChoice:
     @property
     def n_train_levels(self) -> int:
         """Distinct levels behind the chosen training demos."""
-        return int(self.train_index.df.set_index("demo_id").loc[self.chosen_ids, "level_seed"].nunique())
+        return int(
+            self.train_index.df.set_index("demo_id").loc[self.chosen_ids, "level_seed"].nunique()
+        )
 
 
 def rank_keys(df: pd.DataFrame, rank_by: str) -> np.ndarray:
@@ -114,7 +116,9 @@ def rank_keys(df: pd.DataFrame, rank_by: str) -> np.ndarray:
         return -df["noise"].to_numpy(dtype=np.float64)
     if rank_by == "checkpoint":
         if "policy_timesteps" not in df.columns or df["policy_timesteps"].isna().any():
-            raise UserError("--rank_by checkpoint needs the policy_timesteps column of gen_demos' index")
+            raise UserError(
+                "--rank_by checkpoint needs the policy_timesteps column of gen_demos' index"
+            )
         return df["policy_timesteps"].to_numpy(dtype=np.float64)
     raise UserError(f"--rank_by must be one of {', '.join(RANK_BY)}, got {rank_by!r}")
 
@@ -131,55 +135,92 @@ def _pool_filter(index: DemoIndex, spec: DemoSpec) -> DemoIndex:
 
 def _describe_pools(df: pd.DataFrame) -> str:
     counts = df.groupby(POOL_COLUMNS).size()
-    return "; ".join(f"[{s}, {s + n}) backgrounds {'on' if b else 'off'}: {c} demos"
-                     for (s, n, b), c in counts.items())
+    return "; ".join(
+        f"[{s}, {s + n}) backgrounds {'on' if b else 'off'}: {c} demos"
+        for (s, n, b), c in counts.items()
+    )
 
 
 def choose_demos(spec: DemoSpec, rng: np.random.Generator) -> DemoChoice:
     """Filter the index, check the pools, choose ``num_dems`` training demos spread over the
-    ranking (the seed's 4-bin selection) and the test demos. UserError on bad input."""
+    ranking (the original project's 4-bin selection) and the test demos. UserError on bad input."""
     if spec.rank_by not in RANK_BY:
         raise UserError(f"--rank_by must be one of {', '.join(RANK_BY)}, got {spec.rank_by!r}")
     index = DemoIndex.read(spec.demo_csv)
     where = f"{spec.env_name} {spec.distribution_mode} sequential={spec.sequential}"
-    matching = index.filter(env_name=spec.env_name, mode=spec.distribution_mode, sequential=spec.sequential)
+    matching = index.filter(
+        env_name=spec.env_name, mode=spec.distribution_mode, sequential=spec.sequential
+    )
     train_all = matching.filter(set_name="train")
     train_idx = _pool_filter(train_all, spec).filter(min_length=spec.min_length)
     n_short = len(_pool_filter(train_all, spec)) - len(train_idx)
     if len(train_idx) == 0:
         pools = f" (pools there: {_describe_pools(train_all.df)})" if len(train_all) else ""
-        raise UserError(f"no training demos for {where} in the chosen level pool longer than "
-                        f"{spec.min_length - 1} steps in {', '.join(spec.demo_csv)}{pools}")
+        raise UserError(
+            f"no training demos for {where} in the chosen level pool longer than "
+            f"{spec.min_length - 1} steps in {', '.join(spec.demo_csv)}{pools}"
+        )
     n_pools = len(train_idx.df.groupby(POOL_COLUMNS))
     if n_pools > 1 and not spec.mix_pools:
-        raise UserError(f"the training demos for {where} come from {n_pools} level pools "
-                        f"({_describe_pools(train_idx.df)}): choose one with --start_level, "
-                        f"--num_levels and --use_backgrounds, or pass --mix_pools")
+        raise UserError(
+            f"the training demos for {where} come from {n_pools} level pools "
+            f"({_describe_pools(train_idx.df)}): choose one with --start_level, "
+            f"--num_levels and --use_backgrounds, or pass --mix_pools"
+        )
     backgrounds = sorted(set(train_idx.df["use_backgrounds"]))
     test_idx = matching.filter(set_name="test", min_length=spec.min_length)
-    test_idx = DemoIndex(test_idx.df[test_idx.df["use_backgrounds"].isin(backgrounds)], test_idx.sources)
-    log.info("demos for %s: %d training in the pool (%d more too short), %d test; %d requested, "
-             "ranked by %s", where, len(train_idx), n_short, len(test_idx), spec.num_dems, spec.rank_by)
+    test_idx = DemoIndex(
+        test_idx.df[test_idx.df["use_backgrounds"].isin(backgrounds)], test_idx.sources
+    )
+    log.info(
+        "demos for %s: %d training in the pool (%d more too short), %d test; %d requested, "
+        "ranked by %s",
+        where,
+        len(train_idx),
+        n_short,
+        len(test_idx),
+        spec.num_dems,
+        spec.rank_by,
+    )
     if len(test_idx) < 2:
-        raise UserError(f"need at least 2 test demos (set_name=test) for {where} longer than "
-                        f"{spec.min_length - 1} steps in {', '.join(spec.demo_csv)}, found "
-                        f"{len(test_idx)} (make them with trex-gen-demos --test_set)")
+        raise UserError(
+            f"need at least 2 test demos (set_name=test) for {where} longer than "
+            f"{spec.min_length - 1} steps in {', '.join(spec.demo_csv)}, found "
+            f"{len(test_idx)} (make them with trex-gen-demos --test_set)"
+        )
     shared = set(train_idx.df["level_seed"]) & set(test_idx.df["level_seed"])
     if shared:
-        raise UserError(f"{len(shared)} level(s) appear in both training and test demos (e.g. "
-                        f"{min(shared)}): test demos must come from unseen levels")
+        raise UserError(
+            f"{len(shared)} level(s) appear in both training and test demos (e.g. "
+            f"{min(shared)}): test demos must come from unseen levels"
+        )
     keys_all = rank_keys(train_idx.df, spec.rank_by)
     pos = select_demos(keys_all, spec.num_dems, spec.max_return, rng)
     chosen = [str(train_idx.df["demo_id"].iloc[i]) for i in pos]
     test_ids = test_idx.ids()
-    epoch_pos = sorted(rng.choice(len(test_ids), size=min(spec.max_test_demos, len(test_ids)),
-                                  replace=False).tolist())
+    epoch_pos = sorted(
+        rng.choice(
+            len(test_ids), size=min(spec.max_test_demos, len(test_ids)), replace=False
+        ).tolist()
+    )
     rows = train_idx.df.iloc[pos]
     pools = rows.groupby(POOL_COLUMNS).size()
-    pool = ({"start_level": int(pools.index[0][0]), "num_levels": int(pools.index[0][1]),
-             "use_backgrounds": bool(pools.index[0][2])} if len(pools) == 1 else
-            {"start_level": -1, "num_levels": -1, "use_backgrounds": bool(rows["use_backgrounds"].all())})
-    choice = DemoChoice(train_idx, chosen, keys_all[pos], test_idx, [test_ids[i] for i in epoch_pos], pool)
+    pool = (
+        {
+            "start_level": int(pools.index[0][0]),
+            "num_levels": int(pools.index[0][1]),
+            "use_backgrounds": bool(pools.index[0][2]),
+        }
+        if len(pools) == 1
+        else {
+            "start_level": -1,
+            "num_levels": -1,
+            "use_backgrounds": bool(rows["use_backgrounds"].all()),
+        }
+    )
+    choice = DemoChoice(
+        train_idx, chosen, keys_all[pos], test_idx, [test_ids[i] for i in epoch_pos], pool
+    )
     train_pos, val_pos = choice.split()
     hint = " (use more --num_dems, or demos of more varied return)"
     check_pairable(choice.rank_keys[train_pos], "training", hint)
@@ -200,11 +241,21 @@ class RewardFit:
     max_length: int
 
 
-def fit_reward_model(net: Any, choice: DemoChoice, demos: DemoSet, test: DemoSet, cfg: TrexConfig,
-                     rng: np.random.Generator, device: Any, bf16: bool, channels_last: bool = True,
-                     window: int = DEFAULT_WINDOW, num_bootstrap: int = NUM_BOOTSTRAP,
-                     metrics_seed: int = 0,
-                     on_epoch: Callable[[dict[str, float]], None] | None = None) -> RewardFit:
+def fit_reward_model(
+    net: Any,
+    choice: DemoChoice,
+    demos: DemoSet,
+    test: DemoSet,
+    cfg: TrexConfig,
+    rng: np.random.Generator,
+    device: Any,
+    bf16: bool,
+    channels_last: bool = True,
+    window: int = DEFAULT_WINDOW,
+    num_bootstrap: int = NUM_BOOTSTRAP,
+    metrics_seed: int = 0,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> RewardFit:
     """Train ``net`` on the chosen demos (``demos``, ``test``: :meth:`DemoChoice.load`) with
     T-REX, then measure it on all test demos of the choice."""
     from trex.reward.trex import train_trex
@@ -212,18 +263,42 @@ def fit_reward_model(net: Any, choice: DemoChoice, demos: DemoSet, test: DemoSet
     data = make_data(demos, test, cfg, rng, *choice.split())
     if demos.rank_keys is None:
         rets = demos.returns
-        shown = (np.round(rets, 2).tolist() if len(rets) <= 20 else
-                 f"{rets.min():g} .. {np.median(rets):g} (median) .. {rets.max():g}")
-        log.info("chosen demos: returns %s, lengths %d..%d", shown, demos.lengths.min(), demos.lengths.max())
+        shown = (
+            np.round(rets, 2).tolist()
+            if len(rets) <= 20
+            else f"{rets.min():g} .. {np.median(rets):g} (median) .. {rets.max():g}"
+        )
+        log.info(
+            "chosen demos: returns %s, lengths %d..%d",
+            shown,
+            demos.lengths.min(),
+            demos.lengths.max(),
+        )
     else:
-        log.info("chosen demos, reward-free ranking keys %s, lengths %d..%d",
-                 sorted(set(np.round(demos.keys, 4).tolist())), demos.lengths.min(), demos.lengths.max())
-    log.info("%d training / %d validation demos, %.0f MB of frames; pairs: %d training, %d validation, "
-             "%d test", len(data.train_demos), len(data.val_demos), demos.nbytes / 2**20,
-             len(data.train_pairs), len(data.val_pairs), len(data.test_pairs or ()))
+        log.info(
+            "chosen demos, reward-free ranking keys %s, lengths %d..%d",
+            sorted(set(np.round(demos.keys, 4).tolist())),
+            demos.lengths.min(),
+            demos.lengths.max(),
+        )
+    log.info(
+        "%d training / %d validation demos, %.0f MB of frames; pairs: %d training, %d validation, "
+        "%d test",
+        len(data.train_demos),
+        len(data.val_demos),
+        demos.nbytes / 2**20,
+        len(data.train_pairs),
+        len(data.val_pairs),
+        len(data.test_pairs or ()),
+    )
     result = train_trex(net, data, cfg, rng, device, bf16, channels_last, on_epoch=on_epoch)
-    log.info("finished training: best validation accuracy %.4f at epoch %d of %d (%.1f s)",
-             result.best["val_acc"], result.best_epoch, result.epochs, result.wall_s)
+    log.info(
+        "finished training: best validation accuracy %.4f at epoch %d of %d (%.1f s)",
+        result.best["val_acc"],
+        result.best_epoch,
+        result.epochs,
+        result.wall_s,
+    )
 
     member_returns: list[np.ndarray] = []  # an ensemble's members' returns (M,) per test demo
 
@@ -232,29 +307,62 @@ def fit_reward_model(net: Any, choice: DemoChoice, demos: DemoSet, test: DemoSet
         member_returns.append(r.sum(axis=1, dtype=np.float64))
         return r.mean(axis=0)
 
-    in_memory = {d: (test.frames[a:b], test.rewards[a:b])
-                 for d, a, b in zip(test.ids, test.offsets[:-1], test.offsets[1:])}
-    preds, true, offsets = frame_predictions([reward_fn], choice.test_index, choice.test_index.ids(), in_memory)
+    in_memory = {
+        d: (test.frames[a:b], test.rewards[a:b])
+        for d, a, b in zip(test.ids, test.offsets[:-1], test.offsets[1:])
+    }
+    preds, true, offsets = frame_predictions(
+        [reward_fn], choice.test_index, choice.test_index.ids(), in_memory
+    )
     metrics = reward_metrics(preds[0], true, offsets, window, num_bootstrap, metrics_seed)
-    metrics["ensemble_spread"], metrics["ensemble_spread_rel"] = ensemble_spread(
-        np.stack(member_returns, axis=1)) if member_returns else (float("nan"), float("nan"))
+    metrics["ensemble_spread"], metrics["ensemble_spread_rel"] = (
+        ensemble_spread(np.stack(member_returns, axis=1))
+        if member_returns
+        else (float("nan"), float("nan"))
+    )
     if getattr(net, "ensemble_size", 1) > 1:
-        log.info("ensemble of %d: spread of the members' test-demo returns %.3g (mean std over members), "
-                 "%.3f relative to the spread between demos", net.ensemble_size, metrics["ensemble_spread"],
-                 metrics["ensemble_spread_rel"])
-    log.info("all %d test demos: pearson %.3f [%.3f, %.3f], spearman %.3f; length baseline %.3f / %.3f; "
-             "partial given length %.3f [%.3f, %.3f]; %d-frame windows %.3f [%.3f, %.3f]",
-             metrics["n_demos"], metrics["pearson"], metrics["pearson_lo"], metrics["pearson_hi"],
-             metrics["spearman"], metrics["baseline_pearson"], metrics["baseline_spearman"],
-             metrics["partial"], metrics["partial_lo"], metrics["partial_hi"], window,
-             metrics["window_pearson"], metrics["window_pearson_lo"], metrics["window_pearson_hi"])
-    return RewardFit(net, result, metrics, data.gt_snippet_acc, float(demos.returns.max()),
-                     int(demos.lengths.max()))
+        log.info(
+            "ensemble of %d: spread of the members' test-demo returns %.3g (mean std over members), "
+            "%.3f relative to the spread between demos",
+            net.ensemble_size,
+            metrics["ensemble_spread"],
+            metrics["ensemble_spread_rel"],
+        )
+    log.info(
+        "all %d test demos: pearson %.3f [%.3f, %.3f], spearman %.3f; length baseline %.3f / %.3f; "
+        "partial given length %.3f [%.3f, %.3f]; %d-frame windows %.3f [%.3f, %.3f]",
+        metrics["n_demos"],
+        metrics["pearson"],
+        metrics["pearson_lo"],
+        metrics["pearson_hi"],
+        metrics["spearman"],
+        metrics["baseline_pearson"],
+        metrics["baseline_spearman"],
+        metrics["partial"],
+        metrics["partial_lo"],
+        metrics["partial_hi"],
+        window,
+        metrics["window_pearson"],
+        metrics["window_pearson_lo"],
+        metrics["window_pearson_hi"],
+    )
+    return RewardFit(
+        net,
+        result,
+        metrics,
+        data.gt_snippet_acc,
+        float(demos.returns.max()),
+        int(demos.lengths.max()),
+    )
 
 
-def frame_predictions(reward_fns: Sequence[Callable[[np.ndarray], np.ndarray]], index: DemoIndex,
-                      ids: Iterable[str], in_memory: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                      desc: str = "evaluating demos") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def frame_predictions(
+    reward_fns: Sequence[Callable[[np.ndarray], np.ndarray]],
+    index: DemoIndex,
+    ids: Iterable[str],
+    in_memory: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    desc: str = "evaluating demos",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame rewards of K reward functions on demos, each demo read once:
     (predicted float32 (K, F), true float32 (F,), offsets int64 (n + 1,)).
 
@@ -282,10 +390,14 @@ def frame_predictions(reward_fns: Sequence[Callable[[np.ndarray], np.ndarray]], 
     return pred, (np.concatenate(true) if true else np.zeros(0, np.float32)), offsets
 
 
-def evaluate_reward_models(reward_fns: Sequence[Callable[[np.ndarray], np.ndarray]], index: DemoIndex,
-                           ids: Sequence[str], window: int = DEFAULT_WINDOW,
-                           num_bootstrap: int = NUM_BOOTSTRAP, seed: int = 0
-                           ) -> tuple[list[dict[str, float]], dict[str, Any]]:
+def evaluate_reward_models(
+    reward_fns: Sequence[Callable[[np.ndarray], np.ndarray]],
+    index: DemoIndex,
+    ids: Sequence[str],
+    window: int = DEFAULT_WINDOW,
+    num_bootstrap: int = NUM_BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[list[dict[str, float]], dict[str, Any]]:
     """Every metric for each of K reward functions on the demos ``ids`` of ``index``, and
     their agreement (EPIC Pearson distances, :func:`trex.reward.metrics.model_agreement`).
     Returns (one metrics dict per model, agreement dict)."""

@@ -20,7 +20,7 @@ from trex.common.device import autocast
 from trex.common.errors import UserError
 from trex.reward.metrics import correlations, pair_accuracy, pair_loss
 from trex.reward.nets import (
-    RewardModule,
+    RewardNet,
     build_net,
     gather_input,
     pad_rows,
@@ -58,8 +58,9 @@ def _batch_frames(demos: DemoSet, pairs: PairSet) -> tuple[np.ndarray, np.ndarra
     return uniq, inv, seg
 
 
-def _segment_returns(r: torch.Tensor, inv: np.ndarray, seg: np.ndarray, n_pairs: int
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def _segment_returns(
+    r: torch.Tensor, inv: np.ndarray, seg: np.ndarray, n_pairs: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Snippet sums of per-frame rewards r (U,) or of M members' r (M, U): returns (B, 2)
     and summed |r| (B, 2), or (M, B, 2) each."""
     device = r.device
@@ -79,8 +80,16 @@ class _BatchInput:
     ``augment="shift"``, a random shift per demo drawn once per batch (so a chunked
     step's two passes see the same input)."""
 
-    def __init__(self, net: RewardModule, demos: DemoSet, uniq: np.ndarray, device: torch.device,
-                 channels_last: bool, augment: str = "none", rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self,
+        net: RewardNet,
+        demos: DemoSet,
+        uniq: np.ndarray,
+        device: torch.device,
+        channels_last: bool,
+        augment: str = "none",
+        rng: np.random.Generator | None = None,
+    ) -> None:
         self.net, self.demos, self.uniq = net, demos, uniq
         self.device, self.channels_last = device, channels_last
         self.shifts: np.ndarray | None = None
@@ -93,8 +102,14 @@ class _BatchInput:
 
     def __call__(self, part: slice = slice(None)) -> torch.Tensor:
         """float (u, 3K, 64, 64) for the distinct frames ``uniq[part]``."""
-        x = gather_input(self.demos.frames, self.uniq[part], self.demos.offsets, self.net.frame_stack,
-                         self.device, self.channels_last)
+        x = gather_input(
+            self.demos.frames,
+            self.uniq[part],
+            self.demos.offsets,
+            self.net.frame_stack,
+            self.device,
+            self.channels_last,
+        )
         if self.shifts is not None:
             x = random_shift(x, self.shifts[part])
         return x
@@ -105,12 +120,19 @@ class _BatchInput:
         x = self(part)
         with autocast(self.device, bf16):
             r = self.net.forward_members(pad_rows(x))
-        return r[:, :x.shape[0]]
+        return r[:, : x.shape[0]]
 
 
-def batch_returns(net: RewardModule, demos: DemoSet, pairs: PairSet, device: torch.device,
-                  bf16: bool, channels_last: bool = True, augment: str = "none",
-                  rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+def batch_returns(
+    net: RewardNet,
+    demos: DemoSet,
+    pairs: PairSet,
+    device: torch.device,
+    bf16: bool,
+    channels_last: bool = True,
+    augment: str = "none",
+    rng: np.random.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Predicted returns (B, 2) and summed |r| (B, 2) of a batch of pairs, with gradients
     (an ensemble: every member's, (M, B, 2)).
 
@@ -123,10 +145,19 @@ def batch_returns(net: RewardModule, demos: DemoSet, pairs: PairSet, device: tor
     return ret, absr, len(uniq)
 
 
-def train_step(net: RewardModule, opt: torch.optim.Optimizer, demos: DemoSet, pairs: PairSet,
-               lam_l1: float, device: torch.device, bf16: bool, channels_last: bool = True,
-               max_frames: int = 1024, augment: str = "none", rng: np.random.Generator | None = None
-               ) -> tuple[float, torch.Tensor, torch.Tensor, int]:
+def train_step(
+    net: RewardNet,
+    opt: torch.optim.Optimizer,
+    demos: DemoSet,
+    pairs: PairSet,
+    lam_l1: float,
+    device: torch.device,
+    bf16: bool,
+    channels_last: bool = True,
+    max_frames: int = 1024,
+    augment: str = "none",
+    rng: np.random.Generator | None = None,
+) -> tuple[float, torch.Tensor, torch.Tensor, int]:
     """One optimizer step on a batch of pairs: (loss, returns (B, 2), |r| sums (B, 2), distinct frames).
 
     Up to ``max_frames`` distinct frames: one forward/backward over them. More: activations
@@ -168,17 +199,24 @@ def train_step(net: RewardModule, opt: torch.optim.Optimizer, demos: DemoSet, pa
 
 def trex_loss(returns: torch.Tensor, abs_sums: torch.Tensor, lam_l1: float) -> torch.Tensor:
     """Mean over pairs of cross-entropy(logits = returns (B, 2), label 1) + lam_l1 * |r| sums
-    (T-REX Eq. 1 plus the seed's L1 penalty); per pair identical to the seed's loss.
+    (T-REX Eq. 1 plus the original project's L1 penalty); per pair identical to the original project's loss.
     Members' returns (M, B, 2): the sum over members of each member's loss."""
     ce = F.softplus(returns[..., 0] - returns[..., 1])  # = CE([R0, R1], 1)
     return (ce + lam_l1 * abs_sums.sum(dim=-1)).mean(dim=-1).sum()
 
 
 @torch.no_grad()
-def frame_rewards(net: RewardModule, frames: np.ndarray, device: torch.device, bf16: bool,
-                  mask: np.ndarray | None = None, channels_last: bool = True,
-                  batch_size: int = 512, offsets: np.ndarray | None = None,
-                  members: bool = False) -> np.ndarray:
+def frame_rewards(
+    net: RewardNet,
+    frames: np.ndarray,
+    device: torch.device,
+    bf16: bool,
+    mask: np.ndarray | None = None,
+    channels_last: bool = True,
+    batch_size: int = 512,
+    offsets: np.ndarray | None = None,
+    members: bool = False,
+) -> np.ndarray:
     """Per-frame rewards float32 (F,) of uint8 frames (F, 64, 64, 3) (with ``members``,
     every ensemble member's, (M, F)); frames outside ``mask`` (bool (F,)) are skipped and
     left 0. One forward per chunk of frames.
@@ -188,8 +226,17 @@ def frame_rewards(net: RewardModule, frames: np.ndarray, device: torch.device, b
     its own demo, so several demos need their offsets.
     """
     rows = None if mask is None or mask.all() else np.flatnonzero(mask)
-    r = predict_frame_rewards(net, frames, device, bf16, channels_last, batch_size, offsets=offsets,
-                              rows=rows, members=members)
+    r = predict_frame_rewards(
+        net,
+        frames,
+        device,
+        bf16,
+        channels_last,
+        batch_size,
+        offsets=offsets,
+        rows=rows,
+        members=members,
+    )
     if rows is None:
         return r
     full = np.zeros((*r.shape[:-1], len(frames)), dtype=np.float32)
@@ -197,7 +244,9 @@ def frame_rewards(net: RewardModule, frames: np.ndarray, device: torch.device, b
     return full
 
 
-def pair_returns(demos: DemoSet, rewards: np.ndarray, pairs: PairSet) -> tuple[np.ndarray, np.ndarray]:
+def pair_returns(
+    demos: DemoSet, rewards: np.ndarray, pairs: PairSet
+) -> tuple[np.ndarray, np.ndarray]:
     """(predicted returns (P, 2), summed |r| (P, 2)) of pairs from per-frame rewards (F,)."""
     gs = pairs.global_starts(demos)
     return snippet_sums(rewards, gs, pairs.length), snippet_sums(np.abs(rewards), gs, pairs.length)
@@ -211,14 +260,14 @@ LR_SCALINGS = ("sqrt", "none")
 
 @dataclass
 class TrexConfig:
-    """Training settings; defaults are the seed's (weight_decay as in its latest version).
+    """Training settings; defaults are the original project's (weight_decay as in its latest version).
 
-    ``lr`` is the seed's per-pair learning rate (it took one pair per Adam step). With
+    ``lr`` is the original project's per-pair learning rate (it took one pair per Adam step). With
     ``batch_size`` pairs per step, Adam's step size is ``lr * sqrt(batch_size)`` (the
     square-root scaling rule for Adam, Malladi et al. 2022, arXiv 2205.10287) unless
-    ``lr_scaling="none"``; ``batch_size=1`` is exactly the seed's optimizer.
+    ``lr_scaling="none"``; ``batch_size=1`` is exactly the original project's optimizer.
 
-    Variants (:mod:`trex.reward.variants`; the defaults are the seed's): the network
+    Variants (:mod:`trex.reward.variants`; the defaults are the original project's): the network
     (``architecture``, ``frame_stack``, ``scale_frames``, ``ensemble``, with ``output_abs``:
     :meth:`make_net`) and the training-only ``augment``.
     """
@@ -251,16 +300,25 @@ class TrexConfig:
 
     def check(self) -> None:
         """UserError for a bad variant setting."""
-        check_variant(architecture=self.architecture, frame_stack=self.frame_stack,
-                      augment=self.augment, ensemble=self.ensemble, select_by=self.select_by)
+        check_variant(
+            architecture=self.architecture,
+            frame_stack=self.frame_stack,
+            augment=self.augment,
+            ensemble=self.ensemble,
+            select_by=self.select_by,
+        )
 
     @property
     def net_config(self) -> dict[str, Any]:
         """The network's settings, as :func:`trex.reward.nets.build_net` takes them."""
-        return {"output_abs": self.output_abs, "frame_stack": self.frame_stack,
-                "scale_frames": self.scale_frames, "ensemble": self.ensemble}
+        return {
+            "output_abs": self.output_abs,
+            "frame_stack": self.frame_stack,
+            "scale_frames": self.scale_frames,
+            "ensemble": self.ensemble,
+        }
 
-    def make_net(self) -> RewardModule:
+    def make_net(self) -> RewardNet:
         """A fresh reward network of these settings (not yet on a device: see ``prepare_net``)."""
         self.check()
         return build_net(self.architecture, self.net_config)
@@ -268,15 +326,20 @@ class TrexConfig:
     @property
     def variant(self) -> str:
         """The short name of the non-default choices (``seed`` for none), e.g. ``stack4+shift``."""
-        return variant_name(use_clip_heuristic=self.use_clip_heuristic,
-                            use_snippet_rewards=self.use_snippet_rewards, frame_stack=self.frame_stack,
-                            scale_frames=self.scale_frames, augment=self.augment,
-                            architecture=self.architecture, ensemble=self.ensemble,
-                            select_by=self.select_by)
+        return variant_name(
+            use_clip_heuristic=self.use_clip_heuristic,
+            use_snippet_rewards=self.use_snippet_rewards,
+            frame_stack=self.frame_stack,
+            scale_frames=self.scale_frames,
+            augment=self.augment,
+            architecture=self.architecture,
+            ensemble=self.ensemble,
+            select_by=self.select_by,
+        )
 
 
 def selection_score(row: dict[str, float], select_by: str) -> float:
-    """The number an epoch is kept by (larger is better): validation accuracy (the seed),
+    """The number an epoch is kept by (larger is better): validation accuracy (upstream),
     minus the validation loss, or the epoch itself (``last``: every epoch beats the one before,
     so nothing stops early and the final weights are kept)."""
     if select_by == "val_acc":
@@ -310,11 +373,17 @@ class TrexData:
         return float(self.test_pairs.honest.mean())
 
 
-def make_data(demos: DemoSet, test: DemoSet | None, cfg: TrexConfig, rng: np.random.Generator,
-              train_demos: np.ndarray | None = None, val_demos: np.ndarray | None = None,
-              test_rng: np.random.Generator | None = None) -> TrexData:
+def make_data(
+    demos: DemoSet,
+    test: DemoSet | None,
+    cfg: TrexConfig,
+    rng: np.random.Generator,
+    train_demos: np.ndarray | None = None,
+    val_demos: np.ndarray | None = None,
+    test_rng: np.random.Generator | None = None,
+) -> TrexData:
     """Split ``demos`` (in selection order) 80/20 and sample training, validation, test and
-    train-evaluation pairs (the seed: ``num_snippets``, 1000, 1000 and 1000 pairs)."""
+    train-evaluation pairs (upstream: ``num_snippets``, 1000, 1000 and 1000 pairs)."""
     # test pairs come from their own random stream, drawn whatever the test demos hold: the
     # model never depends on them (nor on their returns)
     test_rng = np.random.default_rng(rng.integers(2**63)) if test_rng is None else test_rng
@@ -323,8 +392,13 @@ def make_data(demos: DemoSet, test: DemoSet | None, cfg: TrexConfig, rng: np.ran
     hint = " (use more --num_dems, or demos of more varied return)"
     check_pairable(demos.keys[train_demos], "training", hint)
     check_pairable(demos.keys[val_demos], "validation", hint)
-    kw = dict(min_len=cfg.min_snippet_length, max_len=cfg.max_snippet_length, rng=rng,
-              use_clip_heuristic=cfg.use_clip_heuristic, use_snippet_rewards=cfg.use_snippet_rewards)
+    kw = dict(
+        min_len=cfg.min_snippet_length,
+        max_len=cfg.max_snippet_length,
+        rng=rng,
+        use_clip_heuristic=cfg.use_clip_heuristic,
+        use_snippet_rewards=cfg.use_snippet_rewards,
+    )
     train_pairs = sample_pairs(demos, train_demos, cfg.num_snippets, **kw)
     val_pairs = sample_pairs(demos, val_demos, cfg.num_val_snippets, **kw)
     test_pairs = None
@@ -334,45 +408,83 @@ def make_data(demos: DemoSet, test: DemoSet | None, cfg: TrexConfig, rng: np.ran
         test_pairs = sample_pairs(test, np.arange(len(test)), cfg.num_test_snippets, **test_kw)
     k = min(cfg.num_train_eval_snippets, len(train_pairs))
     train_eval = train_pairs.take(np.sort(rng.choice(len(train_pairs), size=k, replace=False)))
-    return TrexData(demos, np.asarray(train_demos), np.asarray(val_demos), test, train_pairs,
-                    val_pairs, test_pairs, train_eval)
+    return TrexData(
+        demos,
+        np.asarray(train_demos),
+        np.asarray(val_demos),
+        test,
+        train_pairs,
+        val_pairs,
+        test_pairs,
+        train_eval,
+    )
 
 
 def step_lr(cfg: TrexConfig) -> float:
     """Adam's learning rate for ``cfg.batch_size`` pairs per step (see :class:`TrexConfig`)."""
     if cfg.lr_scaling not in LR_SCALINGS:
-        raise UserError(f"--lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {cfg.lr_scaling!r}")
+        raise UserError(
+            f"--lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {cfg.lr_scaling!r}"
+        )
     return cfg.lr * math.sqrt(cfg.batch_size) if cfg.lr_scaling == "sqrt" else cfg.lr
 
 
-def evaluate(net: RewardModule, data: TrexData, cfg: TrexConfig, device: torch.device, bf16: bool,
-             channels_last: bool = True) -> dict[str, float]:
+def evaluate(
+    net: RewardNet,
+    data: TrexData,
+    cfg: TrexConfig,
+    device: torch.device,
+    bf16: bool,
+    channels_last: bool = True,
+) -> dict[str, float]:
     """Accuracy and loss on train-eval, validation and test pairs, and correlations on the
     test demos; per-frame rewards are computed once per needed frame. An ensemble adds
     ``ensemble_spread`` and ``ensemble_spread_rel`` on the test demos
     (:func:`trex.reward.variants.ensemble_spread`)."""
     mask = frames_mask(data.demos, PairSet.concat([data.train_eval_pairs, data.val_pairs]))
-    r = frame_rewards(net, data.demos.frames, device, bf16, mask, channels_last, cfg.eval_batch_size,
-                      offsets=data.demos.offsets)
+    r = frame_rewards(
+        net,
+        data.demos.frames,
+        device,
+        bf16,
+        mask,
+        channels_last,
+        cfg.eval_batch_size,
+        offsets=data.demos.offsets,
+    )
     out: dict[str, float] = {}
     for name, pairs in (("train", data.train_eval_pairs), ("val", data.val_pairs)):
         ret, absr = pair_returns(data.demos, r, pairs)
         out[f"{name}_acc"] = pair_accuracy(ret)
         out[f"{name}_loss"] = pair_loss(ret, absr, cfg.lam_l1)
     if data.test is not None and data.test_pairs is not None:
-        rt = frame_rewards(net, data.test.frames, device, bf16, None, channels_last, cfg.eval_batch_size,
-                           offsets=data.test.offsets, members=True)
+        rt = frame_rewards(
+            net,
+            data.test.frames,
+            device,
+            bf16,
+            None,
+            channels_last,
+            cfg.eval_batch_size,
+            offsets=data.test.offsets,
+            members=True,
+        )
         if net.ensemble_size > 1:
             out["ensemble_spread"], out["ensemble_spread_rel"] = ensemble_spread(
-                np.stack([data.test.demo_sums(m) for m in rt]))
+                np.stack([data.test.demo_sums(m) for m in rt])
+            )
         rt = rt.mean(axis=0)
         ret, absr = pair_returns(data.test, rt, data.test_pairs)
         out["test_acc"] = pair_accuracy(ret)
         out["test_loss"] = pair_loss(ret, absr, cfg.lam_l1)
         out["pearson"], out["spearman"] = correlations(data.test.demo_sums(rt), data.test.returns)
     else:
-        out.update(test_acc=float("nan"), test_loss=float("nan"), pearson=float("nan"),
-                   spearman=float("nan"))
+        out.update(
+            test_acc=float("nan"),
+            test_loss=float("nan"),
+            pearson=float("nan"),
+            spearman=float("nan"),
+        )
     return out
 
 
@@ -387,13 +499,20 @@ class TrexResult:
     wall_s: float
 
 
-def train_trex(net: RewardModule, data: TrexData, cfg: TrexConfig, rng: np.random.Generator,
-               device: torch.device, bf16: bool, channels_last: bool = True,
-               on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrexResult:
+def train_trex(
+    net: RewardNet,
+    data: TrexData,
+    cfg: TrexConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+    bf16: bool,
+    channels_last: bool = True,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrexResult:
     """Train ``net`` in place; on return it holds the weights of the best epoch by
-    ``cfg.select_by`` (:func:`selection_score`; the seed: validation accuracy).
+    ``cfg.select_by`` (:func:`selection_score`; upstream: validation accuracy).
 
-    Each epoch takes ``epoch_size`` training pairs (a fresh random subset, as the seed's
+    Each epoch takes ``epoch_size`` training pairs (a fresh random subset, as the original project's
     shuffle-and-slice) in batches of ``batch_size``, then evaluates. Early stopping when the
     selection score has not improved for ``patience`` epochs. ``net`` must be the
     network ``cfg`` describes (:meth:`TrexConfig.make_net`). Random shifts (``augment``)
@@ -406,15 +525,25 @@ def train_trex(net: RewardModule, data: TrexData, cfg: TrexConfig, rng: np.rando
     have = (net.architecture, net.frame_stack, net.scale_frames, net.ensemble_size)
     want = (cfg.architecture, cfg.frame_stack, cfg.scale_frames, cfg.ensemble)
     if have != want:
-        raise ValueError(f"the network (architecture, frame_stack, scale_frames, ensemble) = {have} "
-                         f"is not the one the config describes, {want}")
+        raise ValueError(
+            f"the network (architecture, frame_stack, scale_frames, ensemble) = {have} "
+            f"is not the one the config describes, {want}"
+        )
     aug_rng = rng.spawn(1)[0] if cfg.augment != "none" else None
     if cfg.variant != "seed":
         log.info("variant %s", cfg.variant)
     opt = torch.optim.Adam(net.parameters(), lr=step_lr(cfg), weight_decay=cfg.weight_decay)
-    log.info("training: %d pairs per epoch in batches of %d, Adam lr %.3g (--lr %.3g, %s scaling), "
-             "weight decay %g, lam_l1 %g", min(cfg.epoch_size, len(data.train_pairs)), cfg.batch_size,
-             step_lr(cfg), cfg.lr, cfg.lr_scaling, cfg.weight_decay, cfg.lam_l1)
+    log.info(
+        "training: %d pairs per epoch in batches of %d, Adam lr %.3g (--lr %.3g, %s scaling), "
+        "weight decay %g, lam_l1 %g",
+        min(cfg.epoch_size, len(data.train_pairs)),
+        cfg.batch_size,
+        step_lr(cfg),
+        cfg.lr,
+        cfg.lr_scaling,
+        cfg.weight_decay,
+        cfg.lam_l1,
+    )
     best_score = -math.inf
     best_state: dict[str, torch.Tensor] | None = None
     best_row: dict[str, float] = {}
@@ -431,11 +560,23 @@ def train_trex(net: RewardModule, data: TrexData, cfg: TrexConfig, rng: np.rando
         order = rng.permutation(n_pairs)[:per_epoch]
         loss_sum = ret_sum = abs_sum = 0.0
         frames_seen = frames_run = 0
-        for lo in tqdm(range(0, per_epoch, cfg.batch_size), desc=f"epoch {epoch}", leave=False,
-                       disable=None):
-            batch = data.train_pairs.take(order[lo:lo + cfg.batch_size])
-            loss, ret, absr, n_uniq = train_step(net, opt, data.demos, batch, cfg.lam_l1, device, bf16,
-                                                 channels_last, cfg.max_batch_frames, cfg.augment, aug_rng)
+        for lo in tqdm(
+            range(0, per_epoch, cfg.batch_size), desc=f"epoch {epoch}", leave=False, disable=None
+        ):
+            batch = data.train_pairs.take(order[lo : lo + cfg.batch_size])
+            loss, ret, absr, n_uniq = train_step(
+                net,
+                opt,
+                data.demos,
+                batch,
+                cfg.lam_l1,
+                device,
+                bf16,
+                channels_last,
+                cfg.max_batch_frames,
+                cfg.augment,
+                aug_rng,
+            )
             loss_sum += loss * len(batch)
             ret_sum += float(ret.sum())
             abs_sum += float(absr.sum())
@@ -454,12 +595,27 @@ def train_trex(net: RewardModule, data: TrexData, cfg: TrexConfig, rng: np.rando
             "cpu_s": time.process_time() - c0,
         }
         history.append(row)
-        log.info("epoch %d | n_samples %d | loss %.3f | rewards mean/abs %.2f/%.2f | pc %.3f | sc %.3f",
-                 epoch, row["n_train_samples"], row["epoch_loss"], row["mean_snippet_return"],
-                 row["mean_abs_sum"], row["pearson"], row["spearman"])
-        log.info("    train_acc %.4f | val_acc %.4f | test_acc %.4f | train_loss %.4f | val_loss %.4f"
-                 " | test_loss %.4f | %.1fs", row["train_acc"], row["val_acc"], row["test_acc"],
-                 row["train_loss"], row["val_loss"], row["test_loss"], row["wall_s"])
+        log.info(
+            "epoch %d | n_samples %d | loss %.3f | rewards mean/abs %.2f/%.2f | pc %.3f | sc %.3f",
+            epoch,
+            row["n_train_samples"],
+            row["epoch_loss"],
+            row["mean_snippet_return"],
+            row["mean_abs_sum"],
+            row["pearson"],
+            row["spearman"],
+        )
+        log.info(
+            "    train_acc %.4f | val_acc %.4f | test_acc %.4f | train_loss %.4f | val_loss %.4f"
+            " | test_loss %.4f | %.1fs",
+            row["train_acc"],
+            row["val_acc"],
+            row["test_acc"],
+            row["train_loss"],
+            row["val_loss"],
+            row["test_loss"],
+            row["wall_s"],
+        )
         score = selection_score(row, cfg.select_by)
         if score > best_score:
             best_score = score
@@ -472,8 +628,13 @@ def train_trex(net: RewardModule, data: TrexData, cfg: TrexConfig, rng: np.rando
         if on_epoch is not None:
             on_epoch(row)
         if since_best >= cfg.patience:
-            log.info("early stopping after epoch %d (best %s %.4f at epoch %d)", epoch, cfg.select_by,
-                     best_row[cfg.select_by], best_epoch)
+            log.info(
+                "early stopping after epoch %d (best %s %.4f at epoch %d)",
+                epoch,
+                cfg.select_by,
+                best_row[cfg.select_by],
+                best_epoch,
+            )
             break
     if best_state is not None:
         net.load_state_dict(best_state)
@@ -481,9 +642,15 @@ def train_trex(net: RewardModule, data: TrexData, cfg: TrexConfig, rng: np.rando
 
 
 @torch.no_grad()
-def predict_demo_returns(net: RewardModule, demos: Iterable[Any], device: torch.device, bf16: bool,
-                         channels_last: bool = True, batch_size: int = 512,
-                         total: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict_demo_returns(
+    net: RewardNet,
+    demos: Iterable[Any],
+    device: torch.device,
+    bf16: bool,
+    channels_last: bool = True,
+    batch_size: int = 512,
+    total: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stream demos (objects with ``observations`` (T, 64, 64, 3) and ``rewards``): returns
     (predicted returns (n,), true returns (n,), lengths (n,)); one demo in memory at a time."""
     from tqdm import tqdm

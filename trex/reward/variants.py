@@ -1,4 +1,4 @@
-"""T-REX variants beyond the seed's recipe: the pieces shared by training, evaluation, the
+"""T-REX variants beyond the original project's recipe: the pieces shared by training, evaluation, the
 saved reward function and PPO on the learned reward.
 
 * Frame stacking (``frame_stack`` K): the network's input for frame t is frames
@@ -25,7 +25,7 @@ import torch
 
 from trex.common.errors import UserError
 
-#: reward network architectures: the seed project's small CNN, the IMPALA CNN encoder
+#: reward network architectures: the original project's small CNN, the IMPALA CNN encoder
 ARCHITECTURES: tuple[str, ...] = ("seed_cnn", "impala")
 #: training-time augmentations of the network input
 AUGMENTATIONS: tuple[str, ...] = ("none", "shift")
@@ -37,27 +37,51 @@ SHIFT_PAD = 4
 SELECTIONS = ("val_acc", "val_loss", "last")
 
 
-def check_variant(*, architecture: str = "seed_cnn", frame_stack: int = 1, augment: str = "none",
-                  ensemble: int = 1, select_by: str = "val_acc") -> None:
+def check_variant(
+    *,
+    architecture: str = "seed_cnn",
+    frame_stack: int = 1,
+    augment: str = "none",
+    ensemble: int = 1,
+    select_by: str = "val_acc",
+) -> None:
     """UserError (one line, naming the flag) for a bad variant setting."""
     if architecture not in ARCHITECTURES:
-        raise UserError(f"--architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
-    if isinstance(frame_stack, bool) or not isinstance(frame_stack, (int, np.integer)) or frame_stack < 1:
-        raise UserError(f"--frame_stack must be an integer >= 1 (1 = no stacking), got {frame_stack!r}")
+        raise UserError(
+            f"--architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}"
+        )
+    if (
+        isinstance(frame_stack, bool)
+        or not isinstance(frame_stack, (int, np.integer))
+        or frame_stack < 1
+    ):
+        raise UserError(
+            f"--frame_stack must be an integer >= 1 (1 = no stacking), got {frame_stack!r}"
+        )
     if augment not in AUGMENTATIONS:
         raise UserError(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
     if isinstance(ensemble, bool) or not isinstance(ensemble, (int, np.integer)) or ensemble < 1:
-        raise UserError(f"--ensemble must be an integer >= 1 (1 = a single network), got {ensemble!r}")
+        raise UserError(
+            f"--ensemble must be an integer >= 1 (1 = a single network), got {ensemble!r}"
+        )
     if select_by not in SELECTIONS:
         raise UserError(f"--select_by must be one of {', '.join(SELECTIONS)}, got {select_by!r}")
 
 
-def variant_name(*, use_clip_heuristic: bool = True, use_snippet_rewards: bool = False,
-                 frame_stack: int = 1, scale_frames: bool = False, augment: str = "none",
-                 architecture: str = "seed_cnn", ensemble: int = 1, select_by: str = "val_acc") -> str:
+def variant_name(
+    *,
+    use_clip_heuristic: bool = True,
+    use_snippet_rewards: bool = False,
+    frame_stack: int = 1,
+    scale_frames: bool = False,
+    augment: str = "none",
+    architecture: str = "seed_cnn",
+    ensemble: int = 1,
+    select_by: str = "val_acc",
+) -> str:
     """The non-default choices joined by ``+`` in a fixed order, e.g. ``stack4+shift+impala``
     (a model selection other than validation accuracy: ``sel_last``, ``sel_val_loss``);
-    ``seed`` when every choice is the seed's."""
+    ``seed`` when every choice is the original project's."""
     parts = []
     if not use_clip_heuristic:
         parts.append("noclip")
@@ -96,8 +120,9 @@ def stack_indices(idx: np.ndarray, offsets: np.ndarray, k: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- random shift
 
 
-def draw_shifts(idx: np.ndarray, offsets: np.ndarray, rng: np.random.Generator,
-                pad: int = SHIFT_PAD) -> np.ndarray:
+def draw_shifts(
+    idx: np.ndarray, offsets: np.ndarray, rng: np.random.Generator, pad: int = SHIFT_PAD
+) -> np.ndarray:
     """int64 (N, 2) shifts (dy, dx) in [-pad, pad] for frames ``idx`` (N,) of demos at
     ``offsets``: one random shift per demo, shared by all its frames."""
     idx = np.asarray(idx, dtype=np.int64).ravel()

@@ -47,10 +47,23 @@ def save_checkpoint(model: PPO, path: str | os.PathLike, meta: dict[str, Any]) -
     rebuilt on resume and would make every file a megabyte larger.
     """
     path = Path(path)
-    full_meta = {"format_version": CHECKPOINT_FORMAT_VERSION, "timesteps": int(model.num_timesteps), **meta}
+    full_meta = {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "timesteps": int(model.num_timesteps),
+        **meta,
+    }
     with atomic_path(path, suffix=".zip") as tmp:
-        model.save(tmp, exclude=["_last_obs", "_last_original_obs", "_last_episode_starts",
-                                 "ep_info_buffer", "ep_success_buffer", "tensorboard_log"])
+        model.save(
+            tmp,
+            exclude=[
+                "_last_obs",
+                "_last_original_obs",
+                "_last_episode_starts",
+                "ep_info_buffer",
+                "ep_success_buffer",
+                "tensorboard_log",
+            ],
+        )
         with zipfile.ZipFile(tmp, "a") as zf:
             zf.writestr(CHECKPOINT_META, json.dumps(full_meta, indent=2, sort_keys=True))
     return path
@@ -95,7 +108,9 @@ def _read_weights_meta(path: Path) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
     except Exception as err:  # safetensors' own error type, plus OSError/ValueError
-        raise _not_a_checkpoint(path, f"corrupt or truncated safetensors file: {_first_line(err)}") from None
+        raise _not_a_checkpoint(
+            path, f"corrupt or truncated safetensors file: {_first_line(err)}"
+        ) from None
     if header.get("format") != WEIGHTS_FORMAT or WEIGHTS_META_KEY not in header:
         raise _not_a_checkpoint(path, f"a safetensors file without {WEIGHTS_FORMAT!r} metadata")
     try:
@@ -104,8 +119,10 @@ def _read_weights_meta(path: Path) -> dict[str, Any]:
     except (ValueError, json.JSONDecodeError):
         raise _not_a_checkpoint(path, "corrupt metadata") from None
     if version > WEIGHTS_FORMAT_VERSION:
-        raise UserError(f"{path} has policy file format version {version}; this toolkit reads "
-                        f"up to {WEIGHTS_FORMAT_VERSION} (update it)")
+        raise UserError(
+            f"{path} has policy file format version {version}; this toolkit reads "
+            f"up to {WEIGHTS_FORMAT_VERSION} (update it)"
+        )
     if not isinstance(meta, dict):
         raise _not_a_checkpoint(path, "corrupt metadata")
     return meta
@@ -117,7 +134,9 @@ def _load_member(path: Path, member: str, device: torch.device) -> dict[str, Any
             data = zf.read(member)
         return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except (zipfile.BadZipFile, KeyError, RuntimeError, OSError, EOFError) as err:
-        raise UserError(f"{path}: cannot read {member} ({type(err).__name__}); the checkpoint is corrupt") from None
+        raise UserError(
+            f"{path}: cannot read {member} ({type(err).__name__}); the checkpoint is corrupt"
+        ) from None
 
 
 def _read_weights(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
@@ -129,7 +148,9 @@ def _read_weights(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except Exception as err:
-        raise UserError(f"{path}: cannot read the weights ({_first_line(err)}); the checkpoint is corrupt") from None
+        raise UserError(
+            f"{path}: cannot read the weights ({_first_line(err)}); the checkpoint is corrupt"
+        ) from None
 
 
 def _shared_names(state: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -172,8 +193,9 @@ def _load_into(policy: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
         policy.load_state_dict(state, strict=True)
     except RuntimeError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        raise UserError(f"{path}: weights do not fit the IMPALA policy "
-                        f"({' '.join(lines[:2])[:200]})") from None
+        raise UserError(
+            f"{path}: weights do not fit the IMPALA policy ({' '.join(lines[:2])[:200]})"
+        ) from None
 
 
 def save_policy_weights(policy: nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
@@ -193,22 +215,30 @@ def save_policy_weights(policy: nn.Module, path: str | os.PathLike, meta: dict[s
     if missing:
         raise ValueError(f"checkpoint metadata lacks {', '.join(missing)}")
     full_meta = {"format_version": CHECKPOINT_FORMAT_VERSION, **meta}
-    header = {"format": WEIGHTS_FORMAT, "format_version": str(WEIGHTS_FORMAT_VERSION),
-              WEIGHTS_META_KEY: json.dumps(full_meta, sort_keys=True)}
+    header = {
+        "format": WEIGHTS_FORMAT,
+        "format_version": str(WEIGHTS_FORMAT_VERSION),
+        WEIGHTS_META_KEY: json.dumps(full_meta, sort_keys=True),
+    }
     with atomic_path(path) as tmp:
         save_file(policy_weights(policy), str(tmp), metadata=header)
     return path
 
 
-def check_checkpoint_env(meta: dict[str, Any], path: str | os.PathLike, env_name: str | None) -> None:
+def check_checkpoint_env(
+    meta: dict[str, Any], path: str | os.PathLike, env_name: str | None
+) -> None:
     """UserError if the checkpoint was trained on another game than ``env_name``."""
     if env_name is not None and meta.get("env_name") != env_name:
         raise UserError(f"{path} is a checkpoint of {meta.get('env_name')!r}, not of {env_name!r}")
 
 
-def load_policy(path: str | os.PathLike, device: torch.device | str | None = None,
-                precision: str = "auto", expected_env: str | None = None
-                ) -> tuple[ImpalaPolicy, dict[str, Any]]:
+def load_policy(
+    path: str | os.PathLike,
+    device: torch.device | str | None = None,
+    precision: str = "auto",
+    expected_env: str | None = None,
+) -> tuple[ImpalaPolicy, dict[str, Any]]:
     """Rebuild a policy from a checkpoint (.zip or .safetensors) without unpickling:
     (policy in eval mode, meta)."""
     path = Path(path)
@@ -217,8 +247,10 @@ def load_policy(path: str | os.PathLike, device: torch.device | str | None = Non
     device = pick_device() if device is None else torch.device(device)
     state = _read_weights(path, device)
     policy = ImpalaPolicy(
-        spaces.Box(0, 255, (3, 64, 64), np.uint8), spaces.Discrete(NUM_ACTIONS),
-        lambda _: 0.0, **precision_flags(precision, device),
+        spaces.Box(0, 255, (3, 64, 64), np.uint8),
+        spaces.Discrete(NUM_ACTIONS),
+        lambda _: 0.0,
+        **precision_flags(precision, device),
     ).to(device)
     _load_into(policy, state, path)
     policy.set_precision(**precision_flags(precision, device))
@@ -236,7 +268,9 @@ def restore_training_state(model: PPO, path: str | os.PathLike) -> dict[str, Any
     if is_weights_file(path):
         log.info("%s holds weights only: fine-tuning with a fresh optimizer", path)
     else:
-        model.policy.optimizer.load_state_dict(_load_member(path, "policy.optimizer.pth", model.device))
+        model.policy.optimizer.load_state_dict(
+            _load_member(path, "policy.optimizer.pth", model.device)
+        )
     model.num_timesteps = int(meta.get("timesteps", 0))
     return meta
 
@@ -244,11 +278,15 @@ def restore_training_state(model: PPO, path: str | os.PathLike) -> dict[str, Any
 # ----------------------------------------------------------------------------- manifest
 
 
-def append_manifest(models_dir: str | os.PathLike, file: str, timesteps: int, mean_return: float) -> None:
+def append_manifest(
+    models_dir: str | os.PathLike, file: str, timesteps: int, mean_return: float
+) -> None:
     """Add a checkpoint to ``<models_dir>/checkpoints.csv`` (file relative to models_dir)."""
-    append_csv_rows(Path(models_dir) / MANIFEST_NAME,
-                    [{"file": file, "timesteps": int(timesteps), "mean_return": float(mean_return)}],
-                    columns=MANIFEST_COLUMNS)
+    append_csv_rows(
+        Path(models_dir) / MANIFEST_NAME,
+        [{"file": file, "timesteps": int(timesteps), "mean_return": float(mean_return)}],
+        columns=MANIFEST_COLUMNS,
+    )
 
 
 def read_manifest(models_dir: str | os.PathLike) -> pd.DataFrame:
@@ -262,12 +300,12 @@ def read_manifest(models_dir: str | os.PathLike) -> pd.DataFrame:
     models_dir = Path(models_dir)
     manifest = models_dir / MANIFEST_NAME
     if not manifest.is_file():
-        raise UserError(f"no {MANIFEST_NAME} in {models_dir} (is it a train_policy checkpoint directory?)")
+        raise UserError(
+            f"no {MANIFEST_NAME} in {models_dir} (is it a train_policy checkpoint directory?)"
+        )
     df = read_csv_checked(manifest, "checkpoint manifest", MANIFEST_COLUMNS)
     df = df.drop_duplicates("file", keep="last")
     df = df[[(models_dir / f).is_file() for f in df["file"]]].reset_index(drop=True)
     if df.empty:
         raise UserError(f"{manifest} lists no checkpoint file that exists")
     return df
-
-

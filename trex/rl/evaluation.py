@@ -36,9 +36,12 @@ class EpisodeStats:
         r, n = self.returns, self.lengths
         return {
             "episodes": int(len(r)),
-            "return_mean": float(r.mean()), "return_std": float(r.std()),
-            "return_min": float(r.min()), "return_max": float(r.max()),
-            "length_mean": float(n.mean()), "length_std": float(n.std()),
+            "return_mean": float(r.mean()),
+            "return_std": float(r.std()),
+            "return_min": float(r.min()),
+            "return_max": float(r.max()),
+            "length_mean": float(n.mean()),
+            "length_std": float(n.std()),
             "truncated": int(self.truncated.sum()),
         }
 
@@ -46,8 +49,16 @@ class EpisodeStats:
         """One dict per episode, in the order they ended: episode (index), level_seed,
         return, length, truncated."""
         return [
-            {"episode": i, "level_seed": int(s), "return": float(r), "length": int(n), "truncated": bool(t)}
-            for i, (s, r, n, t) in enumerate(zip(self.level_seeds, self.returns, self.lengths, self.truncated))
+            {
+                "episode": i,
+                "level_seed": int(s),
+                "return": float(r),
+                "length": int(n),
+                "truncated": bool(t),
+            }
+            for i, (s, r, n, t) in enumerate(
+                zip(self.level_seeds, self.returns, self.lengths, self.truncated)
+            )
         ]
 
 
@@ -64,10 +75,20 @@ def episode_quotas(num_episodes: int, num_envs: int) -> np.ndarray:
     return quota
 
 
-def run_episodes(act_fn: ActFn, env_name: str, *, distribution_mode: str = "easy",
-                 start_level: int = 0, num_levels: int = 0, num_episodes: int = 100,
-                 num_envs: int = 32, max_steps: int | None = None, seed: int = 0,
-                 use_backgrounds: bool = True, progress: bool = True) -> EpisodeStats:
+def run_episodes(
+    act_fn: ActFn,
+    env_name: str,
+    *,
+    distribution_mode: str = "easy",
+    start_level: int = 0,
+    num_levels: int = 0,
+    num_episodes: int = 100,
+    num_envs: int = 32,
+    max_steps: int | None = None,
+    seed: int = 0,
+    use_backgrounds: bool = True,
+    progress: bool = True,
+) -> EpisodeStats:
     """Play ``num_episodes`` episodes on levels [start_level, start_level + num_levels).
 
     ``max_steps`` cuts an episode there (recorded as truncated); that environment's
@@ -77,8 +98,9 @@ def run_episodes(act_fn: ActFn, env_name: str, *, distribution_mode: str = "easy
     if num_episodes <= 0:
         raise UserError(f"number of episodes must be positive, got {num_episodes}")
     num_envs = max(1, min(num_envs, num_episodes))
-    env = make_procgen_env(env_name, num_envs, distribution_mode, start_level, num_levels,
-                           False, use_backgrounds, seed)
+    env = make_procgen_env(
+        env_name, num_envs, distribution_mode, start_level, num_levels, False, use_backgrounds, seed
+    )
     quota = episode_quotas(num_episodes, num_envs)
     done_count = np.zeros(num_envs, dtype=np.int64)
     ep_ret = np.zeros(num_envs)
@@ -90,8 +112,13 @@ def run_episodes(act_fn: ActFn, env_name: str, *, distribution_mode: str = "easy
     truncs: list[np.ndarray] = []
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=num_episodes, unit="ep", desc=f"{env_name} levels {start_level}+",
-               disable=not progress, mininterval=2)
+    bar = tqdm(
+        total=num_episodes,
+        unit="ep",
+        desc=f"{env_name} levels {start_level}+",
+        disable=not progress,
+        mininterval=2,
+    )
     obs = env.reset()
     level = env.level_seeds
     while (done_count < quota).any():
@@ -116,13 +143,23 @@ def run_episodes(act_fn: ActFn, env_name: str, *, distribution_mode: str = "easy
             level[done] = env.level_seeds[done]
     bar.close()
     env.close()
-    return EpisodeStats(np.concatenate(returns), np.concatenate(lengths),
-                        np.concatenate(levels), np.concatenate(truncs))
+    return EpisodeStats(
+        np.concatenate(returns),
+        np.concatenate(lengths),
+        np.concatenate(levels),
+        np.concatenate(truncs),
+    )
 
 
-def load_act_fn(load_path: str, env_name: str | None, *, device: str = "auto",
-                precision: str = "auto", deterministic: bool = False, seed: int = 0
-                ) -> tuple[ActFn, dict]:
+def load_act_fn(
+    load_path: str,
+    env_name: str | None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    deterministic: bool = False,
+    seed: int = 0,
+) -> tuple[ActFn, dict]:
     """(act_fn, checkpoint meta) for a checkpoint path (.zip or weights-only .safetensors),
     or for ``"random"`` (then ``env_name`` is required). UserError for a missing/corrupt
     checkpoint or one of another game."""

@@ -31,16 +31,23 @@ log = logging.getLogger(__name__)
 BEST = "best"
 
 
-def _finite_returns(manifest: pd.DataFrame, what: str, models_dir: str | os.PathLike) -> pd.DataFrame:
+def _finite_returns(
+    manifest: pd.DataFrame, what: str, models_dir: str | os.PathLike
+) -> pd.DataFrame:
     rows = manifest[np.isfinite(manifest["mean_return"].astype(float))]
     if rows.empty:
-        raise UserError(f"no checkpoint in {models_dir} has a recorded mean_return, which {what} needs")
+        raise UserError(
+            f"no checkpoint in {models_dir} has a recorded mean_return, which {what} needs"
+        )
     return rows
 
 
-def select_checkpoints(manifest: pd.DataFrame, timesteps: Sequence[int | str] | None = None,
-                       pick: int | None = None, models_dir: str | os.PathLike = "the manifest"
-                       ) -> pd.DataFrame:
+def select_checkpoints(
+    manifest: pd.DataFrame,
+    timesteps: Sequence[int | str] | None = None,
+    pick: int | None = None,
+    models_dir: str | os.PathLike = "the manifest",
+) -> pd.DataFrame:
     """The manifest rows to export, oldest first, with a ``selected_by`` column.
 
     ``timesteps``: for each value the checkpoint nearest that step count (UserError if the
@@ -70,21 +77,27 @@ def select_checkpoints(manifest: pd.DataFrame, timesteps: Sequence[int | str] | 
             want = int(want)
             i = int(np.abs(steps - want).argmin())
             if abs(int(steps[i]) - want) > tolerance:
-                raise UserError(f"no checkpoint in {models_dir} near {want} timesteps (nearest: "
-                                f"{int(steps[i])}; checkpoints span {steps.min()} to {steps.max()})")
+                raise UserError(
+                    f"no checkpoint in {models_dir} near {want} timesteps (nearest: "
+                    f"{int(steps[i])}; checkpoints span {steps.min()} to {steps.max()})"
+                )
             choose(i, f"timesteps {want}")
     else:
         if pick is None or pick <= 0:
             raise UserError(f"--pick must be positive, got {pick}")
         rows = _finite_returns(df, "--pick", models_dir)
         if pick > len(rows):
-            raise UserError(f"--pick {pick}: {models_dir} has only {len(rows)} checkpoint(s) "
-                            "with a recorded mean_return")
+            raise UserError(
+                f"--pick {pick}: {models_dir} has only {len(rows)} checkpoint(s) "
+                "with a recorded mean_return"
+            )
         ret = rows["mean_return"].astype(float)
         first, best = int(rows.index[0]), int(ret.idxmax())
         if pick > 1 and first == best:
-            raise UserError(f"--pick {pick}: the earliest checkpoint in {models_dir} is the best "
-                            "one, so there is no skill range to spread over; use --timesteps")
+            raise UserError(
+                f"--pick {pick}: the earliest checkpoint in {models_dir} is the best "
+                "one, so there is no skill range to spread over; use --timesteps"
+            )
         choose(best, BEST)
         if pick > 1:
             choose(first, "earliest")
@@ -98,8 +111,9 @@ def select_checkpoints(manifest: pd.DataFrame, timesteps: Sequence[int | str] | 
     return out.reset_index(drop=True)
 
 
-def export_checkpoints(models_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                       selection: pd.DataFrame) -> pd.DataFrame:
+def export_checkpoints(
+    models_dir: str | os.PathLike, out_dir: str | os.PathLike, selection: pd.DataFrame
+) -> pd.DataFrame:
     """Write the weights-only ``.safetensors`` copies of the ``selection`` (rows of
     ``<models_dir>/checkpoints.csv``) into ``out_dir``, with its ``checkpoints.csv``
     (file, timesteps, mean_return, source, selected_by); returns that manifest.
@@ -120,7 +134,9 @@ def export_checkpoints(models_dir: str | os.PathLike, out_dir: str | os.PathLike
         loaded.append((name, src, row, policy, meta))
     names = [x[0] for x in loaded]
     if len(set(names)) < len(names):
-        raise UserError(f"two selected checkpoints would both be written as one file ({', '.join(names)})")
+        raise UserError(
+            f"two selected checkpoints would both be written as one file ({', '.join(names)})"
+        )
     games = {(m.get("env_name"), m.get("distribution_mode", "easy")) for *_, m in loaded}
     old = _existing_shipped(out_dir)
     for _, r in old.iterrows():
@@ -128,7 +144,9 @@ def export_checkpoints(models_dir: str | os.PathLike, out_dir: str | os.PathLike
         games.add((meta.get("env_name"), meta.get("distribution_mode", "easy")))
     if len(games) > 1:
         listed = ", ".join(f"{g}/{m}" for g, m in sorted(games, key=str))
-        raise UserError(f"one shipped folder holds one game and mode; this export would mix {listed} in {out_dir}")
+        raise UserError(
+            f"one shipped folder holds one game and mode; this export would mix {listed} in {out_dir}"
+        )
     rows = []
     for name, src, row, policy, meta in loaded:
         # the training checkpoint it came from (kept when re-exporting an exported file)
@@ -136,10 +154,23 @@ def export_checkpoints(models_dir: str | os.PathLike, out_dir: str | os.PathLike
         meta = {**meta, "exported_from": origin or Path(str(row.file)).name}
         meta.pop("format_version", None)
         save_policy_weights(policy, out_dir / name, meta)
-        rows.append({"file": name, "timesteps": int(row.timesteps), "mean_return": float(row.mean_return),
-                     "source": str(row.file), "selected_by": row.selected_by})
-        log.info("%s -> %s (%d timesteps, mean training return %.2f; %s)", src, out_dir / name,
-                 int(row.timesteps), float(row.mean_return), row.selected_by)
+        rows.append(
+            {
+                "file": name,
+                "timesteps": int(row.timesteps),
+                "mean_return": float(row.mean_return),
+                "source": str(row.file),
+                "selected_by": row.selected_by,
+            }
+        )
+        log.info(
+            "%s -> %s (%d timesteps, mean training return %.2f; %s)",
+            src,
+            out_dir / name,
+            int(row.timesteps),
+            float(row.mean_return),
+            row.selected_by,
+        )
     new = pd.DataFrame(rows)
     kept = old[~old["file"].astype(str).isin(set(names))]
     manifest = pd.concat([kept, new], ignore_index=True) if len(kept) else new
@@ -158,18 +189,25 @@ def _existing_shipped(out_dir: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=MANIFEST_COLUMNS)
     df = read_csv_checked(manifest, "checkpoint manifest", MANIFEST_COLUMNS)
     if not all(is_weights_file(f) for f in df["file"].astype(str)):
-        raise UserError(f"{out_dir} is a training run's directory (its {MANIFEST_NAME} lists .zip "
-                        "checkpoints); export into another --out_dir")
+        raise UserError(
+            f"{out_dir} is a training run's directory (its {MANIFEST_NAME} lists .zip "
+            "checkpoints); export into another --out_dir"
+        )
     exists = [(out_dir / str(f)).is_file() for f in df["file"]]
     if not all(exists):
-        log.warning("%s lists %d file(s) that are gone; they are dropped from it", manifest,
-                    exists.count(False))
+        log.warning(
+            "%s lists %d file(s) that are gone; they are dropped from it",
+            manifest,
+            exists.count(False),
+        )
     return df[exists].drop_duplicates("file", keep="last").reset_index(drop=True)
 
 
 #: level sets of test_policy and the manifest columns their scores go to
-SCORE_COLUMNS = {"train": ("train_levels_return", "train_levels_se"),
-                 "test": ("unseen_levels_return", "unseen_levels_se")}
+SCORE_COLUMNS = {
+    "train": ("train_levels_return", "train_levels_se"),
+    "test": ("unseen_levels_return", "unseen_levels_se"),
+}
 
 
 def add_test_scores(out_dir: str | os.PathLike, test_csv: str | os.PathLike) -> pd.DataFrame:
@@ -178,22 +216,38 @@ def add_test_scores(out_dir: str | os.PathLike, test_csv: str | os.PathLike) -> 
     number of episodes behind them. Returns the manifest (written atomically)."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
-    tests = read_csv_checked(test_csv, "test_policy CSV",
-                             ["load_path", "level_set", "return_mean", "return_std", "episodes"])
+    tests = read_csv_checked(
+        test_csv,
+        "test_policy CSV",
+        ["load_path", "level_set", "return_mean", "return_std", "episodes"],
+    )
     tests = tests[tests["load_path"] != "random"]
-    tests = tests.assign(_file=[Path(p).name for p in tests["load_path"]],
-                         _dir=[str(Path(p).resolve().parent) for p in tests["load_path"]])
+    tests = tests.assign(
+        _file=[Path(p).name for p in tests["load_path"]],
+        _dir=[str(Path(p).resolve().parent) for p in tests["load_path"]],
+    )
     tests = tests[tests["_dir"] == str(out_dir.resolve())]
     if tests.empty:
         raise UserError(f"{test_csv} has no test of a file in {out_dir}")
     for level_set, (mean_col, se_col) in SCORE_COLUMNS.items():
-        latest = tests[tests["level_set"] == level_set].drop_duplicates("_file", keep="last").set_index("_file")
-        manifest[mean_col] = [float(latest.loc[f, "return_mean"]) if f in latest.index else float("nan")
-                              for f in manifest["file"]]
-        manifest[se_col] = [float(latest.loc[f, "return_std"] / np.sqrt(latest.loc[f, "episodes"]))
-                            if f in latest.index else float("nan") for f in manifest["file"]]
-        manifest[f"{level_set}_episodes"] = [int(latest.loc[f, "episodes"]) if f in latest.index else 0
-                                             for f in manifest["file"]]
+        latest = (
+            tests[tests["level_set"] == level_set]
+            .drop_duplicates("_file", keep="last")
+            .set_index("_file")
+        )
+        manifest[mean_col] = [
+            float(latest.loc[f, "return_mean"]) if f in latest.index else float("nan")
+            for f in manifest["file"]
+        ]
+        manifest[se_col] = [
+            float(latest.loc[f, "return_std"] / np.sqrt(latest.loc[f, "episodes"]))
+            if f in latest.index
+            else float("nan")
+            for f in manifest["file"]
+        ]
+        manifest[f"{level_set}_episodes"] = [
+            int(latest.loc[f, "episodes"]) if f in latest.index else 0 for f in manifest["file"]
+        ]
     columns = MANIFEST_COLUMNS + [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
     with atomic_path(out_dir / MANIFEST_NAME) as tmp:
         manifest[columns].to_csv(tmp, index=False, float_format="%.4g")

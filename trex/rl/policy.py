@@ -47,8 +47,16 @@ log = logging.getLogger(__name__)
 
 #: openai/train-procgen's PPO hyper-parameters for easy mode
 PPO_DEFAULTS: dict[str, Any] = {
-    "num_envs": 64, "nsteps": 256, "nminibatches": 8, "ppo_epochs": 3, "learning_rate": 5e-4,
-    "gamma": 0.999, "lam": 0.95, "clip_range": 0.2, "ent_coef": 0.01, "vf_coef": 0.5,
+    "num_envs": 64,
+    "nsteps": 256,
+    "nminibatches": 8,
+    "ppo_epochs": 3,
+    "learning_rate": 5e-4,
+    "gamma": 0.999,
+    "lam": 0.95,
+    "clip_range": 0.2,
+    "ent_coef": 0.01,
+    "vf_coef": 0.5,
     "max_grad_norm": 0.5,
 }
 
@@ -63,9 +71,14 @@ class ImpalaCNN(BaseFeaturesExtractor):
     (``bf16`` picks whether autocast is on; channels_last alone is used when it is not).
     """
 
-    def __init__(self, observation_space: spaces.Box, features_dim: int = EMBEDDING_DIM,
-                 depths: tuple[int, ...] = IMPALA_DEPTHS, channels_last: bool = True,
-                 bf16: bool = False) -> None:
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        features_dim: int = EMBEDDING_DIM,
+        depths: tuple[int, ...] = IMPALA_DEPTHS,
+        channels_last: bool = True,
+        bf16: bool = False,
+    ) -> None:
         super().__init__(observation_space, features_dim)
         self.stacks, flat = impala_stacks(*observation_space.shape, depths)
         self.fc = nn.Linear(flat, features_dim)
@@ -122,8 +135,14 @@ class ImpalaPolicy(ActorCriticPolicy):
     built by SB3 keeps working.
     """
 
-    def __init__(self, *args: Any, channels_last: bool = True, bf16: bool = False,
-                 init: str = "baselines", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        channels_last: bool = True,
+        bf16: bool = False,
+        init: str = "baselines",
+        **kwargs: Any,
+    ) -> None:
         if init not in ("baselines", "sb3"):
             raise ValueError(f"init must be 'baselines' or 'sb3', not {init!r}")
         kwargs.setdefault("net_arch", [])
@@ -176,10 +195,24 @@ def precision_flags(precision: str, device: torch.device) -> dict[str, bool]:
     return {"channels_last": True, "bf16": use_bf16(precision, device)}
 
 
-def build_ppo(env, *, nsteps: int, nminibatches: int, ppo_epochs: int, learning_rate: float,
-              gamma: float, lam: float, clip_range: float, ent_coef: float, vf_coef: float = 0.5,
-              max_grad_norm: float = 0.5, seed: int = 0, device: torch.device | None = None,
-              precision: str = "auto", tensorboard_log: str | None = None) -> PPO:
+def build_ppo(
+    env,
+    *,
+    nsteps: int,
+    nminibatches: int,
+    ppo_epochs: int,
+    learning_rate: float,
+    gamma: float,
+    lam: float,
+    clip_range: float,
+    ent_coef: float,
+    vf_coef: float = 0.5,
+    max_grad_norm: float = 0.5,
+    seed: int = 0,
+    device: torch.device | None = None,
+    precision: str = "auto",
+    tensorboard_log: str | None = None,
+) -> PPO:
     """PPO with train-procgen's settings on a (reward-normalised) Procgen VecEnv.
 
     Batch = num_envs * nsteps, split into ``nminibatches``; value clipping at the same
@@ -191,13 +224,28 @@ def build_ppo(env, *, nsteps: int, nminibatches: int, ppo_epochs: int, learning_
     device = device or pick_device()
     batch = env.num_envs * nsteps
     if batch % nminibatches:
-        raise UserError(f"num_envs * nsteps ({batch}) must be divisible by nminibatches ({nminibatches})")
+        raise UserError(
+            f"num_envs * nsteps ({batch}) must be divisible by nminibatches ({nminibatches})"
+        )
     model = PPO2(
-        ImpalaPolicy, env, learning_rate=learning_rate, n_steps=nsteps,
-        batch_size=batch // nminibatches, n_epochs=ppo_epochs, gamma=gamma, gae_lambda=lam,
-        clip_range=clip_range, clip_range_vf=clip_range, ent_coef=ent_coef, vf_coef=vf_coef,
-        max_grad_norm=max_grad_norm, seed=seed, device=device, verbose=0,
-        tensorboard_log=tensorboard_log, policy_kwargs=precision_flags(precision, device),
+        ImpalaPolicy,
+        env,
+        learning_rate=learning_rate,
+        n_steps=nsteps,
+        batch_size=batch // nminibatches,
+        n_epochs=ppo_epochs,
+        gamma=gamma,
+        gae_lambda=lam,
+        clip_range=clip_range,
+        clip_range_vf=clip_range,
+        ent_coef=ent_coef,
+        vf_coef=vf_coef,
+        max_grad_norm=max_grad_norm,
+        seed=seed,
+        device=device,
+        verbose=0,
+        tensorboard_log=tensorboard_log,
+        policy_kwargs=precision_flags(precision, device),
     )
     # SB3 would otherwise set up a logger that creates /tmp/SB3-<time>/ at every learn(); our
     # progress goes to progress.csv and TensorBoard, so SB3's logger only keeps values in memory
@@ -229,6 +277,6 @@ def action_logits(policy: ActorCriticPolicy, obs: np.ndarray) -> torch.Tensor:
     (``preprocess_obs``), exactly as in PPO's rollouts and updates; scaling here too would
     feed the network frames divided by 255 twice.
     """
-    return policy.get_distribution(torch.as_tensor(obs, device=policy.device)).distribution.logits.float()
-
-
+    return policy.get_distribution(
+        torch.as_tensor(obs, device=policy.device)
+    ).distribution.logits.float()

@@ -21,10 +21,20 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.utils import explained_variance
 
 
-def ppo2_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
-              values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
-              entropy: torch.Tensor, *, clip: float, clip_vf: float | None, ent_coef: float,
-              vf_coef: float) -> tuple[torch.Tensor, dict[str, float]]:
+def ppo2_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    entropy: torch.Tensor,
+    *,
+    clip: float,
+    clip_vf: float | None,
+    ent_coef: float,
+    vf_coef: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """ppo2's loss on one minibatch (every tensor (B,); ``advantages`` already normalised).
 
     Returns (loss, stats) with stats pg, vf, ent, kl (``0.5 * mean(log_ratio^2)``) and clipfrac.
@@ -40,8 +50,9 @@ def ppo2_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: to
     ent = entropy.mean()
     loss = pg - ent_coef * ent + vf_coef * vf
     with torch.no_grad():  # one device-to-host copy per minibatch
-        values_out = torch.stack([pg, vf, ent, 0.5 * (log_ratio ** 2).mean(),
-                                  ((ratio - 1).abs() > clip).float().mean()]).tolist()
+        values_out = torch.stack(
+            [pg, vf, ent, 0.5 * (log_ratio**2).mean(), ((ratio - 1).abs() > clip).float().mean()]
+        ).tolist()
     return loss, dict(zip(("pg", "vf", "ent", "kl", "clipfrac"), values_out))
 
 
@@ -64,8 +75,11 @@ class PPO2(PPO):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         clip = float(self.clip_range(self._current_progress_remaining))
-        clip_vf = (None if self.clip_range_vf is None
-                   else float(self.clip_range_vf(self._current_progress_remaining)))
+        clip_vf = (
+            None
+            if self.clip_range_vf is None
+            else float(self.clip_range_vf(self._current_progress_remaining))
+        )
         stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "ent", "kl", "clipfrac")}
         loss = torch.zeros(())
         for _ in range(self.n_epochs):
@@ -73,16 +87,28 @@ class PPO2(PPO):
                 actions = batch.actions
                 if isinstance(self.action_space, spaces.Discrete):
                     actions = actions.long().flatten()
-                values, log_prob, entropy = self.policy.evaluate_actions(batch.observations, actions)
+                values, log_prob, entropy = self.policy.evaluate_actions(
+                    batch.observations, actions
+                )
                 values = values.flatten()
                 adv = batch.advantages
                 if self.normalize_advantage and len(adv) > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 if entropy is None:
                     entropy = -log_prob
-                loss, step_stats = ppo2_loss(log_prob, batch.old_log_prob, adv, values, batch.old_values,
-                                             batch.returns, entropy, clip=clip, clip_vf=clip_vf,
-                                             ent_coef=self.ent_coef, vf_coef=self.vf_coef)
+                loss, step_stats = ppo2_loss(
+                    log_prob,
+                    batch.old_log_prob,
+                    adv,
+                    values,
+                    batch.old_values,
+                    batch.returns,
+                    entropy,
+                    clip=clip,
+                    clip_vf=clip_vf,
+                    ent_coef=self.ent_coef,
+                    vf_coef=self.vf_coef,
+                )
                 self.policy.optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
@@ -92,7 +118,9 @@ class PPO2(PPO):
                     stats[key].append(value)
             self._n_updates += 1
 
-        ev = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        ev = explained_variance(
+            self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()
+        )
         self.logger.record("train/entropy_loss", -float(np.mean(stats["ent"])))
         self.logger.record("train/policy_gradient_loss", float(np.mean(stats["pg"])))
         self.logger.record("train/value_loss", float(np.mean(stats["vf"])))

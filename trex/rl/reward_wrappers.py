@@ -79,7 +79,7 @@ class ReplacedRewardVecEnv(VecEnvWrapper):
 
 class LearnedRewardVecEnv(ReplacedRewardVecEnv):
     """The reward network's prediction ``r(o_t)`` (optionally squashed by a sigmoid, as the
-    seed project's ``--use_sigmoid``) replaces the game's reward.
+    original project's ``--use_sigmoid``) replaces the game's reward.
 
     With ``reward_fn.frame_stack`` K > 1 (a :class:`trex.reward.model_file.RewardFunction`
     of a frame-stacking model), each environment keeps its last K observations

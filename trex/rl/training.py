@@ -46,9 +46,20 @@ log = logging.getLogger(__name__)
 
 PROGRESS_NAME = "progress.csv"
 PROGRESS_COLUMNS = [
-    "timesteps", "updates", "elapsed_s", "fps", "episodes", "true_return_mean", "ep_length_mean",
-    "learned_return_mean", "policy_loss", "value_loss", "entropy_loss", "approx_kl",
-    "clip_fraction", "explained_variance",
+    "timesteps",
+    "updates",
+    "elapsed_s",
+    "fps",
+    "episodes",
+    "true_return_mean",
+    "ep_length_mean",
+    "learned_return_mean",
+    "policy_loss",
+    "value_loss",
+    "entropy_loss",
+    "approx_kl",
+    "clip_fraction",
+    "explained_variance",
 ]
 
 
@@ -90,8 +101,15 @@ class LearnedReturnSource:
 class _TrainingMonitor(BaseCallback):
     """Checkpoints, manifest, progress CSV/TensorBoard and progress bar, per PPO update."""
 
-    def __init__(self, run_dir: Path, cfg: PPOConfig, meta: dict[str, Any], total: int,
-                 learned_source: Any | None, writer: Any | None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: PPOConfig,
+        meta: dict[str, Any],
+        total: int,
+        learned_source: Any | None,
+        writer: Any | None,
+    ) -> None:
         super().__init__()
         self.run_dir, self.cfg, self.meta, self.total = run_dir, cfg, meta, total
         self.learned_source, self.writer = learned_source, writer
@@ -106,8 +124,14 @@ class _TrainingMonitor(BaseCallback):
 
         self.steps_at_start = self.model.num_timesteps
         self.t0 = time.time()
-        self.bar = tqdm(total=self.total, initial=self.model.num_timesteps, unit="step",
-                        desc=f"PPO {self.cfg.env_name}", dynamic_ncols=True, mininterval=2)
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.model.num_timesteps,
+            unit="step",
+            desc=f"PPO {self.cfg.env_name}",
+            dynamic_ncols=True,
+            mininterval=2,
+        )
 
     def _on_step(self) -> bool:
         return True
@@ -169,8 +193,11 @@ class _TrainingMonitor(BaseCallback):
         env = self.model.get_env()
         meta = dict(self.meta)
         if isinstance(env, VecNormalize):
-            meta["ret_rms"] = {"mean": float(env.ret_rms.mean), "var": float(env.ret_rms.var),
-                               "count": float(env.ret_rms.count)}
+            meta["ret_rms"] = {
+                "mean": float(env.ret_rms.mean),
+                "var": float(env.ret_rms.var),
+                "count": float(env.ret_rms.count),
+            }
         mean_ret = self.mean_return()
         meta["mean_return"] = mean_ret
         save_checkpoint(self.model, self.run_dir / name, meta)
@@ -212,18 +239,26 @@ def check_run_dir(run_dir: Path, resume_from: Path | None) -> None:
     if weights_only:
         folder, target = resume_from.resolve().parent, run_dir.resolve()
         if target == folder or folder in target.parents:
-            raise UserError(f"fine-tuning from {resume_from} would write into its own folder; "
-                            "choose another --log_dir/--log_name for the new run")
+            raise UserError(
+                f"fine-tuning from {resume_from} would write into its own folder; "
+                "choose another --log_dir/--log_name for the new run"
+            )
     manifest = run_dir / MANIFEST_NAME
     if manifest.exists():
         if resume_from is None or weights_only or resume_from.resolve().parent != run_dir.resolve():
-            raise UserError(f"{run_dir} already holds a training run; resume it with --load_path "
-                            f"{run_dir} or choose another --log_dir/--log_name")
+            raise UserError(
+                f"{run_dir} already holds a training run; resume it with --load_path "
+                f"{run_dir} or choose another --log_dir/--log_name"
+            )
 
 
-def train_ppo(cfg: PPOConfig, run_dir: Path, load_path: Path | None = None,
-              wrap_env: Callable[[VecEnv], VecEnv] | None = None,
-              checkpoint_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def train_ppo(
+    cfg: PPOConfig,
+    run_dir: Path,
+    load_path: Path | None = None,
+    wrap_env: Callable[[VecEnv], VecEnv] | None = None,
+    checkpoint_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train PPO on ``cfg.env_name`` until ``cfg.timesteps_per_proc`` total steps.
 
     ``wrap_env`` may replace the environment's reward (learned reward, constant reward);
@@ -237,11 +272,21 @@ def train_ppo(cfg: PPOConfig, run_dir: Path, load_path: Path | None = None,
         resume_meta = read_checkpoint_meta(load_path)
         check_checkpoint_env(resume_meta, load_path, cfg.env_name)
         if int(resume_meta.get("timesteps", 0)) >= cfg.timesteps_per_proc:
-            raise UserError(f"{load_path} already has {resume_meta['timesteps']} steps; "
-                            f"--timesteps_per_proc ({cfg.timesteps_per_proc}) is the total to reach")
+            raise UserError(
+                f"{load_path} already has {resume_meta['timesteps']} steps; "
+                f"--timesteps_per_proc ({cfg.timesteps_per_proc}) is the total to reach"
+            )
     device = pick_device(cfg.device)
-    env = make_procgen_env(cfg.env_name, cfg.num_envs, cfg.distribution_mode, cfg.start_level,
-                           cfg.num_levels, False, cfg.use_backgrounds, cfg.seed)
+    env = make_procgen_env(
+        cfg.env_name,
+        cfg.num_envs,
+        cfg.distribution_mode,
+        cfg.start_level,
+        cfg.num_levels,
+        False,
+        cfg.use_backgrounds,
+        cfg.seed,
+    )
     inner = wrap_env(env) if wrap_env is not None else env
     venv = VecNormalize(inner, norm_obs=False, norm_reward=True, gamma=cfg.norm_gamma)
     writer = None
@@ -251,22 +296,45 @@ def train_ppo(cfg: PPOConfig, run_dir: Path, load_path: Path | None = None,
         writer = SummaryWriter(str(run_dir / "tb"))
     except ImportError:
         log.info("tensorboard not installed: progress goes to %s only", PROGRESS_NAME)
-    model = build_ppo(venv, nsteps=cfg.nsteps, nminibatches=cfg.nminibatches,
-                      ppo_epochs=cfg.ppo_epochs, learning_rate=cfg.learning_rate, gamma=cfg.gamma,
-                      lam=cfg.lam, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef,
-                      vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
-                      device=device, precision=cfg.precision)
+    model = build_ppo(
+        venv,
+        nsteps=cfg.nsteps,
+        nminibatches=cfg.nminibatches,
+        ppo_epochs=cfg.ppo_epochs,
+        learning_rate=cfg.learning_rate,
+        gamma=cfg.gamma,
+        lam=cfg.lam,
+        clip_range=cfg.clip_range,
+        ent_coef=cfg.ent_coef,
+        vf_coef=cfg.vf_coef,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        device=device,
+        precision=cfg.precision,
+    )
     if load_path is not None:
         restore_training_state(model, load_path)
         rms = (resume_meta or {}).get("ret_rms")
         if rms:
-            venv.ret_rms.mean, venv.ret_rms.var, venv.ret_rms.count = rms["mean"], rms["var"], rms["count"]
-        log.info("%s from %s at %d steps",
-                 "fine-tuning" if is_weights_file(load_path) else "resumed", load_path, model.num_timesteps)
+            venv.ret_rms.mean, venv.ret_rms.var, venv.ret_rms.count = (
+                rms["mean"],
+                rms["var"],
+                rms["count"],
+            )
+        log.info(
+            "%s from %s at %d steps",
+            "fine-tuning" if is_weights_file(load_path) else "resumed",
+            load_path,
+            model.num_timesteps,
+        )
     meta = {
-        "env_name": cfg.env_name, "distribution_mode": cfg.distribution_mode,
-        "num_levels": cfg.num_levels, "start_level": cfg.start_level,
-        "use_backgrounds": cfg.use_backgrounds, "seed": cfg.seed, "config": asdict(cfg),
+        "env_name": cfg.env_name,
+        "distribution_mode": cfg.distribution_mode,
+        "num_levels": cfg.num_levels,
+        "start_level": cfg.start_level,
+        "use_backgrounds": cfg.use_backgrounds,
+        "seed": cfg.seed,
+        "config": asdict(cfg),
         **(checkpoint_meta or {}),
     }
     # a run started from another run's weights says where they came from (kept on resume)
@@ -281,8 +349,12 @@ def train_ppo(cfg: PPOConfig, run_dir: Path, load_path: Path | None = None,
     start_steps = model.num_timesteps
     interrupted = False
     try:
-        model.learn(total_timesteps=remaining, callback=monitor, log_interval=None,
-                    reset_num_timesteps=False)
+        model.learn(
+            total_timesteps=remaining,
+            callback=monitor,
+            log_interval=None,
+            reset_num_timesteps=False,
+        )
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: saving a last checkpoint")
@@ -298,8 +370,10 @@ def train_ppo(cfg: PPOConfig, run_dir: Path, load_path: Path | None = None,
     wall = time.time() - t0
     venv.close()
     return {
-        "timesteps": int(model.num_timesteps), "last_checkpoint": str(last),
-        "mean_return": monitor.mean_return(), "wall_s": wall,
+        "timesteps": int(model.num_timesteps),
+        "last_checkpoint": str(last),
+        "mean_return": monitor.mean_return(),
+        "wall_s": wall,
         "steps_per_s": (model.num_timesteps - start_steps) / max(wall, 1e-9),
         "interrupted": interrupted,
     }

@@ -24,7 +24,10 @@ from trex.sweeps.stages import (
     stage_parser,
 )
 
-SEED_MIN, SEED_MAX = 1_000_000, 10_000_000  # the seed project's 7-digit seeds (rm_id "123_4567")
+SEED_MIN, SEED_MAX = (
+    1_000_000,
+    10_000_000,
+)  # the original project's 7-digit seeds (rm_id "123_4567")
 RUNS_SUBDIR = "sweep_runs"
 
 # ----------------------------------------------------------------------------- grid
@@ -34,17 +37,17 @@ RUNS_SUBDIR = "sweep_runs"
 class RunSpec:
     """One run of a sweep: everything a worker (local thread or SLURM task) needs."""
 
-    index: int                     # place in the grid (execution order)
+    index: int  # place in the grid (execution order)
     stage: str
-    module: str                    # python module run with ``-m``
-    params: dict[str, Any]         # the grid values of this run (axis name -> value)
+    module: str  # python module run with ``-m``
+    params: dict[str, Any]  # the grid values of this run (axis name -> value)
     seed_index: int
-    seed: int | None               # None when the stage has no --seed or seeds are explicit
-    argv: list[str]                # full argument list given to the stage
+    seed: int | None  # None when the stage has no --seed or seeds are explicit
+    argv: list[str]  # full argument list given to the stage
     run_key: str
-    run_dir: str                   # absolute
-    cwd: str                       # absolute working directory of the run
-    threads: int | None = None     # OMP/MKL threads for the run (unless already set)
+    run_dir: str  # absolute
+    cwd: str  # absolute working directory of the run
+    threads: int | None = None  # OMP/MKL threads for the run (unless already set)
 
     @property
     def command(self) -> list[str]:
@@ -60,8 +63,9 @@ def _hash(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(_canon(obj).encode()).hexdigest()[:n]
 
 
-def derive_seed(stage: str, params: Mapping[str, Any], seed_index: int, base_seed: int = 0,
-                salt: int = 0) -> int:
+def derive_seed(
+    stage: str, params: Mapping[str, Any], seed_index: int, base_seed: int = 0, salt: int = 0
+) -> int:
     """Deterministic seed in [1e6, 1e7) from a run's parameters (:func:`seed_params`: where
     files live is left out) and its seed index.
 
@@ -69,8 +73,13 @@ def derive_seed(stage: str, params: Mapping[str, Any], seed_index: int, base_see
     hashes this run's own parameters, not its position in the product), so a grown grid
     still skips what is done. ``base_seed`` gives a fresh, equally deterministic set.
     """
-    blob = {"stage": stage, "params": {k: v for k, v in params.items() if k != "seed"},
-            "seed_index": seed_index, "base_seed": base_seed, "salt": salt}
+    blob = {
+        "stage": stage,
+        "params": {k: v for k, v in params.items() if k != "seed"},
+        "seed_index": seed_index,
+        "base_seed": base_seed,
+        "salt": salt,
+    }
     h = int(_hash(blob, 16), 16)
     return SEED_MIN + h % (SEED_MAX - SEED_MIN)
 
@@ -87,8 +96,11 @@ def seed_params(identity: Mapping[str, Any], axis_names: Sequence[str]) -> dict[
     axes; a location that is an axis (``--grid demo_csv a.csv b.csv``) stays in, so its runs
     get seeds of their own."""
     axes = set(axis_names)
-    return {k: v for k, v in identity.items()
-            if k in axes or not (k in LOCATION_FLAGS or k.endswith(LOCATION_FLAG_SUFFIXES))}
+    return {
+        k: v
+        for k, v in identity.items()
+        if k in axes or not (k in LOCATION_FLAGS or k.endswith(LOCATION_FLAG_SUFFIXES))
+    }
 
 
 def flag_tokens(key: str, value: Any, actions: Mapping[str, argparse.Action]) -> list[str]:
@@ -107,6 +119,7 @@ def flag_tokens(key: str, value: Any, actions: Mapping[str, argparse.Action]) ->
         return []
     if action is not None and action.nargs == 0:  # store_true / store_false / store_const
         from trex.common.cli import str2bool
+
         try:
             flag = str2bool(value) if not isinstance(value, bool) else value
         except argparse.ArgumentTypeError:
@@ -119,12 +132,14 @@ def flag_tokens(key: str, value: Any, actions: Mapping[str, argparse.Action]) ->
 
 
 def _is_multi(action: argparse.Action | None) -> bool:
-    return action is not None and (action.nargs in ("+", "*") or (isinstance(action.nargs, int)
-                                                                    and action.nargs > 1))
+    return action is not None and (
+        action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 1)
+    )
 
 
-def split_values(values: Mapping[str, Any], actions: Mapping[str, argparse.Action],
-                 source: str) -> tuple[list[tuple[str, list[Any]]], dict[str, Any]]:
+def split_values(
+    values: Mapping[str, Any], actions: Mapping[str, argparse.Action], source: str
+) -> tuple[list[tuple[str, list[Any]]], dict[str, Any]]:
     """Split flag values into grid axes (lists) and fixed values.
 
     For a flag that itself takes a list (``nargs='+'``, e.g. ``demo_csv``) a list is one
@@ -136,7 +151,9 @@ def split_values(values: Mapping[str, Any], actions: Mapping[str, argparse.Actio
         if actions and key not in actions:
             raise UserError(f"{source}: the stage has no flag --{key}")
         multi = _is_multi(actions.get(key))
-        is_axis = isinstance(value, list) and (not multi or (value and all(isinstance(v, list) for v in value)))
+        is_axis = isinstance(value, list) and (
+            not multi or (value and all(isinstance(v, list) for v in value))
+        )
         if is_axis:
             if not value:
                 raise UserError(f"{source}: {key} is an empty list (a grid axis needs values)")
@@ -146,9 +163,13 @@ def split_values(values: Mapping[str, Any], actions: Mapping[str, argparse.Actio
     return axes, fixed
 
 
-def grid_axes(actions: Mapping[str, argparse.Action], file_values: Mapping[str, Any],
-              cli_axes: Sequence[tuple[str, Sequence[Any]]], stage: str,
-              source: str) -> tuple[list[tuple[str, list[Any]]], dict[str, Any]]:
+def grid_axes(
+    actions: Mapping[str, argparse.Action],
+    file_values: Mapping[str, Any],
+    cli_axes: Sequence[tuple[str, Sequence[Any]]],
+    stage: str,
+    source: str,
+) -> tuple[list[tuple[str, list[Any]]], dict[str, Any]]:
     """The grid from a sweep file's stage values and the command line's axes (which win).
 
     Repeated values on the command line count once. Returns (axes, fixed values).
@@ -169,19 +190,26 @@ class SweepPlan:
 
     stage: str
     runs: list[RunSpec]
-    axes: list[str]                # axis names, manifest columns
+    axes: list[str]  # axis names, manifest columns
     sweep_dir: Path
     manifest: Path
 
 
-def expand_grid(stage: str, axes: Sequence[tuple[str, Sequence[Any]]], fixed: Mapping[str, Any],
-                extra_args: Sequence[str] = (), num_seeds: int = 1, base_seed: int = 0,
-                sweep_dir: str | os.PathLike | None = None, save_name: str | None = None,
-                threads: int | None = None) -> SweepPlan:
+def expand_grid(
+    stage: str,
+    axes: Sequence[tuple[str, Sequence[Any]]],
+    fixed: Mapping[str, Any],
+    extra_args: Sequence[str] = (),
+    num_seeds: int = 1,
+    base_seed: int = 0,
+    sweep_dir: str | os.PathLike | None = None,
+    save_name: str | None = None,
+    threads: int | None = None,
+) -> SweepPlan:
     """Expand a grid into runs, each checked with the stage's own parser.
 
     ``axes``: (flag, values) pairs; the product is taken with the seed index outermost (all
-    settings for seed 0 first, as the seed project did). ``fixed``: flag values shared by all
+    settings for seed 0 first, as the original project did). ``fixed``: flag values shared by all
     runs; ``extra_args``: raw tokens appended to every run (``--pass_args``). If the stage has
     a ``--seed`` flag and it is not set by the user, each run gets :func:`derive_seed`.
     """
@@ -196,17 +224,24 @@ def expand_grid(stage: str, axes: Sequence[tuple[str, Sequence[Any]]], fixed: Ma
             raise UserError(f"stage {stage} has no flag --{key}")
     if save_name is not None and "save_name" in actions and "save_name" not in fixed:
         fixed = {**fixed, "save_name": save_name}
-    user_seed = "seed" in axis_names or "seed" in fixed or any(
-        t == "--seed" or t.startswith("--seed=") for t in extra_args)
+    user_seed = (
+        "seed" in axis_names
+        or "seed" in fixed
+        or any(t == "--seed" or t.startswith("--seed=") for t in extra_args)
+    )
     auto_seed = "seed" in actions and not user_seed
     if user_seed and num_seeds > 1:
-        raise UserError("--num_seeds > 1 with seeds given explicitly (seed: ...): use one or the other")
+        raise UserError(
+            "--num_seeds > 1 with seeds given explicitly (seed: ...): use one or the other"
+        )
     n_seeds = num_seeds if auto_seed else 1
 
     runs: list[RunSpec] = []
     used_seeds: set[int] = set()
     keys_seen: dict[str, int] = {}
-    outputs_seen: dict[tuple[Any, ...], int] = {}  # (save_dir, save_name, seed) -> run: one model each
+    outputs_seen: dict[
+        tuple[Any, ...], int
+    ] = {}  # (save_dir, save_name, seed) -> run: one model each
     sweep_path: Path | None = Path(sweep_dir).resolve() if sweep_dir is not None else None
     cwd = os.getcwd()
     combos = list(itertools.product(*[list(v) for _, v in axes])) if axes else [()]
@@ -223,8 +258,10 @@ def expand_grid(stage: str, axes: Sequence[tuple[str, Sequence[Any]]], fixed: Ma
                 identity.pop("seed", None)
             point = _hash({"stage": stage, "args": identity, "seed_index": seed_index})
             if point in keys_seen:
-                raise UserError(f"the grid holds the same run twice (runs {keys_seen[point]} and "
-                                f"{len(runs)}: {shlex.join(tokens)}): check for repeated values")
+                raise UserError(
+                    f"the grid holds the same run twice (runs {keys_seen[point]} and "
+                    f"{len(runs)}: {shlex.join(tokens)}): check for repeated values"
+                )
             keys_seen[point] = len(runs)
             seed = None
             if auto_seed:
@@ -244,21 +281,38 @@ def expand_grid(stage: str, axes: Sequence[tuple[str, Sequence[Any]]], fixed: Ma
                     raise UserError(
                         f"runs {outputs_seen[out_key]} and {len(runs)} would write the same output (seed "
                         f"{identity['seed']}, save_name {parsed.get('save_name')}): with seeds given "
-                        f"explicitly, run one sweep (its own --save_name) per value of the other axes")
+                        f"explicitly, run one sweep (its own --save_name) per value of the other axes"
+                    )
                 outputs_seen[out_key] = len(runs)
             run_key = _hash({"stage": stage, "args": identity})
             fill_seed = seed if seed is not None else (parsed or {}).get("seed")
             tokens = [_fill(t, fill_seed, seed_index) for t in tokens]
             if sweep_path is None:
                 sweep_path = _default_sweep_dir(parsed)
-            runs.append(RunSpec(
-                index=len(runs), stage=stage, module=stage_module_name(stage), params=params,
-                seed_index=seed_index, seed=seed, argv=tokens, run_key=run_key,
-                run_dir=str(sweep_path / RUNS_SUBDIR / run_key), cwd=cwd, threads=threads))
+            runs.append(
+                RunSpec(
+                    index=len(runs),
+                    stage=stage,
+                    module=stage_module_name(stage),
+                    params=params,
+                    seed_index=seed_index,
+                    seed=seed,
+                    argv=tokens,
+                    run_key=run_key,
+                    run_dir=str(sweep_path / RUNS_SUBDIR / run_key),
+                    cwd=cwd,
+                    threads=threads,
+                )
+            )
     assert sweep_path is not None
     suffix = f"_{save_name}" if save_name else ""
-    return SweepPlan(stage=stage, runs=runs, axes=axis_names, sweep_dir=sweep_path,
-                     manifest=sweep_path / f"sweep_manifest{suffix}.csv")
+    return SweepPlan(
+        stage=stage,
+        runs=runs,
+        axes=axis_names,
+        sweep_dir=sweep_path,
+        manifest=sweep_path / f"sweep_manifest{suffix}.csv",
+    )
 
 
 def _fill(token: str, seed: int | None, seed_index: int) -> str:
@@ -278,5 +332,3 @@ def _default_sweep_dir(parsed: Mapping[str, Any] | None) -> Path:
         if parsed and isinstance(parsed.get(key), str) and parsed[key]:
             return Path(parsed[key]).resolve()
     return Path("sweeps").resolve()
-
-

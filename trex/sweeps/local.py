@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class SweepOutcome:
     """What happened to each run of a sweep."""
 
-    statuses: dict[str, str]       # run_key -> done | failed | skipped | pending
+    statuses: dict[str, str]  # run_key -> done | failed | skipped | pending
     manifest: Path
 
     def count(self, status: str) -> int:
@@ -40,21 +40,32 @@ class SweepOutcome:
 def progress_bar(total: int, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True,
-                disable=None)
+    return tqdm(
+        total=total, desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True, disable=None
+    )
 
 
-def record_outcome(manifest: Manifest, spec: RunSpec, status: Mapping[str, Any],
-            statuses: dict[str, str]) -> None:
+def record_outcome(
+    manifest: Manifest, spec: RunSpec, status: Mapping[str, Any], statuses: dict[str, str]
+) -> None:
     word = status.get("status", "failed")
     manifest.update(spec, status)
     statuses[spec.run_key] = word
     rm = (status.get("result") or {}).get("rm_id")
     if word == "done":
-        log.info("run %d done in %.1fs%s", spec.index, status.get("wall_time_s", 0.0),
-                 f" (rm_id {rm})" if rm else "")
+        log.info(
+            "run %d done in %.1fs%s",
+            spec.index,
+            status.get("wall_time_s", 0.0),
+            f" (rm_id {rm})" if rm else "",
+        )
     elif word == "failed":
-        log.warning("run %d failed: %s (log: %s)", spec.index, status.get("error", ""), status.get("log", ""))
+        log.warning(
+            "run %d failed: %s (log: %s)",
+            spec.index,
+            status.get("error", ""),
+            status.get("log", ""),
+        )
     else:
         log.info("run %d %s: %s", spec.index, word, status.get("note", ""))
 
@@ -77,8 +88,11 @@ def start_sweep(plan: SweepPlan) -> tuple[Manifest, list[RunSpec], dict[str, str
     return manifest, todo, statuses
 
 
-def run_local(plan: SweepPlan, jobs: int,
-              on_status: Callable[[RunSpec, Mapping[str, Any]], None] | None = None) -> SweepOutcome:
+def run_local(
+    plan: SweepPlan,
+    jobs: int,
+    on_status: Callable[[RunSpec, Mapping[str, Any]], None] | None = None,
+) -> SweepOutcome:
     """Run the sweep's unfinished runs on this machine, ``jobs`` at a time.
 
     A failed run is recorded and the others go on; Ctrl-C stops the running subprocesses
@@ -86,8 +100,12 @@ def run_local(plan: SweepPlan, jobs: int,
     """
     manifest, todo, statuses = start_sweep(plan)
     if todo:
-        log.info("%d runs to do, %d already done; %d at a time", len(todo),
-                 len(plan.runs) - len(todo), jobs)
+        log.info(
+            "%d runs to do, %d already done; %d at a time",
+            len(todo),
+            len(plan.runs) - len(todo),
+            jobs,
+        )
     bar = progress_bar(len(todo), f"{plan.stage} sweep")
     restore = _sigterm_as_interrupt()
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="sweep")
@@ -101,8 +119,11 @@ def run_local(plan: SweepPlan, jobs: int,
                 try:
                     status = fut.result()
                 except Exception as err:  # an infrastructure error, not the stage's
-                    status = {"status": "failed", "error": f"{type(err).__name__}: {err}",
-                              "log": str(Path(spec.run_dir) / "log.txt")}
+                    status = {
+                        "status": "failed",
+                        "error": f"{type(err).__name__}: {err}",
+                        "log": str(Path(spec.run_dir) / "log.txt"),
+                    }
                 record_outcome(manifest, spec, status, statuses)
                 fault_point("sweep_after_record")
                 if on_status is not None:
@@ -131,5 +152,3 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
 
     old = signal.signal(signal.SIGTERM, handler)
     return lambda: signal.signal(signal.SIGTERM, old)
-
-

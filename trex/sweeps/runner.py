@@ -99,9 +99,15 @@ def execute_run(spec: RunSpec) -> dict[str, Any]:
             logf.flush()
             header_end = logf.tell()
             try:
-                proc = subprocess.Popen(cmd, cwd=spec.cwd, env=env, stdout=logf,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+                proc = subprocess.Popen(
+                    cmd,
+                    cwd=spec.cwd,
+                    env=env,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             except OSError as err:
                 returncode, error = -1, f"could not start: {err}"
             else:
@@ -124,9 +130,15 @@ def execute_run(spec: RunSpec) -> dict[str, Any]:
             error = f"exit status {returncode}" + (f": {tail}" if tail else "")
         status = {
             "status": "done" if returncode == 0 else "failed",
-            "run_key": spec.run_key, "returncode": returncode, "wall_time_s": round(wall, 3),
-            "result": result, "error": error, "log": str(log_path), "host": platform.node(),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": shlex.join(cmd),
+            "run_key": spec.run_key,
+            "returncode": returncode,
+            "wall_time_s": round(wall, 3),
+            "result": result,
+            "error": error,
+            "log": str(log_path),
+            "host": platform.node(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": shlex.join(cmd),
             "slurm_job_id": _slurm_job_id(),
         }
         write_json_atomic(run_dir / "status.json", status)
@@ -148,7 +160,9 @@ def last_line(path: Path, start: int = 0) -> str:
         with path.open("rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(start, f.tell() - 4096))
-            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+            lines = [
+                ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()
+            ]
     except OSError:
         return ""
     return lines[-1][:300] if lines else ""
@@ -168,5 +182,3 @@ def terminate_live_runs() -> None:
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-
-

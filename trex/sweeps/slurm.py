@@ -22,16 +22,17 @@ from trex.sweeps.runner import execute_run, last_line, read_status
 
 log = logging.getLogger(__name__)
 
+
 @dataclasses.dataclass
 class SlurmOptions:
     """Resources of each task of the sweep's job array (submitit's names in brackets)."""
 
-    partition: str | None = None   # slurm_partition
-    gpus_per_job: int = 0          # gpus_per_node
-    cpus_per_job: int = 1          # cpus_per_task
-    mem_gb: float = 4.0            # mem_gb
-    timeout_min: int = 60          # timeout_min
-    max_parallel: int = 256        # slurm_array_parallelism
+    partition: str | None = None  # slurm_partition
+    gpus_per_job: int = 0  # gpus_per_node
+    cpus_per_job: int = 1  # cpus_per_task
+    mem_gb: float = 4.0  # mem_gb
+    timeout_min: int = 60  # timeout_min
+    max_parallel: int = 256  # slurm_array_parallelism
     job_name: str = "trex-sweep"
     poll_s: float = 5.0
 
@@ -41,12 +42,18 @@ def make_slurm_executor(folder: str | os.PathLike, opts: SlurmOptions) -> Any:
     import submitit
 
     if shutil.which("sbatch") is None:
-        raise UserError("--launcher slurm: sbatch not found (no SLURM client on this machine); "
-                        "use --launcher local, or scripts/start_local_slurm.sh for a test cluster")
+        raise UserError(
+            "--launcher slurm: sbatch not found (no SLURM client on this machine); "
+            "use --launcher local, or scripts/start_local_slurm.sh for a test cluster"
+        )
     ex = submitit.SlurmExecutor(folder=str(folder), python=shlex.quote(sys.executable))
     params: dict[str, Any] = {
-        "job_name": opts.job_name, "time": int(opts.timeout_min), "cpus_per_task": int(opts.cpus_per_job),
-        "mem": f"{int(round(opts.mem_gb * 1024))}M", "array_parallelism": int(opts.max_parallel), "stderr_to_stdout": True,
+        "job_name": opts.job_name,
+        "time": int(opts.timeout_min),
+        "cpus_per_task": int(opts.cpus_per_job),
+        "mem": f"{int(round(opts.mem_gb * 1024))}M",
+        "array_parallelism": int(opts.max_parallel),
+        "stderr_to_stdout": True,
     }
     if opts.partition:
         params["partition"] = opts.partition
@@ -62,8 +69,9 @@ def sbatch_script(executor: Any, num_tasks: int) -> str:
 
     params = dict(executor.parameters)
     params["map_count"] = num_tasks
-    return sslurm._make_sbatch_string(command=executor._submitit_command_str, folder=executor.folder,
-                                      **params)
+    return sslurm._make_sbatch_string(
+        command=executor._submitit_command_str, folder=executor.folder, **params
+    )
 
 
 def _squeue_alive(array_ids: Iterable[str]) -> set[str] | None:
@@ -72,8 +80,13 @@ def _squeue_alive(array_ids: Iterable[str]) -> set[str] | None:
     if not ids:
         return set()
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(ids)],
-                             capture_output=True, text=True, timeout=60, check=False)
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(ids)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -104,10 +117,16 @@ def run_slurm(plan: SweepPlan, opts: SlurmOptions) -> SweepOutcome:
     try:
         jobs = executor.map_array(execute_run, todo)
     except Exception as err:  # sbatch refused: bad partition, resources, ...
-        raise UserError(f"sbatch refused the job array: {str(err).strip().splitlines()[-1]}") from None
+        raise UserError(
+            f"sbatch refused the job array: {str(err).strip().splitlines()[-1]}"
+        ) from None
     array_id = jobs[0].job_id.split("_")[0]
-    log.info("submitted %d runs as SLURM job array %s (%s)", len(todo), array_id,
-             opts.partition or "default partition")
+    log.info(
+        "submitted %d runs as SLURM job array %s (%s)",
+        len(todo),
+        array_id,
+        opts.partition or "default partition",
+    )
     by_key = {}
     for spec, job in zip(todo, jobs):
         by_key[spec.run_key] = job
@@ -138,8 +157,12 @@ def run_slurm(plan: SweepPlan, opts: SlurmOptions) -> SweepOutcome:
                 del waiting[key]
                 bar.update(1)
     except KeyboardInterrupt:
-        log.warning("stopped waiting; the job array %s keeps running (scancel %s to stop it). "
-                    "Start the sweep again later: finished runs are skipped.", array_id, array_id)
+        log.warning(
+            "stopped waiting; the job array %s keeps running (scancel %s to stop it). "
+            "Start the sweep again later: finished runs are skipped.",
+            array_id,
+            array_id,
+        )
         raise
     finally:
         bar.close()
@@ -160,7 +183,8 @@ def _job_outcome(job: Any) -> dict[str, Any]:
         lines = str(err).strip().splitlines() or [type(err).__name__]
         return {**base, "status": "failed", "error": f"SLURM task {job.job_id}: {lines[-1][:300]}"}
     tail = last_line(Path(job.paths.stdout))
-    return {**base, "status": "failed",
-            "error": f"SLURM task {job.job_id} ended without a result (time limit, memory, node?): {tail}"}
-
-
+    return {
+        **base,
+        "status": "failed",
+        "error": f"SLURM task {job.job_id} ended without a result (time limit, memory, node?): {tail}",
+    }

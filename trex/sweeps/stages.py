@@ -6,7 +6,7 @@ on the cluster). Every run gets
 
 * a deterministic seed, hashed from its parameters (not the folders and files shared by the
   whole sweep) and its seed index (its place in the grid),
-  in the seed project's 7-digit range [1e6, 1e7) (train_reward derives ``rm_id`` from it);
+  in the original project's 7-digit range [1e6, 1e7) (train_reward derives ``rm_id`` from it);
 * a run key: a hash of the stage and every parsed argument including the seed. A run whose
   ``<sweep_dir>/sweep_runs/<run_key>/status.json`` says ``done`` is skipped when the sweep
   is started again, so a sweep killed halfway just continues;
@@ -114,5 +114,3 @@ def parse_stage_args(module: Any, stage: str, argv: Sequence[str]) -> dict[str, 
 
     parser.error = error  # type: ignore[method-assign]
     return vars(parse_args(parser, list(argv)))
-
-
