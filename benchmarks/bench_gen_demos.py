@@ -290,13 +290,15 @@ def main() -> None:
             f"{a['steps_per_s']:>9.1f}"
         )
     print(
-        f"speed-up vs the original project's way: {r['ratio_vs_seed_way']:.1f}x; vs one env loaded once: "
-        f"{r['ratio_vs_single_loaded_once']:.1f}x; batched useful env steps {r['batched']['useful_fraction']:.0%}"
+        f"speed-up vs the original project's way: {r['ratio_vs_seed_way']:.1f}x; "
+        f"vs one env loaded once: {r['ratio_vs_single_loaded_once']:.1f}x; "
+        f"batched useful env steps {r['batched']['useful_fraction']:.0%}"
     )
     f = r["forward_obs_per_s"]
     print(
-        f"policy forward alone: {f['batch_1']:.0f} obs/s at batch 1, {f[f'batch_{args.num_envs}']:.0f} obs/s "
-        f"at batch {args.num_envs} ({f[f'batch_{args.num_envs}'] / f['batch_1']:.1f}x: the ceiling of batching "
+        f"policy forward alone: {f['batch_1']:.0f} obs/s at batch 1, "
+        f"{f[f'batch_{args.num_envs}']:.0f} obs/s at batch {args.num_envs} "
+        f"({f[f'batch_{args.num_envs}'] / f['batch_1']:.1f}x: the ceiling of batching "
         f"when the forward dominates)"
     )
     print(

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# Run as a script from anywhere: put the repository root on the path before importing trex.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trex.common.device import pick_device
 from trex.common.envs import NUM_ACTIONS
@@ -56,7 +56,8 @@ def parse() -> argparse.Namespace:
 def timed(fn, repeats: int, device: torch.device) -> float:
     """Median seconds of ``fn()`` over ``repeats`` calls, after two warm-up calls.
 
-    On CUDA each call is closed by a synchronize, so the time covers the GPU work, not only its launch.
+    On CUDA each call is closed by a synchronize, so the time covers the GPU work, not only its
+    launch.
     """
 
     def call() -> None:

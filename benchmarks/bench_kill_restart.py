@@ -17,7 +17,8 @@ runs not done, and a restart that did not exit 0 (a spurious failure).
 
     python benchmarks/bench_kill_restart.py --trials 20 --out kill_local.json
     python benchmarks/bench_kill_restart.py --trials 3 --launcher slurm --out kill_slurm.json
-    python benchmarks/bench_kill_restart.py --trials 3 --launcher slurm --kill timelimit --out kill_tl.json
+    python benchmarks/bench_kill_restart.py --trials 3 --launcher slurm --kill timelimit \
+        --out kill_tl.json
 """
 
 from __future__ import annotations

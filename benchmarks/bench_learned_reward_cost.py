@@ -5,7 +5,8 @@ The learned-reward arm wraps the Procgen env exactly as train_policy does (one b
 reward-network forward per step on the fast path). Arms are interleaved in one process;
 one untimed warm-up update each.
 
-    python benchmarks/bench_learned_reward_cost.py --reward_model reward_models/model_files/123_4567.safetensors
+    python benchmarks/bench_learned_reward_cost.py \
+        --reward_model reward_models/model_files/123_4567.safetensors
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Benchmark: the cost of one T-REX training step on one pair, the original project's way and ours.
 
-What bounds train_reward's speed-up over the original project's loop at equal quality (issue 10). The
-original loop reaches its best validation accuracy after ~1000 single-pair Adam steps
+What bounds train_reward's speed-up over the original project's loop at equal quality (issue
+10). The original loop reaches its best validation accuracy after ~1000 single-pair Adam steps
 (bench_train_reward.py); a trainer that follows the same optimiser can only be faster by
 making each step cheaper and evaluating more cheaply. This script times that step, in one
 process, on the same frames:
 
-* ``seed``: the original project's step as benchmarks/reference_trex.py has it (fp32, NCHW, each snippet
-  through the network on its own, CrossEntropy + L1, Adam);
+* ``seed``: the original project's step as benchmarks/reference_trex.py has it (fp32, NCHW,
+  each snippet through the network on its own, CrossEntropy + L1, Adam);
 * ``ours``: trex.reward.trex.train_step on a one-pair batch (bf16 autocast +
   channels_last, both snippets' distinct frames in one pass), what ``--batch_size 1`` runs;
 * ``ours_fp32``: the same without bf16 autocast (fp32, channels_last): what ``--precision auto``
@@ -19,7 +19,8 @@ the step each operator takes (torch.profiler), and the best case it implies: the
 1000 steps in ``ours`` steps with free evaluation.
 
     python benchmarks/bench_reward_step.py --threads 1 --out bench_reward_step.json
-    python benchmarks/bench_reward_step.py --threads 1 --demo_csv study/demos/demo_infos.csv  # real frames
+    # with real frames:
+    python benchmarks/bench_reward_step.py --threads 1 --demo_csv study/demos/demo_infos.csv
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+# Run as a script from anywhere: put the repository root and benchmarks/ on the path before
+# importing trex and reference_trex.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from reference_trex import SeedRewardNet  # noqa: E402
+from reference_trex import SeedRewardNet
 
 from trex.common.device import autocast, use_bf16
 from trex.reward.nets import CnnRewardNet, prepare_net
@@ -72,7 +74,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--demo_csv",
         default=None,
-        help="take the two snippets from the first two demos of this store (default: random pixels)",
+        help=(
+            "take the two snippets from the first two demos of this store (default: random pixels)"
+        ),
     )
     p.add_argument("--out", default=None, help="write the results as JSON here")
     return p.parse_args(argv)
@@ -217,14 +221,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'trainer':>10} {'ms/step':>8} {'x seed':>7} {'fwd frames/s':>13}")
     for name, row in res["trainers"].items():
         print(
-            f"{name:>10} {row['step_ms']:>8} {row['step_speedup_vs_seed']:>7} {row['forward_frames_per_s']:>13}"
+            f"{name:>10} {row['step_ms']:>8} {row['step_speedup_vs_seed']:>7} "
+            f"{row['forward_frames_per_s']:>13}"
         )
     print("ours, where the step's time goes:")
     for r in res["ours_op_shares"]:
         print(f"  {r['op']:<40} {100 * r['share']:5.1f}%  {r['ms_per_step']:6.2f} ms")
     print(
-        f"1000 single-pair steps (the original project's steps to its best validation accuracy): seed "
-        f"{res['seed_1000_steps_s']} s, ours {res['ours_1000_steps_s']} s"
+        "1000 single-pair steps (the original project's steps to its best validation accuracy): "
+        f"seed {res['seed_1000_steps_s']} s, ours {res['ours_1000_steps_s']} s"
     )
 
 

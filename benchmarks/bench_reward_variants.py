@@ -1,10 +1,11 @@
-"""Benchmark: per-epoch cost of each T-REX variant flag against the original project's network, same data.
+"""Benchmark: per-epoch cost of each T-REX variant flag against the original project's network,
+same data.
 
 Setting (toy but realistic, 1 torch thread, fast path): 25 synthetic demos of 200 frames (20
-training / 5 validation by the original project's split), 10 test demos, the original project's snippet lengths
-(20..100), batches of 64 pairs, ``max_batch_frames`` 1024, 256 pairs per epoch, 2 epochs.
-Each variant runs in its own process (so its peak RSS is its own); the original project's variant runs
-first and last, as the reference and to show how much the machine drifted.
+training / 5 validation by the original project's split), 10 test demos, the original project's
+snippet lengths (20..100), batches of 64 pairs, ``max_batch_frames`` 1024, 256 pairs per epoch,
+2 epochs. Each variant runs in its own process (so its peak RSS is its own); the original
+project's variant runs first and last, as the reference and to show how much the machine drifted.
 
     python benchmarks/bench_reward_variants.py --out bench_variants.jsonl
 """
@@ -116,7 +117,8 @@ def main() -> None:
     for r in rows:
         r["ratio_to_seed"] = (r["train_s"] + r["eval_s"]) / ref
         print(
-            f"{r['variant']:32s} {r['train_s']:8.1f} {r['eval_s']:7.1f} {r['ratio_to_seed']:7.2f} {r['max_rss_gb']:8.2f}"
+            f"{r['variant']:32s} {r['train_s']:8.1f} {r['eval_s']:7.1f} "
+            f"{r['ratio_to_seed']:7.2f} {r['max_rss_gb']:8.2f}"
         )
     if args.out:
         Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -189,13 +189,15 @@ def main() -> None:
                 )
                 print(
                     f"rep {rep} {name}: wall {r['wall_s']:.1f}s cpu {r['cpu_s']:.1f}s "
-                    f"load {r['load_before']:.2f}->{r['load_after']:.2f} rows {r['rows']} ok={r['rows_ok']}",
+                    f"load {r['load_before']:.2f}->{r['load_after']:.2f} "
+                    f"rows {r['rows']} ok={r['rows_ok']}",
                     flush=True,
                 )
             results.append(res)
     cores = len(os.sched_getaffinity(0))
     lines = [
-        "| repeat | sweep | wall s | CPU s | CPU use (of all cores) | load avg before/after | rows ok |",
+        "| repeat | sweep | wall s | CPU s | CPU use (of all cores) | load avg before/after "
+        "| rows ok |",
         "|---|---|---|---|---|---|---|",
     ]
     for rep, res in enumerate(results):
@@ -204,7 +206,8 @@ def main() -> None:
             lines.append(
                 f"| {rep} | {name} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
                 f"{r['cpu_s'] / r['wall_s'] / cores:.0%} | {r['load_before']:.2f} / "
-                f"{r['load_after']:.2f} | {r['rows']}/{args.num_runs} {'yes' if r['rows_ok'] else 'NO'} |"
+                f"{r['load_after']:.2f} | {r['rows']}/{args.num_runs} "
+                f"{'yes' if r['rows_ok'] else 'NO'} |"
             )
     lines.append("")
     ratios = {}

@@ -1,11 +1,12 @@
-"""Benchmark: train_reward against the original project's T-REX loop at equal quality, over several seeds.
+"""Benchmark: train_reward against the original project's T-REX loop at equal quality, over
+several seeds.
 
 For each seed, three trainers run one after another, each in a process of its own (so that
 its peak memory is its own), on the same chosen demos, the same pair sets (sampled once
 from the seed, as (demo, start, length) indices) and the same initial weights:
 
-* ``reference``: a literal copy of the original project's loop (benchmarks/reference_trex.py: one pair
-  per Adam step, fp32, per-pair evaluation of 1000 training, 1000 validation and 1000 test
+* ``reference``: a literal copy of the original project's loop (benchmarks/reference_trex.py:
+  one pair per Adam step, fp32, per-pair evaluation of 1000 training, 1000 validation and 1000 test
   pairs and whole-demo correlations on the test demos after every epoch);
 * ``ours``: this toolkit's trainer with train_reward's defaults (64 pairs per step, Adam lr
   scaled by sqrt(64), bf16 autocast + channels_last, each distinct frame run once);
@@ -225,7 +226,8 @@ def run_worker(args: argparse.Namespace) -> dict:
         from reference_trex import ReferenceConfig, ReferenceTrainer
 
         def as_seed_pairs(ds: DemoSet, pairs) -> list:
-            """The original project's pair list: ([clip0, clip1], label) with frame views into the demos."""
+            """The original project's pair list: ([clip0, clip1], label) with frame views into
+            the demos."""
             g0 = ds.offsets[pairs.demo[:, 0]] + pairs.start[:, 0]
             g1 = ds.offsets[pairs.demo[:, 1]] + pairs.start[:, 1]
             return [
@@ -412,7 +414,7 @@ def load_reference_runs(args: argparse.Namespace) -> dict[str, dict]:
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(
             f"--reference_from {args.reference_from}: not an output of this script ({e})"
-        )
+        ) from e
     differ = [k for k in SAME_SETTINGS if old["args"].get(k) != getattr(args, k)]
     if differ:
         raise SystemExit(
@@ -491,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
             per["summary"][trainer] = s = summarise(run, target, args.criterion)
             log.info("seed %d: %s %s", seed, trainer, s)
         ref_t = per["summary"]["reference"]["time_to_target_s"]
-        for trainer, s in per["summary"].items():
+        for _, s in per["summary"].items():
             s["speedup"] = round(ref_t / s["time_to_target_s"], 1) if s["reached"] else None
             s["memory_ratio"] = round(
                 s["peak_rss_mb"] / per["summary"]["reference"]["peak_rss_mb"], 2
@@ -503,11 +505,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         write_json_atomic(args.out, results)
     print(
-        f"\ntrain_reward vs the original project's loop at equal quality ({args.env_name}, {args.num_dems} demos, "
+        "\ntrain_reward vs the original project's loop at equal quality "
+        f"({args.env_name}, {args.num_dems} demos, "
         f"epochs of {args.epoch_size} pairs, {args.n_eval}-pair evaluations)"
     )
     print(
-        f"{'seed':>4} {'trainer':>9} {'target val/' + args.criterion:>18} {'epoch':>5} {'time s':>8} "
+        f"{'seed':>4} {'trainer':>9} {'target val/' + args.criterion:>18} "
+        f"{'epoch':>5} {'time s':>8} "
         f"{'speedup':>8} {'peak MB':>8} {'val acc':>7} {'test acc':>8} {'pearson':>7}"
     )
     for seed, per in results["seeds"].items():
@@ -523,7 +527,8 @@ def main(argv: list[str] | None = None) -> None:
         sp = [per["summary"][trainer]["speedup"] for per in results["seeds"].values()]
         if trainer != "reference" and all(x is not None for x in sp):
             print(
-                f"{trainer}: speedup to equal quality min {min(sp)}x, median {float(np.median(sp))}x "
+                f"{trainer}: speedup to equal quality min {min(sp)}x, "
+                f"median {float(np.median(sp))}x "
                 f"over {len(sp)} seeds"
             )
 

@@ -4,7 +4,8 @@
 What "literally" means here, step by step as upstream:
 
 * pairs are lists ``([clip0, clip1], label)`` of frame arrays (numpy views into the demos);
-  :func:`create_dataset` is the original project's sampler (global ``np.random``, one pair per loop);
+  :func:`create_dataset` is the original project's sampler (global ``np.random``, one pair per
+  loop);
 * training: one pair per optimizer step; the network runs on every frame of both snippets
   of the pair (fp32, frames permuted NHWC -> NCHW as upstream does);
 * after every ``epoch_size`` pairs: accuracy and loss pair by pair on ``n_eval`` training
@@ -46,8 +47,8 @@ def create_dataset(
     use_snippet_rewards: bool = False,
     use_clip_heuristic: bool = True,
 ):
-    """The original project's sampler: a list of ``([clip0, clip1], np.array([1]))`` and the fraction of
-    pairs whose demo-return label agrees with the snippets' true rewards."""
+    """The original project's sampler: a list of ``([clip0, clip1], np.array([1]))`` and the
+    fraction of pairs whose demo-return label agrees with the snippets' true rewards."""
     data = []
     n_honest = 0
     while len(data) < num_snippets:
@@ -158,7 +159,7 @@ class ReferenceTrainer:
         for epoch in range(cfg.max_num_epochs):
             epoch_loss = 0
             np.random.shuffle(train_set)
-            for i, ([traj_i, traj_j], label) in enumerate(train_set[: cfg.epoch_size]):
+            for _, ([traj_i, traj_j], label) in enumerate(train_set[: cfg.epoch_size]):
                 ti = torch.from_numpy(traj_i).float().to(self.device)
                 tj = torch.from_numpy(traj_j).float().to(self.device)
                 lb = torch.from_numpy(label).to(self.device)
@@ -194,7 +195,8 @@ class ReferenceTrainer:
             }
             history.append(row)
             log.info(
-                "reference epoch %d | loss %.3f | train %.3f val %.3f test %.3f | pc %.3f sc %.3f | %.0fs",
+                "reference epoch %d | loss %.3f | train %.3f val %.3f test %.3f | "
+                "pc %.3f sc %.3f | %.0fs",
                 epoch,
                 epoch_loss,
                 train_acc,

@@ -168,8 +168,8 @@ def main() -> None:
         "demo",
         "--pass_args",
         f"--demo_csv {demo_csv} --save_dir {rms} --log_dir {out / 'LOGS'} "
-        f"--num_snippets {args.snippets} --epoch_size 500 --max_num_epochs {args.epochs} --patience 2 "
-        "--min_snippet_length 10 --max_snippet_length 50 --num_val_snippets 300 "
+        f"--num_snippets {args.snippets} --epoch_size 500 --max_num_epochs {args.epochs} "
+        "--patience 2 --min_snippet_length 10 --max_snippet_length 50 --num_val_snippets 300 "
         "--num_test_snippets 300 --num_levels 200",
     )
     rm_csv = rms / "rm_infos_demo.csv"
@@ -331,7 +331,8 @@ def main() -> None:
     train_demos = demo_index[demo_index["set_name"] == "train"]
     print("\n" + "=" * 78)
     print(
-        f"procgen-trex demo finished in {(time.time() - t_start) / 60:.1f} min; everything is in {out}/"
+        f"procgen-trex demo finished in {(time.time() - t_start) / 60:.1f} min; "
+        f"everything is in {out}/"
     )
     print(
         f"  demos                   {demo_csv} ({len(train_demos)} training demos from 200 levels, "
@@ -371,7 +372,8 @@ def main() -> None:
     if agreement.exists():
         d = pd.read_csv(agreement)["distance"]
         print(
-            f"T-REX seeds' agreement: EPIC Pearson distance {d.mean():.2f} (0 = same reward, 1 = opposite)"
+            f"T-REX seeds' agreement: EPIC Pearson distance {d.mean():.2f} "
+            "(0 = same reward, 1 = opposite)"
         )
     print(f"\npolicies, true return (mean +- s.e. over {args.test_episodes} episodes):")
     scores["cell"] = [

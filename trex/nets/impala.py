@@ -25,7 +25,8 @@ class ResidualBlock(nn.Module):
 
 
 class ConvSequence(nn.Module):
-    """conv3x3 -> max-pool 3x3 stride 2 ('same' padding) -> 2 residual blocks: (N,C,H,W) -> (N,D,H/2,W/2)."""
+    """conv3x3 -> max-pool 3x3 stride 2 ('same' padding) -> 2 residual blocks:
+    (N,C,H,W) -> (N,D,H/2,W/2)."""
 
     def __init__(self, in_channels: int, depth: int) -> None:
         super().__init__()

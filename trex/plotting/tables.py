@@ -612,7 +612,8 @@ def _kind_curve(root: Path, spec: TableSpec) -> pd.DataFrame:
                 rec[f"{game}, {label}"] = (
                     "n/a"
                     if r.empty
-                    else f"{fmt(r['mean'].iloc[0])} ({fmt(r['lo'].iloc[0])} to {fmt(r['hi'].iloc[0])})"
+                    else f"{fmt(r['mean'].iloc[0])} "
+                    f"({fmt(r['lo'].iloc[0])} to {fmt(r['hi'].iloc[0])})"
                 )
         out.append(rec)
     return pd.DataFrame(out)
@@ -683,12 +684,16 @@ def _kind_headline(root: Path, spec: TableSpec) -> pd.DataFrame:
         pool = "" if int(best[2]) == WHOLE_RANGE else f", {int(best[2])} levels"
         rec = {
             "game": game,
-            f"best reward setting (highest mean {PICK_NAMES.get(pick, pick)})": f"{variant}, {int(best[1])} demos{pool}",
+            f"best reward setting (highest mean {PICK_NAMES.get(pick, pick)})": (
+                f"{variant}, {int(best[1])} demos{pool}"
+            ),
             "seeds": str(n),
             "unseen-pair accuracy": fmt_spread(b["test_acc"]),
             "Pearson / length baseline": f"{fmt_spread(b['pearson'])} / "
             f"{fmt(b['baseline_pearson'].mean())}",
-            "partial given length (runs with interval > 0)": f"{fmt_spread(b['partial'])} ({_count(b['partial_lo'] > 0, n)})",
+            "partial given length (runs with interval > 0)": (
+                f"{fmt_spread(b['partial'])} ({_count(b['partial_lo'] > 0, n)})"
+            ),
         }
         lo = pd.to_numeric(b["window_pearson_lo"], errors="coerce")
         rec["fixed-window Pearson (runs with interval > 0)"] = (
