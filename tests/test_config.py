@@ -7,7 +7,15 @@ import json
 
 import pytest
 
-from trex.common.config import Config, config_parser, flag, parse_config, require
+from trex.common.cli import positive_int, str2bool
+from trex.common.config import (
+    Config,
+    config_fields,
+    config_parser,
+    flag,
+    parse_config,
+    require,
+)
 from trex.common.errors import UserError
 
 
@@ -103,3 +111,57 @@ def test_a_field_without_flag_is_refused():
 
     with pytest.raises(TypeError):
         config_parser(Bad)
+
+
+@dataclasses.dataclass
+class FlagsConfig(Config):
+    demo_id: str | None = flag(positional=True, help="an id")
+    count: int = flag(3, type=positive_int, help="a positive count")
+    ratio: float = flag(0.5, help="a ratio")
+    deterministic: bool = flag(False, type=str2bool, help="a true/false flag defaulting to false")
+    quiet: bool = flag(False, help=None)
+    precision: str = flag("auto", choices=("auto", "fp32"), help="choices")
+    noise: list[float] | None = flag(None, type=float, nargs="+", metavar="EPS", help="a list")
+
+    def check(self) -> None:
+        super().check()
+        self.check_flags()
+
+
+def test_positional_switch_and_true_false_flags():
+    parser = config_parser(FlagsConfig)
+    actions = {a.dest: a for a in parser._actions}
+    assert actions["demo_id"].option_strings == [] and actions["demo_id"].required
+    assert actions["deterministic"].type is str2bool and actions["deterministic"].default is False
+    assert actions["quiet"].nargs == 0 and actions["quiet"].help is None  # a store_true switch
+    cfg = parse_config(FlagsConfig, ["d1", "--deterministic", "true", "--noise", "0", "0.5"])
+    assert (cfg.demo_id, cfg.deterministic, cfg.quiet, cfg.noise) == ("d1", True, False, [0, 0.5])
+    with pytest.raises(SystemExit):
+        parse_config(FlagsConfig, ["--count", "2"])  # the positional is missing
+    assert config_fields(FlagsConfig) == [f.name for f in dataclasses.fields(FlagsConfig)]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"demo_id": None}, "demo_id is required"),
+        ({"count": 0}, "--count: expected a positive integer, got 0"),
+        ({"count": 2.5}, "--count: expected a positive integer, got '2.5'"),
+        ({"ratio": "half"}, "--ratio: invalid float value: 'half'"),
+        ({"precision": "fp16"}, "--precision must be one of auto, fp32, got 'fp16'"),
+        ({"noise": [0.1, "x"]}, "--noise: invalid float value: 'x'"),
+    ],
+)
+def test_check_flags_holds_python_values_to_the_flags(changes, message):
+    FlagsConfig(demo_id="d").check()
+    with pytest.raises(UserError) as exc:
+        dataclasses.replace(FlagsConfig(demo_id="d"), **changes).check()
+    assert str(exc.value) == message
+
+
+def test_check_flags_catches_config_file_values(tmp_path):
+    """argparse converts command-line text, not the values of -c FILE.yaml: check_flags does."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("count: -4\n")
+    with pytest.raises(UserError, match="--count: expected a positive integer, got -4"):
+        parse_config(FlagsConfig, ["d", "-c", str(bad)])

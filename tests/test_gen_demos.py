@@ -1,5 +1,5 @@
-"""gen_demos: demos from the random policy and from a tiny real checkpoint (conftest's), level ranges,
-auto-reset correctness (replayed step by step), noise, skill spread, appends, bad input."""
+"""gen_demos: demos from the random policy and from a tiny real checkpoint (conftest's), level
+ranges, auto-reset correctness (replayed step by step), noise, skill spread, appends, bad input."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import torch
 
 from trex.demos.store import append_index, write_demo
 from trex.reward.model_file import read_metadata
-from trex.reward.nets import SEED_RM_COLUMNS
+from trex.reward.nets import UPSTREAM_RM_COLUMNS
 from trex.reward.registry import lookup_rm, rm_id_from_seed
 from trex.train_reward import main
 
@@ -129,7 +129,7 @@ def test_outputs(tmp_path, store, capsys):
     assert rm_id == "123_4567"
     csv = tmp_path / "rm" / "rm_infos.csv"
     df = pd.read_csv(csv, dtype={"rm_id": str})
-    assert list(df.columns[: len(SEED_RM_COLUMNS)]) == SEED_RM_COLUMNS
+    assert list(df.columns[: len(UPSTREAM_RM_COLUMNS)]) == UPSTREAM_RM_COLUMNS
     for col in (
         "seed",
         "n_test_demos",

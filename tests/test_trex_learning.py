@@ -188,7 +188,8 @@ def test_loss_and_accuracy_on_hand_made_pairs():
     np.testing.assert_allclose(pair_losses(r), expected)
     absr = np.abs(r)
     np.testing.assert_allclose(pair_losses(r, absr, 0.1), expected + 0.1 * absr.sum(1))
-    # the torch loss used for training is the original project's CrossEntropyLoss(label 1) + l1, per pair
+    # the torch loss used for training is the original project's CrossEntropyLoss(label 1) + l1,
+    # per pair
     rt = torch.tensor(r)
     ce = nn.CrossEntropyLoss(reduction="none")(rt, torch.ones(4, dtype=torch.long))
     seed_style = (ce + 0.1 * torch.tensor(absr).sum(1)).mean()

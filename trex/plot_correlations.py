@@ -17,145 +17,141 @@ when given, else from the ``baseline_*`` columns train_reward wrote (mean over r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 
-from trex.common.cli import add_config_flag, cli_entry, nonnegative_int, parse_args
+from trex.common.cli import cli_entry, nonnegative_int, setup_logging
+from trex.common.config import Config, config_parser, flag, parse_config, require
 from trex.common.errors import UserError
 
 log = logging.getLogger("trex.plot_correlations")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="trex-plot-correlations",
-        description="Correlation of learned with true return vs number of demos (PNG).",
-    )
-    add_config_flag(p)
-    p.add_argument(
-        "--rm_csv_path",
-        nargs="+",
-        default=["reward_models/rm_infos.csv"],
+@dataclasses.dataclass
+class PlotCorrelationsConfig(Config):
+    """The options of ``plot_correlations``."""
+
+    rm_csv_path: list[str] = flag(
+        ["reward_models/rm_infos.csv"],
         help="rm_infos CSV(s) written by train_reward (combined)",
     )
-    p.add_argument("--env_name", default="fruitbot")
-    p.add_argument("--distribution_mode", default="easy")
-    p.add_argument("--sequential", type=nonnegative_int, default=0)
-    p.add_argument(
-        "--demo_csv",
-        nargs="+",
-        default=None,
+    env_name: str = flag("fruitbot", help=None)
+    distribution_mode: str = flag("easy", help=None)
+    sequential: int = flag(0, type=nonnegative_int, help=None)
+    demo_csv: list[str] | None = flag(
+        None,
         help="demo index CSV(s): the baseline is computed on their test demos "
         "(default: the baseline columns of the rm_infos rows)",
     )
-    p.add_argument(
-        "--metric",
-        nargs="+",
-        default=["pearson", "spearman"],
+    metric: list[str] = flag(
+        ["pearson", "spearman"],
         help="rm_infos column(s) to plot: pearson spearman partial window_pearson ...",
     )
-    p.add_argument(
-        "--by",
-        default="num_dems",
-        help="rm_infos column on the x axis: num_dems, num_levels, rank_by, ...",
+    by: str = flag(
+        "num_dems", help="rm_infos column on the x axis: num_dems, num_levels, rank_by, ..."
     )
-    p.add_argument(
-        "--where",
-        nargs="+",
-        default=[],
+    where: list[str] = flag(
+        [],
         metavar="COLUMN=VALUE",
         help="keep only rows where COLUMN equals VALUE (e.g. num_dems=50 rank_by=return)",
     )
-    p.add_argument(
-        "--out", default=None, help="PNG to write (default figures/correlations_<env>_<mode>.png)"
+    out: str | None = flag(
+        None, help="PNG to write (default figures/correlations_<env>_<mode>.png)"
     )
-    return p
+
+    def check(self) -> None:
+        super().check()
+        self.check_flags()
+        for cond in self.where:
+            require(
+                "=" in cond,
+                f"--where {cond!r}: expected COLUMN=VALUE with a column of the rm_infos CSV",
+            )
+
+    @property
+    def out_path(self) -> str:
+        return self.out or f"figures/correlations_{self.env_name}_{self.distribution_mode}.png"
 
 
-@cli_entry
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(build_parser(), argv)
-    from trex.common.cli import setup_logging
+def build_parser() -> argparse.ArgumentParser:
+    return config_parser(
+        PlotCorrelationsConfig,
+        prog="trex-plot-correlations",
+        description="Correlation of learned with true return vs number of demos (PNG).",
+    )
 
-    setup_logging()
+
+def length_baselines(cfg: PlotCorrelationsConfig, sel) -> tuple[dict[str, float], str]:
+    """(the episode-length baseline of each metric, where it comes from): Pearson/Spearman
+    on the test demos of ``cfg.demo_csv`` when given, else the mean of the rows' baseline
+    columns; 0 for the content metrics (partial, window_pearson)."""
     import numpy as np
     import pandas as pd
 
-    from trex.plotting.correlations import (
-        BASELINE_COLUMNS,
-        correlation_summary,
-        plot_correlations,
-    )
+    from trex.plotting.correlations import BASELINE_COLUMNS
     from trex.reward.metrics import length_baseline
-    from trex.reward.registry import read_rm_infos
 
-    frames = [read_rm_infos(p) for p in args.rm_csv_path]
-    rm = pd.concat(frames, ignore_index=True, sort=False)
-    need = [c for c in ("sequential", args.by, *args.metric) if c not in rm.columns]
-    if need:
-        raise UserError(f"{', '.join(args.rm_csv_path)}: missing column(s) {', '.join(need)}")
-    sel = rm[
-        (rm["env_name"] == args.env_name)
-        & (rm["mode"] == args.distribution_mode)
-        & (pd.to_numeric(rm["sequential"], errors="coerce") == args.sequential)
-    ]
-    for cond in args.where:
-        col, sep, value = cond.partition("=")
-        if not sep or col not in sel.columns:
-            raise UserError(
-                f"--where {cond!r}: expected COLUMN=VALUE with a column of the rm_infos CSV"
-            )
-        sel = sel[sel[col].astype(str) == value]
-    for m in args.metric:
-        sel = sel.assign(**{m: pd.to_numeric(sel[m], errors="coerce")})
-    sel = sel.dropna(subset=args.metric)
-    if sel.empty:
-        raise UserError(
-            f"no reward models for {args.env_name} {args.distribution_mode} sequential="
-            f"{args.sequential}{' ' + ' '.join(args.where) if args.where else ''} with "
-            f"{', '.join(args.metric)} in {', '.join(args.rm_csv_path)}"
-        )
     baseline: dict[str, float] = {}
     where = "none"
-    if args.demo_csv:
+    if cfg.demo_csv:
         from trex.demos.store import DemoIndex
 
         test = (
-            DemoIndex.read(args.demo_csv)
+            DemoIndex.read(cfg.demo_csv)
             .filter(
-                env_name=args.env_name,
-                mode=args.distribution_mode,
+                env_name=cfg.env_name,
+                mode=cfg.distribution_mode,
                 set_name="test",
-                sequential=args.sequential,
+                sequential=cfg.sequential,
             )
             .df
         )
         if len(test) < 2:
             raise UserError(
-                f"fewer than 2 test demos for {args.env_name} {args.distribution_mode} in "
-                f"{', '.join(args.demo_csv)}: no baseline"
+                f"fewer than 2 test demos for {cfg.env_name} {cfg.distribution_mode} in "
+                f"{', '.join(cfg.demo_csv)}: no baseline"
             )
         baseline["pearson"], baseline["spearman"] = length_baseline(
             test["length"].to_numpy(), test["return"].to_numpy()
         )
         where = f"{len(test)} test demos"
-    for m in args.metric:
+    for m in cfg.metric:
         ref = BASELINE_COLUMNS.get(m)
         if isinstance(ref, float):
             baseline[m] = ref
         elif ref is not None and m not in baseline and ref in sel.columns:
             baseline[m] = float(np.nanmean(pd.to_numeric(sel[ref], errors="coerce")))
             where = "mean over the runs' test demos"
-    out = args.out or f"figures/correlations_{args.env_name}_{args.distribution_mode}.png"
+    return baseline, where
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_config(PlotCorrelationsConfig, argv, build_parser())
+    setup_logging()
+    from trex.plotting.correlations import correlation_summary, plot_correlations
+    from trex.reward.registry import select_rm_rows
+
+    sel = select_rm_rows(
+        cfg.rm_csv_path,
+        cfg.env_name,
+        cfg.distribution_mode,
+        cfg.sequential,
+        where=cfg.where,
+        numeric=cfg.metric,
+        columns=[cfg.by],
+    )
+    baseline, where = length_baselines(cfg, sel)
     title = (
-        f"{args.env_name} ({args.distribution_mode}{', sequential' if args.sequential else ''}): "
+        f"{cfg.env_name} ({cfg.distribution_mode}{', sequential' if cfg.sequential else ''}): "
         f"learned reward vs true return on unseen levels"
     )
     path = plot_correlations(
-        sel, out, title=title, baseline=baseline, metrics=args.metric, by=args.by
+        sel, cfg.out_path, title=title, baseline=baseline, metrics=cfg.metric, by=cfg.by
     )
-    summary = correlation_summary(sel, args.metric, args.by)
+    summary = correlation_summary(sel, cfg.metric, cfg.by)
     if baseline:
         log.info(
             "episode-length baseline (%s): %s",

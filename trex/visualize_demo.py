@@ -12,6 +12,7 @@ frame is held for a second with the final return.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import sys
@@ -20,39 +21,48 @@ from pathlib import Path
 
 import numpy as np
 
-from trex.common.cli import (
-    add_config_flag,
-    cli_entry,
-    parse_args,
-    positive_int,
-    setup_logging,
-)
-from trex.common.errors import UserError
+from trex.common.cli import cli_entry, positive_int, setup_logging
+from trex.common.config import Config, config_parser, flag, parse_config, require
 
 log = logging.getLogger("trex.visualize_demo")
 
 _DIGITS = "0123456789.-+/ "
+#: the largest --scale (64 px frames -> 1024 px)
+MAX_SCALE = 16
+
+
+@dataclasses.dataclass
+class VisualizeDemoConfig(Config):
+    """The options of ``visualize_demo`` (``demo_id`` must be given)."""
+
+    demo_id: str | None = flag(positional=True, help="id of the demo (a demo_id of the index CSV)")
+    demo_csv: list[str] = flag(["demos/demo_infos.csv"], help="index CSV(s) to look the id up in")
+    out: str | None = flag(None, help="output MP4 (default Videos/demo_<id>.mp4)")
+    scale: int = flag(4, type=positive_int, help="upscaling factor (64 px -> 256 px)")
+    fps: int = flag(15, type=positive_int, help=None)
+
+    def check(self) -> None:
+        super().check()
+        self.check_flags()
+        require(
+            self.scale <= MAX_SCALE,
+            f"--scale {self.scale} is too large (at most {MAX_SCALE})",
+        )
+        require(
+            self.out_path.suffix.lower() == ".mp4", f"--out must end in .mp4, got {self.out_path}"
+        )
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out) if self.out else Path("Videos") / f"demo_{self.demo_id}.mp4"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    return config_parser(
+        VisualizeDemoConfig,
         prog="trex-visualize-demo",
         description="Render a stored demo as an MP4 with its return so far.",
     )
-    add_config_flag(p)
-    p.add_argument("demo_id", help="id of the demo (a demo_id of the index CSV)")
-    p.add_argument(
-        "--demo_csv",
-        nargs="+",
-        default=["demos/demo_infos.csv"],
-        help="index CSV(s) to look the id up in",
-    )
-    p.add_argument("--out", default=None, help="output MP4 (default Videos/demo_<id>.mp4)")
-    p.add_argument(
-        "--scale", type=positive_int, default=4, help="upscaling factor (64 px -> 256 px)"
-    )
-    p.add_argument("--fps", type=positive_int, default=15)
-    return p
 
 
 # ----------------------------------------------------------------------------- text banner
@@ -162,20 +172,14 @@ def annotate_demo(
 
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(build_parser(), argv)
+    cfg = parse_config(VisualizeDemoConfig, argv, build_parser())
     setup_logging()
     from trex.common.video import write_mp4
     from trex.demos.store import DemoIndex
 
-    if args.scale > 16:
-        raise UserError(f"--scale {args.scale} is too large (at most 16)")
-    index = DemoIndex.read(args.demo_csv)
-    demo = index.load(args.demo_id)
-    out = Path(args.out) if args.out else Path("Videos") / f"demo_{args.demo_id}.mp4"
-    if out.suffix.lower() != ".mp4":
-        raise UserError(f"--out must end in .mp4, got {out}")
-    frames = annotate_demo(demo.observations, demo.rewards, args.scale, hold=args.fps)
-    write_mp4(out, frames, fps=args.fps)
+    demo = DemoIndex.read(cfg.demo_csv).load(cfg.demo_id)
+    frames = annotate_demo(demo.observations, demo.rewards, cfg.scale, hold=cfg.fps)
+    write_mp4(cfg.out_path, frames, fps=cfg.fps)
     log.info(
         "demo %s (%s, %d steps, return %.2f, level %s) -> %s",
         demo.demo_id,
@@ -183,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         len(demo),
         demo.ret,
         demo.info.get("level_seed"),
-        out,
+        cfg.out_path,
     )
     return 0
 

@@ -33,7 +33,7 @@ _ARGPARSE_KEYS = ("type", "choices", "nargs", "metavar", "action")
 def flag(
     default: Any = dataclasses.MISSING,
     *,
-    help: str,
+    help: str | None,
     type: Callable[[str], Any] | None = None,
     choices: Sequence[Any] | None = None,
     nargs: str | int | None = None,
@@ -41,19 +41,23 @@ def flag(
     action: str | None = None,
     group: str | None = None,
     required: bool = False,
+    positional: bool = False,
 ) -> Any:
     """A config field that is also a command-line flag ``--<name>``.
 
     Args:
         default: the default value (a list default is copied per instance); omit it together
             with ``required=True`` for a flag that must be given.
-        help: the ``--help`` text.
+        help: the ``--help`` text (None: listed without one).
         type: the argparse type (default: from the annotation: int, float, str; a bool field
-            with default False is a ``store_true`` switch, else ``true/false``).
+            with default False and no ``type`` is a ``store_true`` switch, else
+            ``true/false``).
         choices, nargs, metavar, action: as in :meth:`argparse.ArgumentParser.add_argument`
             (``nargs`` defaults to ``"+"`` for list fields).
         group: the heading the flag is listed under in ``--help``.
         required: the flag must be given (on the command line or in ``-c FILE``).
+        positional: a positional argument ``<name>`` instead of ``--<name>`` (required
+            unless it has a default and ``nargs="?"``).
     """
     meta = {
         "help": help,
@@ -64,11 +68,12 @@ def flag(
         "nargs": nargs,
         "metavar": metavar,
         "action": action,
+        "positional": positional,
     }
     if isinstance(default, list):
         value = list(default)
         return dataclasses.field(default_factory=lambda: list(value), metadata=meta)
-    if default is dataclasses.MISSING and not required:
+    if default is dataclasses.MISSING and not (required or positional):
         raise TypeError("flag() needs a default unless required=True")
     return dataclasses.field(
         default=None if default is dataclasses.MISSING else default, metadata=meta
@@ -93,6 +98,39 @@ class Config:
         new.check()
         return new
 
+    def check_flags(self) -> None:
+        """UserError unless every value is one its flag accepts on the command line: a
+        required flag is set, a value is among the flag's ``choices`` and passes its argparse
+        type (``positive_int``, ``float``, ...; each element of a list). A config built in
+        Python, or from ``-c FILE.yaml`` (whose values argparse does not convert), is held to
+        the same rules as the command line. Subclasses call it from :meth:`check`."""
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            meta, value = field.metadata, getattr(self, field.name)
+            if "help" not in meta:
+                continue
+            if value is None:
+                if meta.get("positional"):
+                    raise UserError(f"{field.name} is required")
+                if meta.get("required"):
+                    raise UserError(f"--{field.name} is required")
+                continue
+            convert = _value_type(field, hints[field.name])
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if convert is not None:
+                    try:
+                        convert(v if isinstance(v, str) else str(v))
+                    except argparse.ArgumentTypeError as err:
+                        raise UserError(f"--{field.name}: {err}") from None
+                    except (TypeError, ValueError):
+                        name = getattr(convert, "__name__", "")
+                        raise UserError(f"--{field.name}: invalid {name} value: {v!r}") from None
+                choices = meta.get("choices")
+                if choices is not None and v not in choices:
+                    raise UserError(
+                        f"--{field.name} must be one of {', '.join(map(str, choices))}, got {v!r}"
+                    )
+
 
 def _base_type(annotation: Any) -> tuple[Any, bool]:
     """(the non-None type of an annotation, whether it is a list)."""
@@ -104,6 +142,23 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
         args = typing.get_args(annotation)
         return (args[0] if args else str), True
     return annotation, False
+
+
+def _value_type(field: dataclasses.Field, annotation: Any) -> Callable[[str], Any] | None:
+    """The converter a field's command-line text goes through (None for a switch)."""
+    if field.metadata.get("type") is not None:
+        return field.metadata["type"]
+    if field.metadata.get("action") is not None:
+        return None
+    base, _ = _base_type(annotation)
+    if base is bool:
+        return None if field.default is False else str2bool
+    return base if base in (int, float, str) else None
+
+
+def config_fields(cls: type[Config]) -> list[str]:
+    """The flag names of a config class, in order (``--<name>``; a positional ``<name>``)."""
+    return [f.name for f in dataclasses.fields(cls) if "help" in f.metadata]
 
 
 def config_parser(
@@ -121,7 +176,7 @@ def config_parser(
         base, is_list = _base_type(hints[field.name])
         kwargs: dict[str, Any] = {k: meta[k] for k in _ARGPARSE_KEYS if meta.get(k) is not None}
         if "action" not in kwargs:
-            if base is bool and field.default is False:
+            if base is bool and field.default is False and "type" not in kwargs:
                 kwargs["action"] = "store_true"
             else:
                 kwargs.setdefault("type", str2bool if base is bool else base)
@@ -131,14 +186,17 @@ def config_parser(
             default = field.default_factory()
         else:
             default = field.default
+        positional = meta.get("positional", False)
         if meta.get("required"):
-            kwargs["required"] = True
-        else:
+            if not positional:
+                kwargs["required"] = True
+        elif not positional or kwargs.get("nargs") == "?":
             kwargs["default"] = default
         group = meta.get("group")
         if group not in groups:
             groups[group] = parser.add_argument_group(group)
-        groups[group].add_argument(f"--{field.name}", help=meta["help"], **kwargs)
+        name = field.name if positional else f"--{field.name}"
+        groups[group].add_argument(name, help=meta["help"], **kwargs)
     return parser
 
 

@@ -1,5 +1,6 @@
 """Demonstrations: the demo store (``demo_infos.csv`` + one ``.npz`` per demo) and demo
-generation from policy checkpoints.
+generation from policy checkpoints (a whole run: :func:`collect_demos`, taking a
+:class:`GenDemosConfig`).
 
 Public names are imported on first use (``from trex.demos import X``), so importing the
 package stays cheap and the sub-packages import no more of each other than they use."""
@@ -7,19 +8,24 @@ package stays cheap and the sub-packages import no more of each other than they 
 from trex._lazy import lazy_exports
 
 _EXPORTS = {
+    "GenDemosConfig": "trex.demos.config",
+    "RANDOM_POLICY": "trex.demos.config",
     "CollectConfig": "trex.demos.generation",
     "CollectStats": "trex.demos.generation",
     "DemoWriter": "trex.demos.generation",
     "EpisodeRecord": "trex.demos.generation",
+    "GenDemosResult": "trex.demos.generation",
     "check_existing_index": "trex.demos.generation",
+    "collect_demos": "trex.demos.generation",
     "collect_episodes": "trex.demos.generation",
     "demo_id_for": "trex.demos.generation",
+    "demos_of_run": "trex.demos.generation",
     "generate_demos": "trex.demos.generation",
     "index_paths": "trex.demos.generation",
+    "policy_sources": "trex.demos.generation",
     "summarize_rows": "trex.demos.generation",
     "DemoJob": "trex.demos.planning",
     "PolicySource": "trex.demos.planning",
-    "RANDOM_POLICY": "trex.demos.planning",
     "RANDOM_POLICY_NOISE": "trex.demos.planning",
     "check_noise": "trex.demos.planning",
     "checkpoint_source": "trex.demos.planning",

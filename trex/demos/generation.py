@@ -17,6 +17,10 @@ checkpoints uniformly (the original project's way), which over-samples the many 
 a saturated learning curve. Noise: epsilon-greedy injection, a uniformly random action
 with probability epsilon, else the policy's (D-REX, Brown et al. 2019, arXiv 1907.03976).
 
+Whole runs: :func:`collect_demos` (``gen_demos`` from Python) takes a
+:class:`~trex.demos.config.GenDemosConfig`, plans the jobs (:mod:`trex.demos.planning`),
+resumes an interrupted attempt of the same run and collects.
+
 Auto-reset: the observation returned with ``done=True`` is the first of the next episode
 and the reward returned with it is the last of the finished one (see trex/core/envs.py),
 so an episode's frames are the observations *before* each of its steps: T frames, T
@@ -25,6 +29,7 @@ actions, T rewards, never spliced across levels.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -39,6 +44,7 @@ import pandas as pd
 
 from trex.common.envs import NUM_ACTIONS, OBS_SHAPE_HWC, level_pool, make_procgen_env
 from trex.common.errors import UserError
+from trex.demos.config import RANDOM_POLICY, GenDemosConfig
 from trex.demos.planning import DemoJob, PolicySource
 from trex.demos.store import (
     DEFAULT_FILES_DIR,
@@ -513,3 +519,140 @@ def generate_demos(
     finally:
         writer.close()
     return writer.rows, stats
+
+
+# ----------------------------------------------------------------------------- a whole run
+
+
+@dataclass
+class GenDemosResult:
+    """What :func:`collect_demos` returns.
+
+    Attributes:
+        rows: the index rows this call wrote (one per demo, the columns of demo_infos.csv
+            and more: policy_timesteps, done, run_key, ...).
+        stats: the collection's counts and time (empty when nothing was left to do).
+        csv_path, demo_dir: the index CSV and the demo file directory.
+        run_dir: ``<log_dir>/gen_demos_runs/<time>_<pid>/`` (config.json, log.txt); None
+            when an earlier attempt of the same run had already collected every demo.
+        config: the run's config, its seed drawn if it was None.
+        run_key: the run's key (:meth:`GenDemosConfig.run_key`), recorded in every row.
+        resumed: demos of this run an earlier, interrupted attempt had already stored.
+    """
+
+    rows: list[dict[str, Any]]
+    stats: CollectStats
+    csv_path: Path
+    demo_dir: Path
+    run_dir: Path | None
+    config: GenDemosConfig
+    run_key: str
+    resumed: int = 0
+
+
+def demos_of_run(csv_path: str | os.PathLike, key: str) -> pd.DataFrame:
+    """The index rows a run with this key already wrote (empty if none)."""
+    from trex.demos.store import DemoIndex
+
+    csv_path = Path(csv_path)
+    if not csv_path.exists() or csv_path.stat().st_size == 0:
+        return pd.DataFrame(columns=["policy", "noise"])
+    df = DemoIndex.read(csv_path).df
+    return df[df["run_key"].astype(str) == key] if "run_key" in df.columns else df.iloc[:0]
+
+
+def policy_sources(cfg: GenDemosConfig) -> list[PolicySource] | None:
+    """The checkpoints a run's demos come from (each one's metadata read and its game
+    checked), or None for the random policy. UserError for a missing or wrong checkpoint."""
+    from trex.demos.planning import checkpoint_source, manifest_sources
+
+    if cfg.policy == RANDOM_POLICY:
+        return None
+    if cfg.policy is not None:
+        return [checkpoint_source(cfg.policy, cfg.env_name)]
+    if cfg.models_dir is None:
+        raise UserError("give --models_dir or --policy")
+    return manifest_sources(cfg.models_dir, cfg.env_name)
+
+
+def collect_demos(cfg: GenDemosConfig) -> GenDemosResult:
+    """Collect demos as ``python -m trex.gen_demos`` does, writing the same files: the demos
+    ``<log_dir>/demo_files[_<name>]/<demo_id>.npz``, their rows appended to
+    ``<log_dir>/demo_infos[_<name>].csv``, and a run directory with ``config.json`` and
+    ``log.txt``.
+
+    A retry of the same run (same options and seed, so the same :meth:`GenDemosConfig.run_key`)
+    collects only what an interrupted attempt left to do. Every check of bad input runs
+    before anything is written; UserError (one line) for each. Logging goes to stderr and the
+    run's log.txt (:func:`trex.common.cli.setup_logging`), as for the stage.
+    """
+    import time
+
+    from trex.common.cli import setup_logging
+    from trex.common.runs import seed_everything, write_run_config
+    from trex.demos.planning import plan_jobs, remaining_jobs
+
+    cfg.check()
+    if cfg.seed is None:
+        cfg = dataclasses.replace(cfg, seed=int.from_bytes(os.urandom(4), "little") % 2**31)
+    jobs = plan_jobs(cfg.num_dems, cfg.noise_levels, policy_sources(cfg))
+    collect = cfg.collect_config()
+    pool = collect.pool()
+    csv_path, demo_dir = index_paths(cfg.log_dir, cfg.name)
+    check_existing_index(csv_path)  # a clear error before anything is written
+    # a retry of the same run (same arguments and seed) finishes what a killed attempt began
+    key = cfg.run_key()
+    done = demos_of_run(csv_path, key)
+    if len(done):
+        jobs = remaining_jobs(jobs, done)
+        log.info(
+            "%d demos of this run (key %s) are already in %s; %d left to collect",
+            len(done),
+            key,
+            csv_path,
+            len(jobs),
+        )
+        collect.seed = int(
+            np.random.SeedSequence([cfg.seed, len(done)]).generate_state(1)[0] % 2**31
+        )
+        if not jobs:
+            log.info("nothing left to do")
+            return GenDemosResult([], CollectStats(), csv_path, demo_dir, None, cfg, key, len(done))
+    run_dir = (
+        Path(cfg.log_dir) / "gen_demos_runs" / f"{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(run_dir / "log.txt")
+    write_run_config(
+        run_dir / "config.json", cfg.to_dict(), index=str(csv_path), demo_dir=str(demo_dir)
+    )
+    seed_everything(cfg.seed)
+    n_policies = len({j.policy.name for j in jobs})
+    log.info(
+        "collecting %d %s demos of %s (%s) on levels [%d, %d) from %d polic%s, noise %s, "
+        "%d envs, seed %d -> %s",
+        len(jobs),
+        "test" if cfg.test_set else "train",
+        cfg.env_name,
+        cfg.distribution_mode,
+        pool[0],
+        sum(pool),
+        n_policies,
+        "y" if n_policies == 1 else "ies",
+        sorted({j.noise for j in jobs}),
+        min(cfg.num_envs, len(jobs)),
+        cfg.seed,
+        csv_path,
+    )
+    rows, stats = generate_demos(
+        jobs, collect, csv_path, demo_dir, progress=cfg.progress, run_key=key
+    )
+    log.info(
+        "%d demos, %d steps in %.1f s (%.0f demo steps/s); index %s",
+        stats.demos,
+        stats.demo_steps,
+        stats.seconds,
+        stats.demo_steps_per_s,
+        csv_path,
+    )
+    return GenDemosResult(rows, stats, csv_path, demo_dir, run_dir, cfg, key, len(done))

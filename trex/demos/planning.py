@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from trex.common.errors import UserError
+from trex.demos.config import RANDOM_POLICY
 
 log = logging.getLogger(__name__)
 
-RANDOM_POLICY = "random"
 #: noise recorded for demos of the random policy (every action is random)
 RANDOM_POLICY_NOISE = 1.0
 

@@ -1,6 +1,7 @@
 """The reward side: reward networks and their variants, the reward-model file and the
 ``rm_infos.csv`` registry, demo and snippet-pair data, T-REX training, the reward-training
-procedure and the metrics. It does not import the RL side.
+procedure (:func:`train_reward_model`, taking a :class:`TrainRewardConfig`), evaluation of
+saved models and the metrics. It does not import the RL side.
 
 Public names are imported on first use (``from trex.reward import X``), so importing the
 package stays cheap and the sub-packages import no more of each other than they use."""
@@ -8,6 +9,13 @@ package stays cheap and the sub-packages import no more of each other than they 
 from trex._lazy import lazy_exports
 
 _EXPORTS = {
+    "EvalRewardConfig": "trex.reward.config",
+    "LR_SCALINGS": "trex.reward.config",
+    "RANK_BY": "trex.reward.config",
+    "TrainRewardConfig": "trex.reward.config",
+    "RewardEvaluation": "trex.reward.evaluation",
+    "evaluate_reward_files": "trex.reward.evaluation",
+    "select_eval_demos": "trex.reward.evaluation",
     "DEFAULT_WINDOW": "trex.reward.metrics",
     "NUM_BOOTSTRAP": "trex.reward.metrics",
     "bootstrap_weights": "trex.reward.metrics",
@@ -41,7 +49,7 @@ _EXPORTS = {
     "RewardEnsemble": "trex.reward.nets",
     "RewardNet": "trex.reward.nets",
     "CnnRewardNet": "trex.reward.nets",
-    "SEED_RM_COLUMNS": "trex.reward.nets",
+    "UPSTREAM_RM_COLUMNS": "trex.reward.nets",
     "build_net": "trex.reward.nets",
     "frames_to_input": "trex.reward.nets",
     "gather_input": "trex.reward.nets",
@@ -60,22 +68,30 @@ _EXPORTS = {
     "snippet_frames": "trex.reward.pairs",
     "snippet_sums": "trex.reward.pairs",
     "split_train_val": "trex.reward.pairs",
+    "check_rm_csv_header": "trex.reward.registry",
+    "finished_row": "trex.reward.registry",
     "lookup_rm": "trex.reward.registry",
     "model_dir_name": "trex.reward.registry",
     "read_rm_infos": "trex.reward.registry",
     "resolve_reward_model": "trex.reward.registry",
     "rm_csv_name": "trex.reward.registry",
     "rm_id_from_seed": "trex.reward.registry",
+    "select_rm_rows": "trex.reward.registry",
     "DemoChoice": "trex.reward.training",
     "DemoSpec": "trex.reward.training",
-    "RANK_BY": "trex.reward.training",
+    "RESULT_KEYS": "trex.reward.training",
+    "RESULT_METRICS": "trex.reward.training",
     "RewardFit": "trex.reward.training",
+    "RewardTrainingResult": "trex.reward.training",
     "choose_demos": "trex.reward.training",
     "evaluate_reward_models": "trex.reward.training",
     "fit_reward_model": "trex.reward.training",
     "frame_predictions": "trex.reward.training",
+    "make_run_dir": "trex.reward.training",
+    "model_metadata": "trex.reward.training",
     "rank_keys": "trex.reward.training",
-    "LR_SCALINGS": "trex.reward.trex",
+    "rm_infos_row": "trex.reward.training",
+    "train_reward_model": "trex.reward.training",
     "TrexConfig": "trex.reward.trex",
     "TrexData": "trex.reward.trex",
     "TrexResult": "trex.reward.trex",

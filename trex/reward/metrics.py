@@ -1,8 +1,8 @@
 """Metrics of learned rewards: preference accuracy and loss on snippet pairs, Pearson and
 Spearman correlation of predicted with true returns, and the episode-length baseline.
 
-Pair convention (the original project's): column 1 of a pair is the preferred snippet (label 1), so a
-pair is classified correctly when its predicted return is strictly larger than column 0's
+Pair convention (the original project's): column 1 of a pair is the preferred snippet (label 1),
+so a pair is classified correctly when its predicted return is strictly larger than column 0's
 (the original project's ``torch.max`` picks index 0 on ties, which counts as wrong).
 """
 
@@ -148,7 +148,8 @@ def _partial_from_corr(c: np.ndarray) -> np.ndarray:
 def bootstrap_weights(
     n: int, num: int = NUM_BOOTSTRAP, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Bootstrap resamples of ``n`` demos: (indices int64 (num, n), multiplicities float (num, n))."""
+    """Bootstrap resamples of ``n`` demos: (indices int64 (num, n), multiplicities float
+    (num, n))."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(n, size=(num, n))
     weights = np.zeros((num, n))
@@ -213,7 +214,8 @@ def window_correlation(
 
 
 def _window_corr(c: np.ndarray) -> np.ndarray:
-    """Predicted-vs-true correlation from (B, 2, 2) matrices; 0 where only the prediction is constant."""
+    """Predicted-vs-true correlation from (B, 2, 2) matrices; 0 where only the prediction is
+    constant."""
     const_pred, const_true = np.isnan(c[:, 0, 0]), np.isnan(c[:, 1, 1])
     return np.where(const_pred & ~const_true, 0.0, c[:, 0, 1])
 

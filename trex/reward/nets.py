@@ -17,8 +17,8 @@ strings) says what the file is: ``format`` = ``trex-reward-model``, ``format_ver
 ``architecture``, ``net_config`` (JSON), ``env_name``, ``mode``, ``num_dems``, ``seed``,
 ``sequential``, ``rm_id``, ``training`` (JSON of the run's flags) and ``results`` (JSON).
 ``net_config`` holds what rebuilding the network needs (``output_abs``; ``frame_stack``,
-``scale_frames``, ``ensemble`` when not the original project's); the original project's network is written as format
-version 1, any variant as version 2.
+``scale_frames``, ``ensemble`` when not the original project's); the original project's network
+is written as format version 1, any variant as version 2.
 
 For later stages (PPO on the learned reward): :func:`load_reward_function` loads a model,
 checks its game and mode, and returns a :class:`RewardFunction` that maps a batch of frames
@@ -47,7 +47,7 @@ ARCHITECTURE = "seed_cnn"
 #: scaled frames, the IMPALA encoder, ensembles). An upstream network's file stays version 1.
 FORMAT_VERSION = 2
 #: rm_infos.csv columns of the original project, in its order (DESIGN.md); ours follow them
-SEED_RM_COLUMNS: list[str] = [
+UPSTREAM_RM_COLUMNS: list[str] = [
     "rm_id",
     "method",
     "env_name",
@@ -62,7 +62,9 @@ SEED_RM_COLUMNS: list[str] = [
     "pearson",
     "spearman",
 ]
-RM_COLUMNS: list[str] = SEED_RM_COLUMNS + [
+#: the former name of :data:`UPSTREAM_RM_COLUMNS`
+SEED_RM_COLUMNS = UPSTREAM_RM_COLUMNS
+RM_COLUMNS: list[str] = UPSTREAM_RM_COLUMNS + [
     "seed",
     "n_test_demos",
     "baseline_pearson",
@@ -150,7 +152,8 @@ class RewardNet(nn.Module):
     @property
     def net_config(self) -> dict[str, Any]:
         """Constructor arguments, stored in the model file: ``output_abs`` and the settings
-        that differ from the original project's (so an upstream network's file is the version-1 format's)."""
+        that differ from the original project's (so an upstream network's file is the
+        version-1 format's)."""
         cfg: dict[str, Any] = {"output_abs": self.output_abs}
         if self.frame_stack != 1:
             cfg["frame_stack"] = self.frame_stack

@@ -17,7 +17,8 @@ Procedure (the original project's):
 * After every ``epoch_size`` pairs: train/validation/test accuracy and loss, Pearson and
   Spearman correlation of predicted with true return on held-out test demos; early
   stopping on validation accuracy with ``patience``; the best model is restored
-  (``select_by``: the original project's validation accuracy, or the validation loss, or the last epoch).
+  (``select_by``: the original project's validation accuracy, or the validation loss, or the
+  last epoch).
 
 What makes it fast without changing the maths:
 
@@ -167,8 +168,8 @@ def select_demos(
 
     The return range [lo, hi] with lo = min return, hi = lo + max_return * (max - lo) is cut
     into 4 equal bins; rounds visit the bins in order and take one random unused demo from
-    each non-empty bin, until ``num_dems`` are chosen (the original project's "uniformish distribution
-    of demo returns"). Bins are closed intervals, as upstream.
+    each non-empty bin, until ``num_dems`` are chosen (the original project's "uniformish
+    distribution of demo returns"). Bins are closed intervals, as upstream.
 
     UserError when the demos cannot satisfy the request.
     """
@@ -227,8 +228,8 @@ def split_train_val(keys: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
     k = int(n * TRAIN_FRACTION)
     train, val = np.arange(k), np.arange(k, n)
     if len(val) >= 2 and len(np.unique(keys[val])) < 2:
-        # the original project's split would make no validation pair: swap the last validation demo with
-        # the latest training demo of another key, if training keeps two keys after it
+        # the original project's split would make no validation pair: swap the last validation
+        # demo with the latest training demo of another key, if training keeps two keys after it
         for i in train[::-1]:
             if keys[i] == keys[val[0]]:
                 continue
@@ -257,9 +258,9 @@ class PairSet:
 
     demo int64 (P, 2) and start int64 (P, 2): demo and first frame (within the demo) of
     snippet 0 and snippet 1; length int64 (P,): both snippets' length. Snippet 1 is the
-    preferred one (label 1, the original project's convention). honest bool (P,): the demo-return label
-    agrees with the snippets' true rewards (true reward of snippet 0 <= snippet 1, before any
-    ``use_snippet_rewards`` swap).
+    preferred one (label 1, the original project's convention). honest bool (P,): the
+    demo-return label agrees with the snippets' true rewards (true reward of snippet 0 <=
+    snippet 1, before any ``use_snippet_rewards`` swap).
     """
 
     demo: np.ndarray

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,101 @@ def resolve_reward_model(rm: str | os.PathLike, rm_csv: str | os.PathLike | None
         return Path(text)
     _, path = lookup_rm(text, rm_csv or Path("reward_models") / rm_csv_name(None))
     return path
+
+
+def check_rm_csv_header(path: str | os.PathLike, columns: Sequence[str]) -> None:
+    """UserError, before any training, when an existing rm_infos CSV lacks some of
+    ``columns`` (its rows could not take ours: e.g. one written before ``variant`` existed)."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), [])
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise UserError(
+            f"{path} was written by an older version (no column(s) {', '.join(missing)}): "
+            "use another --save_name or --save_dir, or add the columns to it"
+        )
+
+
+def finished_row(
+    rm_csv: str | os.PathLike,
+    rm_id: str,
+    model_path: str | os.PathLike,
+    identity: Mapping[str, Any],
+    seed: int,
+) -> dict[str, Any] | None:
+    """The rm_infos row of ``rm_id`` if that run already finished (row and model file
+    there), else None. ``identity``: the values that decide which model a run makes
+    (:meth:`trex.reward.config.TrainRewardConfig.identity`); UserError if the model file
+    of ``rm_id`` was trained with other values of them (other flags, same seed)."""
+    from trex.reward.model_file import read_metadata
+
+    rm_csv, model_path = Path(rm_csv), Path(model_path)
+    if not rm_csv.is_file() or rm_csv.stat().st_size == 0:
+        return None
+    rows = read_rm_infos(rm_csv)
+    rows = rows[rows["rm_id"] == rm_id]
+    if rows.empty:
+        return None
+    if not model_path.is_file():
+        raise UserError(
+            f"{rm_csv} lists rm_id {rm_id} but {model_path} is missing; pass --overwrite "
+            f"to train it again"
+        )
+    theirs = read_metadata(model_path).get("training", {})
+    differ = sorted(k for k, v in identity.items() if k in theirs and theirs[k] != v)
+    if differ:
+        raise UserError(
+            f"reward model {model_path} (rm_id {rm_id}, seed {seed}) was trained with "
+            f"other {', '.join(differ[:5])}; pass another --seed or --save_name, or --overwrite"
+        )
+    return {
+        k: (None if isinstance(v, float) and v != v else v)
+        for k, v in rows.iloc[-1].to_dict().items()
+    }
+
+
+def select_rm_rows(
+    csv_paths: Sequence[str | os.PathLike],
+    env_name: str,
+    mode: str,
+    sequential: int = 0,
+    where: Sequence[str] = (),
+    numeric: Sequence[str] = (),
+    columns: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The rm_infos rows (of several CSVs combined) of one game, mode and ``sequential``
+    value, and where each ``COLUMN=VALUE`` of ``where`` holds (compared as text); the
+    ``numeric`` columns converted to numbers, rows without one of them dropped. UserError
+    when a CSV lacks ``sequential``, a ``numeric`` or a ``columns`` column, for a bad
+    ``where``, or when no row is left."""
+    rm = pd.concat([read_rm_infos(p) for p in csv_paths], ignore_index=True, sort=False)
+    names = ", ".join(str(p) for p in csv_paths)
+    need = [c for c in dict.fromkeys(("sequential", *columns, *numeric)) if c not in rm.columns]
+    if need:
+        raise UserError(f"{names}: missing column(s) {', '.join(need)}")
+    sel = rm[
+        (rm["env_name"] == env_name)
+        & (rm["mode"] == mode)
+        & (pd.to_numeric(rm["sequential"], errors="coerce") == sequential)
+    ]
+    for cond in where:
+        col, sep, value = cond.partition("=")
+        if not sep or col not in sel.columns:
+            raise UserError(
+                f"--where {cond!r}: expected COLUMN=VALUE with a column of the rm_infos CSV"
+            )
+        sel = sel[sel[col].astype(str) == value]
+    for m in numeric:
+        sel = sel.assign(**{m: pd.to_numeric(sel[m], errors="coerce")})
+    sel = sel.dropna(subset=list(numeric))
+    if sel.empty:
+        raise UserError(
+            f"no reward models for {env_name} {mode} sequential={sequential}"
+            f"{' ' + ' '.join(where) if where else ''} with {', '.join(numeric)} in {names}"
+        )
+    return sel

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from trex.common.device import autocast
 from trex.common.errors import UserError
+from trex.reward.config import LR_SCALINGS
 from trex.reward.metrics import correlations, pair_accuracy, pair_loss
 from trex.reward.nets import (
     RewardNet,
@@ -158,7 +159,8 @@ def train_step(
     augment: str = "none",
     rng: np.random.Generator | None = None,
 ) -> tuple[float, torch.Tensor, torch.Tensor, int]:
-    """One optimizer step on a batch of pairs: (loss, returns (B, 2), |r| sums (B, 2), distinct frames).
+    """One optimizer step on a batch of pairs: (loss, returns (B, 2), |r| sums (B, 2), distinct
+    frames).
 
     Up to ``max_frames`` distinct frames: one forward/backward over them. More: activations
     would not fit (~0.9 MB per frame), so the frames go through the network in chunks twice
@@ -199,7 +201,8 @@ def train_step(
 
 def trex_loss(returns: torch.Tensor, abs_sums: torch.Tensor, lam_l1: float) -> torch.Tensor:
     """Mean over pairs of cross-entropy(logits = returns (B, 2), label 1) + lam_l1 * |r| sums
-    (T-REX Eq. 1 plus the original project's L1 penalty); per pair identical to the original project's loss.
+    (T-REX Eq. 1 plus the original project's L1 penalty); per pair identical to the original
+    project's loss.
     Members' returns (M, B, 2): the sum over members of each member's loss."""
     ce = F.softplus(returns[..., 0] - returns[..., 1])  # = CE([R0, R1], 1)
     return (ce + lam_l1 * abs_sums.sum(dim=-1)).mean(dim=-1).sum()
@@ -255,12 +258,10 @@ def pair_returns(
 # ----------------------------------------------------------------------------- training
 
 
-LR_SCALINGS = ("sqrt", "none")
-
-
 @dataclass
 class TrexConfig:
-    """Training settings; defaults are the original project's (weight_decay as in its latest version).
+    """Training settings; defaults are the original project's (weight_decay as in its latest
+    version).
 
     ``lr`` is the original project's per-pair learning rate (it took one pair per Adam step). With
     ``batch_size`` pairs per step, Adam's step size is ``lr * sqrt(batch_size)`` (the
@@ -299,7 +300,19 @@ class TrexConfig:
     select_by: str = "val_acc"
 
     def check(self) -> None:
-        """UserError for a bad variant setting."""
+        """UserError (one line, naming the flag) for bad snippet lengths, a negative penalty,
+        an unknown ``lr_scaling`` or a bad variant setting."""
+        if self.min_snippet_length >= self.max_snippet_length:
+            raise UserError(
+                f"--min_snippet_length ({self.min_snippet_length}) must be smaller than "
+                f"--max_snippet_length ({self.max_snippet_length})"
+            )
+        if self.lam_l1 < 0 or self.weight_decay < 0:
+            raise UserError("--lam_l1 and --weight_decay must be >= 0")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise UserError(
+                f"--lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}"
+            )
         check_variant(
             architecture=self.architecture,
             frame_stack=self.frame_stack,
@@ -421,11 +434,9 @@ def make_data(
 
 
 def step_lr(cfg: TrexConfig) -> float:
-    """Adam's learning rate for ``cfg.batch_size`` pairs per step (see :class:`TrexConfig`)."""
-    if cfg.lr_scaling not in LR_SCALINGS:
-        raise UserError(
-            f"--lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {cfg.lr_scaling!r}"
-        )
+    """Adam's learning rate for ``cfg.batch_size`` pairs per step (see :class:`TrexConfig`);
+    UserError for a bad config (:meth:`TrexConfig.check`)."""
+    cfg.check()
     return cfg.lr * math.sqrt(cfg.batch_size) if cfg.lr_scaling == "sqrt" else cfg.lr
 
 

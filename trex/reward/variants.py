@@ -1,5 +1,5 @@
-"""T-REX variants beyond the original project's recipe: the pieces shared by training, evaluation, the
-saved reward function and PPO on the learned reward.
+"""T-REX variants beyond the original project's recipe: the pieces shared by training,
+evaluation, the saved reward function and PPO on the learned reward.
 
 * Frame stacking (``frame_stack`` K): the network's input for frame t is frames
   t-K+1..t of the same demo/episode on the channel axis (3K channels, oldest first), the
