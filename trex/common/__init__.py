@@ -22,6 +22,7 @@ _EXPORTS = {
     "str2bool": "trex.common.cli",
     "C": "trex.common.config",
     "Config": "trex.common.config",
+    "config_fields": "trex.common.config",
     "config_from_namespace": "trex.common.config",
     "config_parser": "trex.common.config",
     "flag": "trex.common.config",

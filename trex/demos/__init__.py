@@ -1,6 +1,5 @@
 """Demonstrations: the demo store (``demo_infos.csv`` + one ``.npz`` per demo) and demo
-generation from policy checkpoints (a whole run: :func:`collect_demos`, taking a
-:class:`GenDemosConfig`).
+generation from policy checkpoints.
 
 Public names are imported on first use (``from trex.demos import X``), so importing the
 package stays cheap and the sub-packages import no more of each other than they use."""
@@ -9,7 +8,7 @@ from trex._lazy import lazy_exports
 
 _EXPORTS = {
     "GenDemosConfig": "trex.demos.config",
-    "RANDOM_POLICY": "trex.demos.config",
+    "NOT_IN_RUN_KEY": "trex.demos.config",
     "CollectConfig": "trex.demos.generation",
     "CollectStats": "trex.demos.generation",
     "DemoWriter": "trex.demos.generation",
@@ -26,6 +25,7 @@ _EXPORTS = {
     "summarize_rows": "trex.demos.generation",
     "DemoJob": "trex.demos.planning",
     "PolicySource": "trex.demos.planning",
+    "RANDOM_POLICY": "trex.demos.planning",
     "RANDOM_POLICY_NOISE": "trex.demos.planning",
     "check_noise": "trex.demos.planning",
     "checkpoint_source": "trex.demos.planning",

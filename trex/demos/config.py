@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 
 from trex.common.cli import nonnegative_int, positive_int, str2bool
 from trex.common.config import Config, flag, require
+from trex.demos.planning import RANDOM_POLICY
 
 if TYPE_CHECKING:
     from trex.demos.generation import CollectConfig
 
 #: the policy name that means a uniformly random policy (``--policy random``)
-RANDOM_POLICY = "random"
 #: options that do not change which demos a run makes (where they go, how fast, how verbose):
 #: left out of the run key
 NOT_IN_RUN_KEY: frozenset[str] = frozenset(

@@ -37,15 +37,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from trex.common.envs import NUM_ACTIONS, OBS_SHAPE_HWC, level_pool, make_procgen_env
 from trex.common.errors import UserError
-from trex.demos.config import RANDOM_POLICY, GenDemosConfig
-from trex.demos.planning import DemoJob, PolicySource
+from trex.demos.planning import RANDOM_POLICY, DemoJob, PolicySource
 from trex.demos.store import (
     DEFAULT_FILES_DIR,
     DEFAULT_INDEX_NAME,
@@ -56,6 +55,9 @@ from trex.demos.store import (
     read_index_ids,
     remove_orphans,
 )
+
+if TYPE_CHECKING:
+    from trex.demos.config import GenDemosConfig
 
 log = logging.getLogger(__name__)
 

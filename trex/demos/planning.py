@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 
 from trex.common.errors import UserError
-from trex.demos.config import RANDOM_POLICY
 
 log = logging.getLogger(__name__)
 
 #: noise recorded for demos of the random policy (every action is random)
 RANDOM_POLICY_NOISE = 1.0
+#: ``--policy`` value (and ``policy`` column) of demos played by the uniform random policy
+RANDOM_POLICY = "random"
 
 # ----------------------------------------------------------------------------- planning
 

@@ -8,7 +8,7 @@ runs a stage without the command line::
     result.row["pearson"], result.model_path
 
 :class:`TrainRewardConfig` (``train_reward``) derives the library's
-:class:`~trex.reward.trex.TrexConfig` and :class:`~trex.reward.training.DemoSpec` from its
+:class:`~trex.reward.trex.TrexConfig` and :class:`~trex.reward.demo_choice.DemoSpec` from its
 fields by name; :class:`EvalRewardConfig` is ``eval_reward``'s. Each ``check()`` holds every
 check of its stage's options. Importing this module imports neither torch nor pandas.
 """
@@ -16,20 +16,13 @@ check of its stage's options. Importing this module imports neither torch nor pa
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from trex.common.cli import nonnegative_int, positive_float, positive_int
 from trex.common.config import Config, flag, require
+from trex.reward.demo_choice import RANK_BY, DemoSpec
+from trex.reward.trex import LR_SCALINGS, TrexConfig
 
-if TYPE_CHECKING:
-    from trex.reward.training import DemoSpec
-    from trex.reward.trex import TrexConfig
-
-#: what T-REX can rank demos by: the true return (T-REX), or reward-free (D-REX): less
-#: epsilon-greedy noise is better, more training steps of the demonstrator are better
-RANK_BY: tuple[str, ...] = ("return", "noise", "checkpoint")
-#: how Adam's step size follows the batch size (:func:`trex.reward.trex.step_lr`)
-LR_SCALINGS: tuple[str, ...] = ("sqrt", "none")
 #: --precision: auto/bf16 = channels_last + bf16 autocast where the hardware has it; fp32
 PRECISION_CHOICES: tuple[str, ...] = ("auto", "bf16", "fp32")
 
@@ -235,15 +228,11 @@ class TrainRewardConfig(Config):
     def trex_config(self) -> TrexConfig:
         """The training settings (:class:`~trex.reward.trex.TrexConfig`): the fields of the
         same names; the rest keep TrexConfig's defaults."""
-        from trex.reward.trex import TrexConfig
-
         return TrexConfig(**_same_named(self, TrexConfig))
 
     def demo_spec(self) -> DemoSpec:
         """Which demos the run learns from and is tested on
-        (:class:`~trex.reward.training.DemoSpec`); demos must be longer than a snippet."""
-        from trex.reward.training import DemoSpec
-
+        (:class:`~trex.reward.demo_choice.DemoSpec`); demos must be longer than a snippet."""
         return DemoSpec(**_same_named(self, DemoSpec), min_length=self.min_snippet_length + 1)
 
     def identity(self) -> dict[str, Any]:

@@ -2,22 +2,25 @@
 
 :func:`evaluate_reward_files` takes an :class:`~trex.reward.config.EvalRewardConfig`
 (which models, which demos), loads the models, picks the demos and returns one metrics row
-per model (:func:`trex.reward.training.evaluate_reward_models` does the measuring) and the
+per model (:func:`evaluate_reward_models` does the measuring) and the
 models' pairwise agreement. It writes nothing; the stage appends the rows to ``--out``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from trex.common.errors import UserError
 from trex.demos.store import POOL_COLUMNS, DemoIndex
 from trex.reward.config import EvalRewardConfig
+from trex.reward.metrics import DEFAULT_WINDOW, NUM_BOOTSTRAP, model_agreement, reward_metrics
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,6 @@ def evaluate_reward_files(cfg: EvalRewardConfig) -> RewardEvaluation:
     ``allow_reward_mismatch``. UserError (one line) for bad input."""
     from trex.reward.model_file import load_reward_function
     from trex.reward.registry import resolve_reward_model
-    from trex.reward.training import evaluate_reward_models
 
     cfg.check()
     paths = [resolve_reward_model(r, cfg.reward_csv) for r in cfg.rm_id]
@@ -159,3 +161,70 @@ def evaluate_reward_files(cfg: EvalRewardConfig) -> RewardEvaluation:
         for fn, path, m in zip(fns, paths, metrics)
     ]
     return RewardEvaluation(rows, agreement, index)
+
+
+def frame_predictions(
+    reward_fns: Sequence[Callable[[np.ndarray], np.ndarray]],
+    index: DemoIndex,
+    ids: Iterable[str],
+    in_memory: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    desc: str = "evaluating demos",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame rewards of K reward functions on demos, each demo read once:
+    (predicted float32 (K, F), true float32 (F,), offsets int64 (n + 1,)).
+
+    ``in_memory`` maps demo ids already loaded to (frames (T, 64, 64, 3), rewards (T,)).
+    """
+    from tqdm import tqdm
+
+    ids = list(ids)
+    in_memory = in_memory or {}
+    preds: list[list[np.ndarray]] = [[] for _ in reward_fns]
+    true: list[np.ndarray] = []
+    lengths: list[int] = []
+    for demo_id in tqdm(ids, desc=desc, leave=False, disable=None):
+        if demo_id in in_memory:
+            frames, rewards = in_memory[demo_id]
+        else:
+            demo = index.load(demo_id)
+            frames, rewards = demo.observations, demo.rewards
+        for k, fn in enumerate(reward_fns):
+            preds[k].append(np.asarray(fn(frames), dtype=np.float32))
+        true.append(np.asarray(rewards, dtype=np.float32))
+        lengths.append(len(rewards))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    pred = np.stack([np.concatenate(p) if p else np.zeros(0, np.float32) for p in preds])
+    return pred, (np.concatenate(true) if true else np.zeros(0, np.float32)), offsets
+
+
+def evaluate_reward_models(
+    reward_fns: Sequence[Callable[[np.ndarray], np.ndarray]],
+    index: DemoIndex,
+    ids: Sequence[str],
+    window: int = DEFAULT_WINDOW,
+    num_bootstrap: int = NUM_BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    """Every metric for each of K reward functions on the demos ``ids`` of ``index``, and
+    their agreement; each demo is read once.
+
+    Args:
+        reward_fns: K functions from uint8 frames (T, 64, 64, 3) of one demo to per-frame
+            rewards float (T,) (e.g. :func:`trex.reward.model_file.load_reward_function`).
+        index, ids: the demos (at least 2).
+        window, num_bootstrap, seed: the window metric's frames per window, the bootstrap
+            resamples over demos and their seed.
+
+    Returns:
+        (K metrics dicts, agreement): metrics as :func:`trex.reward.metrics.reward_metrics`
+        (``pearson``, ``spearman``, ``baseline_*``, ``partial``, ``window_pearson``, each with
+        ``_lo``/``_hi``, and ``n_demos``, ``n_windows``, ``window``); agreement, for K >= 2,
+        :func:`trex.reward.metrics.model_agreement` (``distance`` float (K, K) EPIC Pearson
+        distances, ``mean_distance`` with ``_lo``/``_hi``), else empty.
+    """
+    if len(ids) < 2:
+        raise UserError(f"need at least 2 demos to evaluate on, got {len(ids)}")
+    preds, true, offsets = frame_predictions(reward_fns, index, ids)
+    rows = [reward_metrics(p, true, offsets, window, num_bootstrap, seed) for p in preds]
+    agreement = model_agreement(preds, offsets, num_bootstrap, seed) if len(reward_fns) > 1 else {}
+    return rows, agreement
