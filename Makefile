@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup demo test lint format bench clean-demo
 
 setup: $(STAMP)
 
@@ -25,8 +25,19 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) scripts/demo.py
 
-test: setup
-	$(PY) -m pytest -q
+# one pytest worker per core (pytest-xdist): the suite is mostly single-threaded subprocesses
+test: lint
+	$(PY) -m pytest -q -n auto
+
+# ruff (pinned in pyproject.toml, so every machine formats alike): lint and format check;
+# `make format` rewrites the files
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 bench: setup
 	$(PY) benchmarks/bench_ppo_precision.py

@@ -46,7 +46,7 @@ from reference_trex import SeedRewardNet
 from trex.common.device import autocast, use_bf16
 from trex.reward.nets import CnnRewardNet, prepare_net
 from trex.reward.pairs import DemoSet, PairSet
-from trex.reward.trex import train_step
+from trex.reward.passes import train_step
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -46,7 +46,8 @@ def one(variant: dict, epochs: int) -> dict:
     from tests.test_trex_learning import synth_demos
     from trex.common.device import use_bf16
     from trex.reward.nets import prepare_net
-    from trex.reward.trex import TrexConfig, evaluate, make_data, step_lr, train_step
+    from trex.reward.passes import train_step
+    from trex.reward.trex import TrexConfig, evaluate, make_data, step_lr
 
     torch.set_num_threads(1)
     cpu = torch.device("cpu")

@@ -23,7 +23,8 @@ HAMMER = textwrap.dedent("""
     # long rows (several KB): a torn write would show as a broken row
     note = ("x" * 50 + ",\\"quoted\\" " + writer) * 40
     for i in range(n):
-        rows = [{"rm_id": f"{writer}_{i}_{k}", "writer": writer, "i": i, "note": note} for k in range(2)]
+        rows = [{"rm_id": f"{writer}_{i}_{k}", "writer": writer, "i": i, "note": note}
+                for k in range(2)]
         append_csv_rows(path, rows, columns=columns)
 """)
 

@@ -1,6 +1,6 @@
-"""Fault injection: runs killed for real (SIGKILL / SIGINT / SIGTERM to a child process) at named points
-(``$TREX_FAULT``, trex.common.runs.fault_point), then retried: nothing lost, nothing doubled,
-no row without its file and no file without its row."""
+"""Fault injection: runs killed for real (SIGKILL / SIGINT / SIGTERM to a child process) at
+named points (``$TREX_FAULT``, trex.common.runs.fault_point), then retried: nothing lost,
+nothing doubled, no row without its file and no file without its row."""
 
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ EIGHT_WRITERS = textwrap.dedent("""
     path, writer = sys.argv[1], sys.argv[2]
     for i in range(60):
         # every writer also tries to add the shared rows: each must land exactly once
-        rows = [{"rm_id": f"{writer}_{i}", "writer": writer}, {"rm_id": f"shared_{i}", "writer": writer}]
+        rows = [{"rm_id": f"{writer}_{i}", "writer": writer},
+                {"rm_id": f"shared_{i}", "writer": writer}]
         append_csv_rows(path, rows, columns=["rm_id", "writer"], unique="rm_id")
 """)
 
@@ -166,7 +167,7 @@ def test_gen_demos_retry_finishes_the_killed_run_exactly(tmp_path):
     assert "nothing left to do" in again.stderr
 
 
-# ----------------------------------------------------------------------------- train_reward and sweeps
+# ------------------------------------------------------------------------ train_reward and sweeps
 
 
 def _tiny_reward_args(tmp: Path, csv: Path) -> list[str]:

@@ -351,7 +351,8 @@ def test_test_policy_same_seed_same_numbers(tiny_expert, tmp_path):
 
 def test_test_policy_writes_every_episode(tiny_expert, tmp_path):
     """One row per episode beside the summary, whose returns average to the summary's mean."""
-    from trex.test_policy import episodes_csv_path, main
+    from trex.rl.testing import episodes_csv_path
+    from trex.test_policy import main
 
     out = tmp_path / "results.csv"
     path = tiny_expert / read_manifest(tiny_expert)["file"].iloc[-1]
@@ -447,7 +448,7 @@ def test_level_ranges_of_old_and_new_checkpoints():
     import argparse
 
     from trex.common.envs import TEST_LEVELS, TRAIN_LEVELS
-    from trex.test_policy import level_ranges
+    from trex.rl.testing import level_ranges
 
     flags = argparse.Namespace(start_level=None, num_levels=None)
     assert (

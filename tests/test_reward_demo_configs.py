@@ -160,9 +160,9 @@ def test_train_reward_model_returns_the_net_the_row_and_the_file(tmp_path, store
     from trex.reward.evaluation import evaluate_reward_files
     from trex.reward.model_file import load_reward_model, read_metadata
     from trex.reward.nets import RM_COLUMNS, RewardNet
+    from trex.reward.passes import frame_rewards
     from trex.reward.registry import lookup_rm
     from trex.reward.training import MODEL_EXTRA_KEYS, RESULT_KEYS
-    from trex.reward.trex import frame_rewards
 
     argv = tiny_args(tmp_path, store, "--precision", "fp32")
     cfg = TrainRewardConfig(**parse_config(TrainRewardConfig, argv).to_dict())

@@ -30,15 +30,8 @@ from trex.reward.nets import (
     prepare_net,
 )
 from trex.reward.pairs import sample_pairs
-from trex.reward.trex import (
-    TrexConfig,
-    batch_returns,
-    frame_rewards,
-    make_data,
-    train_step,
-    train_trex,
-    trex_loss,
-)
+from trex.reward.passes import batch_returns, frame_rewards, train_step, trex_loss
+from trex.reward.trex import TrexConfig, make_data, train_trex
 from trex.reward.variants import (
     draw_shifts,
     ensemble_spread,

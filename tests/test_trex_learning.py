@@ -27,17 +27,8 @@ from trex.reward.pairs import (
     snippet_frames,
     split_train_val,
 )
-from trex.reward.trex import (
-    TrexConfig,
-    batch_returns,
-    frame_rewards,
-    make_data,
-    pair_returns,
-    step_lr,
-    train_step,
-    train_trex,
-    trex_loss,
-)
+from trex.reward.passes import batch_returns, frame_rewards, pair_returns, train_step, trex_loss
+from trex.reward.trex import TrexConfig, make_data, step_lr, train_trex
 
 CPU = torch.device("cpu")
 

@@ -9,12 +9,14 @@ levels, with its standard error) is drawn as a marker at its checkpoint's step, 
 policy's score on the same levels as a line. Runs that share a label (seeds of one reward)
 are drawn as one line, their mean, with their range as a band. Published reference curves
 (openai/train-procgen's ``results/<mode>-<levels>-run*/progress-<game>-{train,test}.csv``,
-baselines' logger format) can be drawn beside them.
+baselines' logger format) can be drawn beside them. :func:`policy_returns_figure` is the
+plot_policy_returns stage, its flags the fields of :class:`PlotPolicyReturnsConfig`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,9 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trex.common.config import Config, flag, require
 from trex.common.errors import UserError
 from trex.common.files import read_csv_checked
 from trex.plotting.correlations import _new_figure, save_png
+
+log = logging.getLogger(__name__)
 
 TRUE_RETURN_COLUMNS = ("true_return_mean", "ep_return_mean")
 
@@ -286,3 +291,110 @@ def plot_policy_returns(
         fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2
     )  # below: never over a curve
     return save_png(fig, out)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+@dataclass
+class PlotPolicyReturnsConfig(Config):
+    """plot_policy_returns: true return vs steps for several PPO runs (PNG)."""
+
+    runs: list[str] = flag(
+        required=True, help="train_policy run directories (or their progress.csv files)"
+    )
+    labels: list[str] | None = flag(None, help="one label per run (default: from config.json)")
+    demo_csv: list[str] | None = flag(None, help="demo index CSV(s): draw the demos' return range")
+    env_name: str | None = flag(None, help="filter the demos (default: all in the CSVs)")
+    distribution_mode: str | None = flag(None, help=None)
+    set_name: str = flag("train", choices=("train", "test"), help="which demos to draw")
+    test_csv: str | None = flag(
+        None,
+        help="test_policy CSV: mark each run's checkpoints' held-out return (and a random "
+        "policy's)",
+    )
+    test_level_set: str = flag(
+        "test",
+        choices=("train", "test"),
+        help="which test_policy level set to mark (test = unseen levels)",
+    )
+    reference_train: list[str] | None = flag(
+        None,
+        metavar="CSV",
+        help="published curves on training levels in baselines' progress-CSV format, drawn "
+        "as one mean line (e.g. openai/train-procgen's "
+        "train_procgen/results/easy-200-run*/progress-coinrun-train.csv)",
+    )
+    reference_test: list[str] | None = flag(
+        None, metavar="CSV", help="the same on unseen levels (progress-<game>-test.csv)"
+    )
+    reference_name: str = flag(
+        "openai/train-procgen", help="who published the reference curves (legend)"
+    )
+    title: str = flag("", help=None)
+    out: str = flag("figures/policy_returns.png", help=None)
+
+    def check(self) -> None:
+        super().check()
+        self.check_flags()
+        require(
+            self.labels is None or len(self.labels) == len(self.runs),
+            f"--labels has {len(self.labels or [])} entries for {len(self.runs or [])} runs",
+        )
+
+
+def policy_returns_figure(cfg: PlotPolicyReturnsConfig) -> Path:
+    """The plot_policy_returns stage: read the runs' curves (leaving out, with a warning,
+    runs without a finished episode), the demos' returns, the held-out scores and the
+    reference curves that ``cfg`` names, and draw them (:func:`plot_policy_returns`).
+    UserError when no run has finished an episode or no demo matches."""
+    labels = cfg.labels or [None] * len(cfg.runs)
+    kept_runs, curves = [], []
+    for run, label in zip(cfg.runs, labels):
+        curve = read_curve(run, label)
+        if len(curve.timesteps) == 0:
+            log.warning("%s: no finished episode yet, left out of the figure", run)
+            continue
+        kept_runs.append(run)
+        curves.append(curve)
+    if not curves:
+        raise UserError("none of the runs has finished an episode yet")
+    demo_returns = None
+    if cfg.demo_csv:
+        from trex.demos.store import DemoIndex
+
+        index = DemoIndex.read(cfg.demo_csv).filter(
+            env_name=cfg.env_name, mode=cfg.distribution_mode, set_name=cfg.set_name
+        )
+        if len(index) == 0:
+            raise UserError(f"no {cfg.set_name} demos match in {', '.join(cfg.demo_csv)}")
+        demo_returns = index.df["return"].to_numpy(float)
+    held_out, random_score = None, None
+    if cfg.test_csv:
+        held_out, random_score = read_held_out_scores(
+            cfg.test_csv, kept_runs, cfg.test_level_set, cfg.env_name
+        )
+        if not any(held_out):
+            log.warning(
+                "%s has no %s-level rows for checkpoints of these runs",
+                cfg.test_csv,
+                cfg.test_level_set,
+            )
+    references = [
+        read_reference_curves(paths, f"{cfg.reference_name}, {levels}")
+        for paths, levels in (
+            (cfg.reference_train, "training levels"),
+            (cfg.reference_test, "unseen levels"),
+        )
+        if paths
+    ]
+    return plot_policy_returns(
+        curves,
+        cfg.out,
+        demo_returns,
+        cfg.title,
+        held_out,
+        random_score,
+        "unseen levels" if cfg.test_level_set == "test" else "training levels",
+        references,
+    )

@@ -70,7 +70,8 @@ def save_checkpoint(model: PPO, path: str | os.PathLike, meta: dict[str, Any]) -
 
 
 def is_weights_file(path: str | os.PathLike) -> bool:
-    """True for a weights-only ``.safetensors`` checkpoint; any other file is read as an SB3 ``.zip``."""
+    """True for a weights-only ``.safetensors`` checkpoint; any other file is read as an SB3
+    ``.zip``."""
     return Path(path).suffix.lower() == WEIGHTS_SUFFIX
 
 
@@ -199,7 +200,8 @@ def _load_into(policy: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
 
 
 def save_policy_weights(policy: nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
-    """Write ``policy``'s weights to a ``.safetensors`` file with ``meta`` in its header, atomically.
+    """Write ``policy``'s weights to a ``.safetensors`` file with ``meta`` in its header,
+    atomically.
 
     ``meta`` is the checkpoint metadata (env_name, distribution_mode, start_level, num_levels,
     use_backgrounds, timesteps, mean_return, reward, ret_rms, ...; ``format_version`` is added),

@@ -23,10 +23,11 @@ from trex.rl.checkpoints import (
     read_manifest,
     save_policy_weights,
 )
+from trex.rl.config import ExportPolicyConfig
 
 log = logging.getLogger(__name__)
 
-# ----------------------------------------------------------------------------- shipping (export_policy)
+# ------------------------------------------------------------------ shipping (export_policy)
 
 BEST = "best"
 
@@ -145,7 +146,8 @@ def export_checkpoints(
     if len(games) > 1:
         listed = ", ".join(f"{g}/{m}" for g, m in sorted(games, key=str))
         raise UserError(
-            f"one shipped folder holds one game and mode; this export would mix {listed} in {out_dir}"
+            f"one shipped folder holds one game and mode; this export would mix {listed} "
+            f"in {out_dir}"
         )
     rows = []
     for name, src, row, policy, meta in loaded:
@@ -252,3 +254,26 @@ def add_test_scores(out_dir: str | os.PathLike, test_csv: str | os.PathLike) -> 
     with atomic_path(out_dir / MANIFEST_NAME) as tmp:
         manifest[columns].to_csv(tmp, index=False, float_format="%.4g")
     return manifest[columns]
+
+
+def export_policy(cfg: ExportPolicyConfig) -> pd.DataFrame:
+    """The export_policy stage: export the checkpoints ``cfg`` chooses from
+    ``cfg.models_dir`` into ``cfg.out_dir`` (each checked to be of ``cfg.env_name`` when
+    given), then add the scores of ``cfg.test_csv`` when given; with ``cfg.test_csv`` alone
+    only the scores are updated. Returns ``out_dir``'s manifest."""
+    from trex.rl.checkpoints import check_checkpoint_env
+
+    if not cfg.selects:
+        return add_test_scores(cfg.out_dir, cfg.test_csv)
+    manifest = read_manifest(cfg.models_dir)
+    selection = select_checkpoints(
+        manifest, timesteps=cfg.timesteps, pick=cfg.pick, models_dir=cfg.models_dir
+    )
+    if cfg.env_name is not None:
+        for f in selection["file"]:
+            path = Path(cfg.models_dir) / str(f)
+            check_checkpoint_env(read_checkpoint_meta(path), path, cfg.env_name)
+    shipped = export_checkpoints(cfg.models_dir, cfg.out_dir, selection)
+    if cfg.test_csv is not None:
+        shipped = add_test_scores(cfg.out_dir, cfg.test_csv)
+    return shipped

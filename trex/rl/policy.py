@@ -189,7 +189,8 @@ def baselines_init(policy: ActorCriticPolicy) -> None:
 
 
 def precision_flags(precision: str, device: torch.device) -> dict[str, bool]:
-    """Policy kwargs for ``--precision``: fp32 -> plain; auto/bf16 -> channels_last (+ bf16 if supported)."""
+    """Policy kwargs for ``--precision``: fp32 -> plain; auto/bf16 -> channels_last (+ bf16
+    if supported)."""
     if precision == "fp32":
         return {"channels_last": False, "bf16": False}
     return {"channels_last": True, "bf16": use_bf16(precision, device)}

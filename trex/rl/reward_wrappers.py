@@ -14,6 +14,7 @@ function applied to the episode's frames as a demo).
 
 The true reward is never lost: it stays in ``info["true_reward"]``, and the adapter's
 ``info["episode"]`` returns (what SB3 logs) are counted from the true rewards.
+:func:`reward_setup` builds the wrapper a train_policy config asks for.
 """
 
 from __future__ import annotations
@@ -21,10 +22,15 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
+
+if TYPE_CHECKING:
+    from trex.rl.config import TrainPolicyConfig
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +129,45 @@ class ConstantRewardVecEnv(ReplacedRewardVecEnv):
 
     def rewards_for(self, obs: np.ndarray) -> np.ndarray:
         return np.full(len(obs), self.constant, dtype=np.float32)
+
+
+def reward_setup(
+    cfg: TrainPolicyConfig,
+) -> tuple[Callable[[VecEnv], VecEnv] | None, dict[str, Any], str | None]:
+    """(env wrapper or None, checkpoint metadata, run-dir tag) for ``cfg``'s reward.
+
+    Loads and checks the reward model before anything is written (UserError on a
+    missing/corrupt model, an unknown rm_id, or a model of another game or mode unless
+    ``allow_reward_mismatch``).
+    """
+    if cfg.constant_reward is not None:
+        c = cfg.constant_reward
+        return (
+            (lambda env: ConstantRewardVecEnv(env, c)),
+            {"reward": f"constant:{c:g}"},
+            f"constant_{c:g}",
+        )
+    if not cfg.learned_reward:
+        return None, {"reward": "true"}, None
+    from trex.reward.model_file import load_reward_function
+    from trex.reward.registry import resolve_reward_model
+
+    path = resolve_reward_model(
+        cfg.reward_model or cfg.rm_id, None if cfg.reward_model else cfg.reward_csv
+    )
+    check = not cfg.allow_reward_mismatch
+    reward_fn = load_reward_function(
+        path,
+        env_name=cfg.env_name if check else None,
+        mode=cfg.distribution_mode if check else None,
+        device=cfg.device,
+        precision=cfg.precision,
+    )
+    rm_id = reward_fn.rm_id or Path(path).stem
+    meta = {
+        "reward": f"learned:{rm_id}",
+        "reward_model": str(path),
+        "use_sigmoid": cfg.use_sigmoid,
+    }
+    sig = cfg.use_sigmoid
+    return (lambda env: LearnedRewardVecEnv(env, reward_fn, sig)), meta, f"rm_{rm_id}"

@@ -18,7 +18,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from trex.common.device import pick_device
 from trex.common.envs import make_procgen_env
 from trex.common.errors import UserError
 from trex.common.files import append_csv_rows
-from trex.common.runs import fault_point
+from trex.common.runs import fault_point, seed_everything
 from trex.rl.checkpoints import (
     MANIFEST_NAME,
     append_manifest,
@@ -40,6 +40,7 @@ from trex.rl.checkpoints import (
     restore_training_state,
     save_checkpoint,
 )
+from trex.rl.config import PPOConfig, TrainPolicyConfig
 from trex.rl.policy import build_ppo
 
 log = logging.getLogger(__name__)
@@ -61,35 +62,6 @@ PROGRESS_COLUMNS = [
     "clip_fraction",
     "explained_variance",
 ]
-
-
-@dataclass
-class PPOConfig:
-    """Everything a PPO run needs (train-procgen's easy-mode defaults)."""
-
-    env_name: str
-    distribution_mode: str = "easy"
-    num_levels: int = 1_000_000_000
-    start_level: int = 0
-    use_backgrounds: bool = True
-    num_envs: int = 64
-    nsteps: int = 256
-    nminibatches: int = 8
-    ppo_epochs: int = 3
-    learning_rate: float = 5e-4
-    ent_coef: float = 0.01
-    gamma: float = 0.999
-    lam: float = 0.95
-    norm_gamma: float = 0.99
-    clip_range: float = 0.2
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    timesteps_per_proc: int = 25_000_000
-    save_interval: int = 10
-    log_interval: int = 1
-    seed: int = 0
-    precision: str = "auto"
-    device: str = "auto"
 
 
 class LearnedReturnSource:
@@ -252,37 +224,100 @@ def check_run_dir(run_dir: Path, resume_from: Path | None) -> None:
             )
 
 
+def check_resume(cfg: PPOConfig, load_path: Path) -> dict[str, Any]:
+    """The metadata of the checkpoint a run resumes or fine-tunes from, checked to be of
+    ``cfg.env_name`` and to have fewer steps than ``cfg.timesteps_per_proc`` (UserError)."""
+    meta = read_checkpoint_meta(load_path)
+    check_checkpoint_env(meta, load_path, cfg.env_name)
+    if int(meta.get("timesteps", 0)) >= cfg.timesteps_per_proc:
+        raise UserError(
+            f"{load_path} already has {meta['timesteps']} steps; "
+            f"--timesteps_per_proc ({cfg.timesteps_per_proc}) is the total to reach"
+        )
+    return meta
+
+
+@dataclass
+class TrainingSetup:
+    """A train_policy run resolved and checked before anything is written
+    (:func:`prepare_training`): where it goes and what it starts from."""
+
+    run_dir: Path
+    load_path: Path | None  # the checkpoint resumed (.zip) or fine-tuned from (.safetensors)
+    resume_meta: dict[str, Any] | None  # that checkpoint's metadata
+    wrap_env: Callable[[VecEnv], VecEnv] | None  # the reward replacement, None: true reward
+    reward_meta: dict[str, Any]  # what checkpoints record about the reward
+
+    @property
+    def fine_tune(self) -> bool:
+        return self.load_path is not None and is_weights_file(self.load_path)
+
+    @property
+    def config_name(self) -> str:
+        """``config.json`` for a new run, ``config_resume.json`` when one is resumed."""
+        return "config.json" if self.load_path is None or self.fine_tune else "config_resume.json"
+
+
+def prepare_training(cfg: TrainPolicyConfig) -> TrainingSetup:
+    """Resolve a run's checkpoint to start from, its reward and its directory.
+
+    Every lookup that can fail happens here, before anything is written (UserError for a
+    missing checkpoint, a missing or mismatched reward model, a checkpoint of another game or
+    one past the total, a directory that holds another run). A resumed run continues in its
+    checkpoint's own directory; a fine-tuning run goes to ``finetune_<name>`` beside the
+    default one (never into the folder of the weights it starts from).
+    """
+    from trex.rl.reward_wrappers import reward_setup
+
+    load_path = find_resume_checkpoint(cfg.load_path) if cfg.load_path else None
+    wrap_env, reward_meta, reward_tag = reward_setup(cfg)
+    run_dir = cfg.run_dir_for(reward_tag)
+    fine_tune = load_path is not None and is_weights_file(load_path)
+    default_place = not cfg.log_name and not reward_tag
+    default_dir = cfg.log_dir == TrainPolicyConfig.log_dir  # the flag's default
+    if load_path is not None and not fine_tune and default_place and default_dir:
+        run_dir = load_path.parent  # resume continues in the checkpoint's own directory
+    elif fine_tune and default_place:
+        run_dir = run_dir / f"finetune_{load_path.stem}"  # a new run, never the shipped folder
+    check_run_dir(run_dir, load_path)
+    resume_meta = check_resume(cfg, load_path) if load_path is not None else None
+    return TrainingSetup(run_dir, load_path, resume_meta, wrap_env, reward_meta)
+
+
 def train_ppo(
     cfg: PPOConfig,
     run_dir: Path,
     load_path: Path | None = None,
     wrap_env: Callable[[VecEnv], VecEnv] | None = None,
     checkpoint_meta: dict[str, Any] | None = None,
+    resume_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train PPO on ``cfg.env_name`` until ``cfg.timesteps_per_proc`` total steps.
 
-    ``wrap_env`` may replace the environment's reward (learned reward, constant reward);
-    it receives the raw Procgen VecEnv and its result is reward-normalised as train-procgen
-    does: baselines' ``VecNormalize(venv, ob=False)``, whose return discount is 0.99
-    (``norm_gamma``), not the PPO discount 0.999. Returns a summary dict (timesteps, last checkpoint,
-    mean training return, wall time, steps/s).
+    Seeds Python, NumPy and torch with ``cfg.seed`` (and the environments) and sets torch's
+    CPU threads to ``cfg.num_threads`` when given. ``wrap_env`` may replace the
+    environment's reward (learned reward, constant reward); it receives the raw Procgen
+    VecEnv and its result is reward-normalised as train-procgen does: baselines'
+    ``VecNormalize(venv, ob=False)``, whose return discount is 0.99 (``norm_gamma``), not the
+    PPO discount 0.999. ``resume_meta``: ``load_path``'s metadata when already read and
+    checked by :func:`check_resume` (else it is read here). Returns a summary dict
+    (timesteps, last checkpoint, mean training return, wall time, steps/s).
     """
-    resume_meta = None
-    if load_path is not None:
-        resume_meta = read_checkpoint_meta(load_path)
-        check_checkpoint_env(resume_meta, load_path, cfg.env_name)
-        if int(resume_meta.get("timesteps", 0)) >= cfg.timesteps_per_proc:
-            raise UserError(
-                f"{load_path} already has {resume_meta['timesteps']} steps; "
-                f"--timesteps_per_proc ({cfg.timesteps_per_proc}) is the total to reach"
-            )
+    if load_path is not None and resume_meta is None:
+        resume_meta = check_resume(cfg, load_path)
+    seed_everything(cfg.seed)
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
+    start_level, num_levels = cfg.level_pool()
     device = pick_device(cfg.device)
     env = make_procgen_env(
         cfg.env_name,
         cfg.num_envs,
         cfg.distribution_mode,
-        cfg.start_level,
-        cfg.num_levels,
+        start_level,
+        num_levels,
         False,
         cfg.use_backgrounds,
         cfg.seed,
@@ -330,11 +365,11 @@ def train_ppo(
     meta = {
         "env_name": cfg.env_name,
         "distribution_mode": cfg.distribution_mode,
-        "num_levels": cfg.num_levels,
-        "start_level": cfg.start_level,
+        "num_levels": num_levels,
+        "start_level": start_level,
         "use_backgrounds": cfg.use_backgrounds,
         "seed": cfg.seed,
-        "config": asdict(cfg),
+        "config": cfg.ppo_settings(),
         **(checkpoint_meta or {}),
     }
     # a run started from another run's weights says where they came from (kept on resume)

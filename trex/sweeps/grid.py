@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import logging
 import os
 import shlex
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trex.common.errors import UserError
+from trex.sweeps.config import SweepArgs, default_jobs
 from trex.sweeps.stages import (
     load_stage,
     parse_stage_args,
@@ -29,6 +31,8 @@ SEED_MIN, SEED_MAX = (
     10_000_000,
 )  # the original project's 7-digit seeds (rm_id "123_4567")
 RUNS_SUBDIR = "sweep_runs"
+
+log = logging.getLogger("trex.sweeps")
 
 # ----------------------------------------------------------------------------- grid
 
@@ -279,9 +283,10 @@ def expand_grid(
                 out_key = (parsed.get("save_dir"), parsed.get("save_name"), identity["seed"])
                 if out_key in outputs_seen:
                     raise UserError(
-                        f"runs {outputs_seen[out_key]} and {len(runs)} would write the same output (seed "
-                        f"{identity['seed']}, save_name {parsed.get('save_name')}): with seeds given "
-                        f"explicitly, run one sweep (its own --save_name) per value of the other axes"
+                        f"runs {outputs_seen[out_key]} and {len(runs)} would write the same "
+                        f"output (seed {identity['seed']}, save_name {parsed.get('save_name')}): "
+                        "with seeds given explicitly, run one sweep (its own --save_name) per "
+                        "value of the other axes"
                     )
                 outputs_seen[out_key] = len(runs)
             run_key = _hash({"stage": stage, "args": identity})
@@ -313,6 +318,49 @@ def expand_grid(
         sweep_dir=sweep_path,
         manifest=sweep_path / f"sweep_manifest{suffix}.csv",
     )
+
+
+def plan_sweep(args: SweepArgs) -> tuple[SweepPlan, int]:
+    """The runs of run_experiments' sweep, and how many run at a time locally.
+
+    The grid is the sweep file's stage values with the command line's axes (which win); the
+    seeds per grid point are ``--num_seeds``, else 5 for a stage with ``--seed``, else 1
+    (1 as well when the seed is given explicitly). Each local run gets an equal share of the
+    cores as its threads, each SLURM task ``--cpus_per_job``. UserError for a stage or flag
+    that does not exist, or any run its stage's parser refuses.
+    """
+
+    cfg, extra = args.cfg, args.stage_args
+    actions = stage_actions(stage_parser(load_stage(cfg.stage)))
+    axes, fixed = grid_axes(
+        actions, args.file_values, cfg.cli_axes(), cfg.stage, f"config file {args.config_file}"
+    )
+    if cfg.save_name is not None and "save_name" not in actions and actions:
+        log.info("stage %s has no --save_name: it only names the manifest", cfg.stage)
+    num_seeds = cfg.num_seeds if cfg.num_seeds is not None else (5 if "seed" in actions else 1)
+    if "seed" not in actions and actions and cfg.num_seeds and cfg.num_seeds > 1:
+        raise UserError(f"--num_seeds: stage {cfg.stage} has no --seed flag")
+    user_seed = (
+        any(k == "seed" for k, _ in axes)
+        or "seed" in fixed
+        or any(t == "--seed" or t.startswith("--seed=") for t in extra)
+    )
+    if user_seed and cfg.num_seeds is None:
+        num_seeds = 1
+    jobs = cfg.jobs or default_jobs()
+    threads = max(1, default_jobs() // jobs) if cfg.launcher == "local" else cfg.cpus_per_job
+    plan = expand_grid(
+        cfg.stage,
+        axes,
+        fixed,
+        extra_args=extra,
+        num_seeds=num_seeds,
+        base_seed=cfg.base_seed,
+        sweep_dir=cfg.sweep_dir,
+        save_name=cfg.save_name,
+        threads=threads,
+    )
+    return plan, jobs
 
 
 def _fill(token: str, seed: int | None, seed_index: int) -> str:

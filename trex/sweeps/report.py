@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 from pathlib import Path
-from typing import Any
 
-from trex.common.cli import load_yaml_config
 from trex.sweeps.grid import SweepPlan
 from trex.sweeps.local import SweepOutcome
 from trex.sweeps.manifest import csv_cell
@@ -46,16 +43,3 @@ def dry_run_table(plan: SweepPlan) -> str:
             f"{spec.index:4d} {mark} {shlex.join(['python', '-m', spec.module, *spec.argv])}"
         )
     return "\n".join(lines)
-
-
-def default_jobs() -> int:
-    """What the cores allow: one run per core available to this process."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def load_sweep_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """The sweep file: run_experiments flags and stage flags (a list = a grid axis)."""
-    return load_yaml_config(path)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trex.common.errors import UserError
+from trex.sweeps.config import SlurmConfig
 from trex.sweeps.grid import RUNS_SUBDIR, SweepPlan
 from trex.sweeps.local import SweepOutcome, progress_bar, record_outcome, start_sweep
 from trex.sweeps.runner import execute_run, last_line, read_status
@@ -24,17 +25,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class SlurmOptions:
-    """Resources of each task of the sweep's job array (submitit's names in brackets)."""
+class SlurmOptions(SlurmConfig):
+    """Resources of each task of the sweep's job array (the flags of :class:`SlurmConfig`;
+    submitit's names: slurm_partition, gpus_per_node, cpus_per_task, mem_gb, timeout_min,
+    slurm_array_parallelism), and the array's job name."""
 
-    partition: str | None = None  # slurm_partition
-    gpus_per_job: int = 0  # gpus_per_node
-    cpus_per_job: int = 1  # cpus_per_task
-    mem_gb: float = 4.0  # mem_gb
-    timeout_min: int = 60  # timeout_min
-    max_parallel: int = 256  # slurm_array_parallelism
     job_name: str = "trex-sweep"
-    poll_s: float = 5.0
+
+
+def slurm_options(cfg: Any) -> SlurmOptions:
+    """The SLURM resources of a run_experiments config (or parsed flags) for its stage."""
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(SlurmConfig)}
+    return SlurmOptions(**values, job_name=f"trex-{cfg.stage.rsplit('.', 1)[-1]}")
 
 
 def make_slurm_executor(folder: str | os.PathLike, opts: SlurmOptions) -> Any:
@@ -186,5 +188,6 @@ def _job_outcome(job: Any) -> dict[str, Any]:
     return {
         **base,
         "status": "failed",
-        "error": f"SLURM task {job.job_id} ended without a result (time limit, memory, node?): {tail}",
+        "error": f"SLURM task {job.job_id} ended without a result (time limit, memory, "
+        f"node?): {tail}",
     }
