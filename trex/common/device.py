@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import Iterator
 
 import torch
@@ -22,22 +23,64 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+#: environment variable that replaces the CPU flags read from /proc/cpuinfo (space or comma
+#: separated), for tests and for emulating another CPU kind in benchmarks
+CPU_FLAGS_ENV = "TREX_CPU_FLAGS"
+
+
 @functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 matmul support (AVX512-BF16 or AMX)."""
+def _proc_cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
-        flags = ""
-    if "avx512_bf16" in flags or "amx_bf16" in flags:
-        return True
+        pass
+    return frozenset()
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (``avx2``, ``avx512_bf16``, ...): ``$TREX_CPU_FLAGS`` when set,
+    else /proc/cpuinfo's (empty where there is none)."""
+    override = os.environ.get(CPU_FLAGS_ENV)
+    if override is not None:
+        return frozenset(override.replace(",", " ").split())
+    return _proc_cpu_flags()
+
+
+def cpu_has_fast_bf16(flags: frozenset[str] | None = None) -> bool:
+    """True when the CPU has native bf16 matmul support (AVX512-BF16 or AMX). Elsewhere bf16
+    is emulated and slower than fp32. Where no flags can be read, oneDNN is asked."""
+    flags = cpu_flags() if flags is None else flags
+    if flags:
+        return "avx512_bf16" in flags or "amx_bf16" in flags
     mkldnn = getattr(torch.ops, "mkldnn", None)
     check = getattr(mkldnn, "_is_mkldnn_bf16_supported", None) if mkldnn is not None else None
     try:
         return bool(check()) if check is not None else False
     except RuntimeError:
         return False
+
+
+#: frames per network call on a CPU, per hot path and whether it runs in bf16: a batch of a
+#: few hundred frames runs slower per frame than the same frames in smaller calls (their
+#: activations stay in cache). Measured on both CPU kinds: benchmarks/bench_reward_chunks.py.
+CPU_CHUNKS: dict[tuple[str, bool], int] = {
+    ("trex_step", True): 48,
+    ("trex_step", False): 32,
+    ("reward_forward", True): 64,
+    ("reward_forward", False): 64,
+}
+
+
+def network_chunk(path: str, device: torch.device, bf16: bool) -> int | None:
+    """Rows per network call for ``path`` (``trex_step``: a T-REX training pass;
+    ``reward_forward``: scoring frames without gradients) on ``device``: None (the whole
+    batch at once) on a GPU, else :data:`CPU_CHUNKS`."""
+    if device.type != "cpu":
+        return None
+    return CPU_CHUNKS[(path, bool(bf16))]
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:

@@ -60,6 +60,7 @@ _EXPORTS = {
     "SEED_RM_COLUMNS": "trex.reward.nets",
     "UPSTREAM_RM_COLUMNS": "trex.reward.nets",
     "build_net": "trex.reward.nets",
+    "forward_in_chunks": "trex.reward.nets",
     "frames_to_input": "trex.reward.nets",
     "gather_input": "trex.reward.nets",
     "pad_rows": "trex.reward.nets",

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from trex.common.device import autocast
+from trex.common.device import autocast, network_chunk
 from trex.common.errors import UserError
 from trex.reward.variants import check_variant, stack_indices
 
@@ -453,6 +453,24 @@ def pad_rows(x: torch.Tensor) -> torch.Tensor:
     return x[idx]
 
 
+def forward_in_chunks(
+    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int | None
+) -> torch.Tensor:
+    """``forward`` (rows (n, ...) -> (M, n)) on ``x`` (N, ...) in calls of at most ``chunk``
+    rows (None: one call), each padded by :func:`pad_rows`: (M, N), with gradients when
+    ``forward`` has them. The networks act on each row alone, so chunking changes no output
+    beyond floating-point rounding; on a CPU smaller calls are faster
+    (:func:`trex.common.device.network_chunk`)."""
+    n = x.shape[0]
+    if chunk is None or n <= chunk:
+        return forward(pad_rows(x))[:, :n]
+    parts = []
+    for lo in range(0, n, chunk):
+        part = x[lo : lo + chunk]
+        parts.append(forward(pad_rows(part))[:, : part.shape[0]])
+    return torch.cat(parts, dim=1)
+
+
 @torch.no_grad()
 def predict_frame_rewards(
     net: RewardNet,
@@ -485,6 +503,8 @@ def predict_frame_rewards(
         rows = np.asarray(rows, dtype=np.int64)
     n = len(frames) if rows is None else len(rows)
     out = np.empty((net.ensemble_size if members else 1, n), dtype=np.float32)
+    forward = net.forward_members if members else lambda t: net(t).unsqueeze(0)
+    chunk = network_chunk("reward_forward", device, bf16)
     was_training = net.training
     net.eval()
     try:
@@ -495,8 +515,8 @@ def predict_frame_rewards(
             x = gather_input(frames, part, offsets, 1 if stacked else k, device, channels_last)
             m = x.shape[0]
             with autocast(device, bf16):
-                r = net.forward_members(pad_rows(x)) if members else net(pad_rows(x)).unsqueeze(0)
-            out[:, lo : lo + m] = r[:, :m].float().cpu().numpy()
+                r = forward_in_chunks(forward, x, chunk)
+            out[:, lo : lo + m] = r.float().cpu().numpy()
     finally:
         net.train(was_training)
     return out if members else out[0]

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trex.common.device import autocast
+from trex.common.device import autocast, network_chunk
 from trex.common.errors import UserError
 from trex.reward.nets import (
     RewardNet,
+    forward_in_chunks,
     gather_input,
-    pad_rows,
     predict_frame_rewards,
 )
 from trex.reward.pairs import (
@@ -98,11 +98,12 @@ class _BatchInput:
 
     def rewards(self, part: slice = slice(None), bf16: bool = False) -> torch.Tensor:
         """Every member's rewards (M, u) of the frames ``uniq[part]``, with gradients; the
-        input is padded (:func:`~trex.reward.nets.pad_rows`) so the network sees few shapes."""
+        network runs on chunks of the input, each padded
+        (:func:`~trex.reward.nets.forward_in_chunks`), so it sees few shapes."""
         x = self(part)
+        chunk = network_chunk("trex_step", self.device, bf16)
         with autocast(self.device, bf16):
-            r = self.net.forward_members(pad_rows(x))
-        return r[:, : x.shape[0]]
+            return forward_in_chunks(self.net.forward_members, x, chunk)
 
 
 def batch_returns(
