@@ -6,12 +6,13 @@ What bounds train_reward's speed-up over the original project's loop at equal qu
 making each step cheaper and evaluating more cheaply. This script times that step, in one
 process, on the same frames:
 
-* ``seed``: the original project's step as benchmarks/reference_trex.py has it (fp32, NCHW,
+* ``original``: the original project's step as benchmarks/reference_trex.py has it (fp32, NCHW,
   each snippet through the network on its own, CrossEntropy + L1, Adam);
-* ``ours``: trex.reward.trex.train_step on a one-pair batch (bf16 autocast +
-  channels_last, both snippets' distinct frames in one pass), what ``--batch_size 1`` runs;
-* ``ours_fp32``: the same without bf16 autocast (fp32, channels_last): what ``--precision auto``
-  runs on a CPU without bf16 support;
+* ``auto``: trex.reward.passes.train_step on a one-pair batch with what ``--precision auto``
+  runs on this CPU (bf16 autocast where the CPU has native bf16, channels_last, the frames in
+  chunks of :func:`trex.common.device.network_chunk`), what ``--batch_size 1`` runs;
+* ``ours_fp32``: the same in fp32 (channels_last): what ``--precision auto`` runs on a CPU
+  without native bf16;
 * ``ours_plain``: fp32 in the standard NCHW layout, what ``--precision fp32`` runs;
 
 plus the forward-only rate per frame (what evaluation costs) and, for ``ours``, the share of
@@ -27,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,10 +40,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from reference_trex import SeedRewardNet
+from machine import machine_record
+from reference_trex import OriginalRewardNet
 
-from trex.common.device import autocast, use_bf16
-from trex.reward.nets import CnnRewardNet, prepare_net
+from trex.common.device import autocast, network_chunk, use_bf16
+from trex.reward.nets import CnnRewardNet, forward_in_chunks, prepare_net
 from trex.reward.pairs import DemoSet, PairSet
 from trex.reward.passes import train_step
 
@@ -110,31 +110,31 @@ def timed(step, repeats: int) -> float:
 def make_trainers(frames: np.ndarray, n: int) -> dict[str, tuple]:
     """name -> (train step, forward of all 2n frames)."""
     torch.manual_seed(0)
-    seed_net = SeedRewardNet()
-    seed_opt = torch.optim.Adam(seed_net.parameters(), lr=5e-5, weight_decay=0.01)
+    original_net = OriginalRewardNet()
+    original_opt = torch.optim.Adam(original_net.parameters(), lr=5e-5, weight_decay=0.01)
     ce = torch.nn.CrossEntropyLoss()
     label = torch.tensor([1])
 
-    def seed_step() -> None:
+    def original_step() -> None:
         ti = torch.from_numpy(frames[:n]).float()
         tj = torch.from_numpy(frames[n:]).float()
-        seed_opt.zero_grad()
-        out, abs_r = seed_net(ti, tj)
+        original_opt.zero_grad()
+        out, abs_r = original_net(ti, tj)
         loss = ce(out.unsqueeze(0), label) + abs_r * 0.001
         loss.backward()
-        seed_opt.step()
+        original_opt.step()
 
-    def seed_forward() -> None:
-        seed_net.predict_batch_rewards(frames, torch.device("cpu"))
+    def original_forward() -> None:
+        original_net.predict_batch_rewards(frames, torch.device("cpu"))
 
-    out = {"seed": (seed_step, seed_forward)}
+    out = {"original": (original_step, original_forward)}
     demos = DemoSet.from_arrays(
         [frames[:n], frames[n:]], [np.zeros(n, np.float32), np.ones(n, np.float32)]
     )
     pair = PairSet(np.array([[0, 1]]), np.array([[0, 0]]), np.array([n]), np.array([True]))
     device = torch.device("cpu")
     for name, bf16, channels_last in (
-        ("ours", use_bf16("auto", device), True),
+        ("auto", use_bf16("auto", device), True),
         ("ours_fp32", False, True),
         ("ours_plain", False, False),
     ):
@@ -152,7 +152,9 @@ def make_trainers(frames: np.ndarray, n: int) -> dict[str, tuple]:
         @torch.no_grad()
         def forward(net=net, x=x, bf16=bf16) -> None:
             with autocast(device, bf16):
-                net(x)
+                forward_in_chunks(
+                    net.forward_members, x, network_chunk("reward_forward", device, bf16)
+                )
 
         out[name] = (step, forward)
     return out
@@ -186,14 +188,11 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.rounds):
         for name, (step, forward) in trainers.items():
             rounds[name].append((timed(step, args.repeats), timed(forward, args.repeats)))
+    machine = machine_record(args.threads)
     res: dict = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": args.threads,
-            "load_avg": os.getloadavg(),
-        },
+        "cpu": machine["cpu"],
+        "cpu_flags": machine["cpu_flags"],
+        "machine": machine,
         "args": vars(args),
         "trainers": {},
     }
@@ -206,30 +205,31 @@ def main(argv: list[str] | None = None) -> None:
             "forward_frames_per_s": round(2 * n / fwd_s, 1),
             "rounds_step_ms": [round(r[0] * 1000, 1) for r in rs],
         }
-    seed_ms = res["trainers"]["seed"]["step_ms"]
+    original_ms = res["trainers"]["original"]["step_ms"]
     for row in res["trainers"].values():
-        row["step_speedup_vs_seed"] = round(seed_ms / row["step_ms"], 2)
-    res["ours_op_shares"] = op_shares(trainers["ours"][0])
-    res["seed_1000_steps_s"] = round(seed_ms, 1)
-    res["ours_1000_steps_s"] = res["trainers"]["ours"]["step_ms"]  # 1000 steps of x ms = x s
+        row["step_speedup_vs_original"] = round(original_ms / row["step_ms"], 2)
+    res["auto_speedup_vs_original"] = res["trainers"]["auto"]["step_speedup_vs_original"]
+    res["auto_op_shares"] = op_shares(trainers["auto"][0])
+    res["original_1000_steps_s"] = round(original_ms, 1)
+    res["auto_1000_steps_s"] = res["trainers"]["auto"]["step_ms"]  # 1000 steps of x ms = x s
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
     print(
         f"one training step on one pair of {n}-frame snippets, {args.threads} torch thread(s), "
         f"median of {args.rounds} rounds of {args.repeats} steps"
     )
-    print(f"{'trainer':>10} {'ms/step':>8} {'x seed':>7} {'fwd frames/s':>13}")
+    print(f"{'trainer':>10} {'ms/step':>8} {'x orig':>7} {'fwd frames/s':>13}")
     for name, row in res["trainers"].items():
         print(
-            f"{name:>10} {row['step_ms']:>8} {row['step_speedup_vs_seed']:>7} "
+            f"{name:>10} {row['step_ms']:>8} {row['step_speedup_vs_original']:>7} "
             f"{row['forward_frames_per_s']:>13}"
         )
-    print("ours, where the step's time goes:")
-    for r in res["ours_op_shares"]:
+    print("auto, where the step's time goes:")
+    for r in res["auto_op_shares"]:
         print(f"  {r['op']:<40} {100 * r['share']:5.1f}%  {r['ms_per_step']:6.2f} ms")
     print(
         "1000 single-pair steps (the original project's steps to its best validation accuracy): "
-        f"seed {res['seed_1000_steps_s']} s, ours {res['ours_1000_steps_s']} s"
+        f"original {res['original_1000_steps_s']} s, auto {res['auto_1000_steps_s']} s"
     )
 
 

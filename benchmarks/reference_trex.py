@@ -77,7 +77,7 @@ def create_dataset(
     return data, n_honest / num_snippets
 
 
-class SeedRewardNet(nn.Module):
+class OriginalRewardNet(nn.Module):
     """The original project's CnnRewardNet interface around the same layers."""
 
     def __init__(self, output_abs: bool = False) -> None:
@@ -103,7 +103,7 @@ class SeedRewardNet(nn.Module):
 
 
 def get_corr_with_ground(
-    demos: list[dict], net: SeedRewardNet, device: torch.device
+    demos: list[dict], net: OriginalRewardNet, device: torch.device
 ) -> tuple[float, float]:
     """The original project's correlation: one forward per whole demo."""
     rs = []
@@ -141,7 +141,7 @@ class ReferenceTrainer:
         torch.manual_seed(seed)
         self.cfg = cfg
         self.device = device
-        self.net = SeedRewardNet(output_abs=cfg.output_abs).to(device)
+        self.net = OriginalRewardNet(output_abs=cfg.output_abs).to(device)
         self.best_model = copy.deepcopy(self.net.state_dict())
 
     def learn_reward(

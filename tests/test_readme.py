@@ -52,8 +52,9 @@ TOY_NUM_DEMS = {"train": "14", "test": "6"}
 TOY_CHECKPOINT = ("checkpoint_0000507904.zip", "checkpoint_0000000256.zip")
 #: Python block: (README text, toy text); each must occur in the block
 PY_TOY = [
-    ("num_snippets=2000, max_num_epochs=5", "num_snippets=40, max_num_epochs=1, epoch_size=20, "
-     "min_snippet_length=4, max_snippet_length=8, num_val_snippets=10, num_test_snippets=10"),
+    ("num_snippets=2000", "num_snippets=40, epoch_size=20, min_snippet_length=4, "
+     "max_snippet_length=8, num_val_snippets=10, num_test_snippets=10"),
+    ("max_num_epochs=5", "max_num_epochs=1"),
     ("range(100)", "range(3)"),
 ]  # fmt: skip
 
