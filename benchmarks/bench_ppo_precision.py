@@ -1,21 +1,32 @@
-"""Claim: PPO env-steps/s with the fast path (channels_last + bf16 autocast) is >= 3x fp32.
+"""Claim: PPO env-steps/s with ``--precision auto`` (channels_last, bf16 autocast where the CPU
+has native bf16, minibatches in chunks) against plain fp32 (``--precision fp32``).
 
 Same configuration for both (train-procgen's PPO on starpilot, IMPALA CNN); the two are
-interleaved in one process (fast, fp32, fast, fp32, ...) so machine noise hits both alike;
-the first update of each is a warm-up and is not timed.
+interleaved in one process (auto, fp32, auto, fp32, ...) so machine noise hits both alike;
+the first update of each is a warm-up and is not timed. The record carries the CPU model and
+flags (benchmarks/machine.py).
 
     python benchmarks/bench_ppo_precision.py --num_envs 64 --nsteps 256 --updates 2
+    # train-procgen's minibatch (2048 samples) at a smaller rollout, an AVX2 CPU emulated:
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 TREX_CPU_FLAGS="avx2 fma" \
+        python benchmarks/bench_ppo_precision.py --num_envs 32 --nsteps 128 --nminibatches 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 from stable_baselines3.common.vec_env import VecNormalize  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import machine_record  # noqa: E402
 
 from trex.common.envs import make_procgen_env
 from trex.rl.policy import build_ppo
@@ -61,6 +72,7 @@ def main() -> None:
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)"
     )
+    p.add_argument("--out", default=None, help="write the summary as JSON here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     results: dict[str, list[float]] = {"fast": [], "fp32": []}
@@ -72,15 +84,15 @@ def main() -> None:
     fast, fp32 = (sum(v) / len(v) for v in (results["fast"], results["fp32"]))
     summary = {
         "config": vars(args),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "machine": machine_record(torch.get_num_threads()),
         "fast_steps_per_s": round(fast, 1),
         "fp32_steps_per_s": round(fp32, 1),
         "ratio": round(fast / fp32, 2),
         "runs": results,
     }
     print(json.dumps(summary, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

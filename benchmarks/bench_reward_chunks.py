@@ -2,7 +2,8 @@
 
 ``trex_step``: forward + backward of one T-REX batch (one pair of 60-frame snippets = 120
 distinct frames, what ``--batch_size 1`` trains on); ``reward_forward``: scoring 512 frames
-without gradients (eval_reward, validation, PPO on a learned reward). Each is timed with the
+without gradients (eval_reward, validation, PPO on a learned reward); ``ppo_train``: the PPO
+policy's IMPALA features, forward + backward on a 512-sample minibatch. Each is timed with the
 network called on the whole batch and on chunks of 15-64 frames, in bf16 autocast and fp32
 (channels_last both), interleaved over rounds so machine noise hits every setting alike. The
 ratio ``speedup_vs_whole`` is against one call on the whole batch (what the toolkit did before
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gymnasium import spaces
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,6 +34,7 @@ from machine import machine_record
 
 from trex.common.device import CPU_CHUNKS
 from trex.reward.nets import CnnRewardNet, ImpalaRewardNet, forward_in_chunks
+from trex.rl.policy import ImpalaCNN
 
 NETS = {"seed_cnn": CnnRewardNet, "impala": ImpalaRewardNet}
 
@@ -47,8 +50,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="frames per call; 0 = the whole batch")  # fmt: skip
     p.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"])
     p.add_argument("--architectures", nargs="+", default=list(NETS), choices=list(NETS))
+    p.add_argument(
+        "--paths", nargs="+", default=["trex_step", "reward_forward", "ppo_train"],
+        help="ppo_train: the IMPALA policy's features, forward + backward on 512 samples",
+    )  # fmt: skip
     p.add_argument("--out", default=None, help="write the results as JSON here")
     return p.parse_args(argv)
+
+
+def net_arch(name: str) -> str:
+    """The architecture name CPU_CHUNKS keys a row by (the policy's is IMPALA's)."""
+    return "impala" if name == "policy" else name
 
 
 def timed(fn, repeats: int) -> float:
@@ -67,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     x_all = frames.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
     x_step = x_all[:120]
     cases = {}
-    for arch in args.architectures:
+    for arch in args.architectures if {"trex_step", "reward_forward"} & set(args.paths) else []:
         torch.manual_seed(0)
         net = NETS[arch]().to(memory_format=torch.channels_last)
         for prec in args.precisions:
@@ -88,6 +100,21 @@ def main(argv: list[str] | None = None) -> None:
 
                 cases[(arch, prec, chunk, "trex_step")] = step
                 cases[(arch, prec, chunk, "reward_forward")] = forward
+    for prec in args.precisions if "ppo_train" in args.paths else []:
+        # the PPO policy's features on a 512-sample minibatch (chunked inside ImpalaCNN)
+        torch.manual_seed(0)
+        ext = ImpalaCNN(spaces.Box(0, 255, (3, 64, 64), np.uint8), bf16=prec == "bf16")
+        ext = ext.to(memory_format=torch.channels_last)
+        x_ppo = (x_all / 255.0).contiguous(memory_format=torch.channels_last)
+        for chunk in args.chunks:
+            c = None if chunk == 0 else chunk
+
+            def ppo(ext=ext, x=x_ppo, c=c or 512) -> None:
+                ext.zero_grad(set_to_none=True)
+                parts = [ext._features(x[lo : lo + c]) for lo in range(0, 512, c)]
+                torch.cat(parts).sum().backward()
+
+            cases[("policy", prec, chunk, "ppo_train")] = ppo
     times: dict = {k: [] for k in cases}
     for _ in range(args.rounds):
         for key, fn in cases.items():
@@ -102,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             "ms_per_call": round(s * 1000, 1),
             "frames_per_s": round((120 if path == "trex_step" else 512) / s, 1),
             "speedup_vs_whole": round(whole / s, 2) if whole else None,
-            "toolkit_chunk": CPU_CHUNKS[(path, prec == "bf16")],
+            "toolkit_chunk": CPU_CHUNKS.get((path, net_arch(arch), prec == "bf16")) or "whole",
         })  # fmt: skip
     res = {"machine": machine_record(args.threads), "args": vars(args), "rows": rows}
     if args.out:

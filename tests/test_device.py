@@ -34,11 +34,11 @@ def test_auto_choice_follows_the_cpu_flags(monkeypatch, flags, fast_bf16):
     assert use_bf16("auto", CPU) is fast_bf16
     assert use_bf16("fp32", CPU) is False and use_bf16("bf16", CPU) is True
     for path in ("trex_step", "reward_forward"):
-        assert network_chunk(path, CPU, use_bf16("auto", CPU)) == CPU_CHUNKS[(path, fast_bf16)]
-        # the same flags give the same choice every time
-        assert network_chunk(path, CPU, use_bf16("auto", CPU)) == network_chunk(
-            path, CPU, use_bf16("auto", CPU)
-        )
+        for arch in ("seed_cnn", "impala"):
+            chunk = network_chunk(path, CPU, use_bf16("auto", CPU), arch)
+            assert chunk == CPU_CHUNKS[(path, arch, fast_bf16)]
+            # the same flags give the same choice every time
+            assert chunk == network_chunk(path, CPU, use_bf16("auto", CPU), arch)
 
 
 def test_flag_override_accepts_commas(monkeypatch):
@@ -49,6 +49,13 @@ def test_flag_override_accepts_commas(monkeypatch):
 def test_gpu_runs_whole_batches():
     assert network_chunk("trex_step", torch.device("cuda"), True) is None
     assert network_chunk("reward_forward", torch.device("cuda"), False) is None
+
+
+def test_every_path_and_architecture_has_a_cpu_choice():
+    for path in ("trex_step", "reward_forward"):
+        for arch in ("seed_cnn", "impala"):
+            for bf16 in (True, False):
+                assert (path, arch, bf16) in CPU_CHUNKS
 
 
 def test_chunked_forward_and_gradients_match_one_call():

@@ -63,24 +63,38 @@ def cpu_has_fast_bf16(flags: frozenset[str] | None = None) -> bool:
         return False
 
 
-#: frames per network call on a CPU, per hot path and whether it runs in bf16: a batch of a
-#: few hundred frames runs slower per frame than the same frames in smaller calls (their
-#: activations stay in cache). Measured on both CPU kinds: benchmarks/bench_reward_chunks.py.
-CPU_CHUNKS: dict[tuple[str, bool], int] = {
-    ("trex_step", True): 48,
-    ("trex_step", False): 32,
-    ("reward_forward", True): 64,
-    ("reward_forward", False): 64,
+#: frames per network call on a CPU, per hot path, reward architecture and whether the call
+#: runs in bf16 (None: the whole batch at once). A batch of a few hundred frames runs slower
+#: per frame than the same frames in smaller calls, whose activations stay in cache; the sizes
+#: are the best or near-best on both CPU kinds (benchmarks/bench_reward_chunks.py, recorded
+#: in benchmarks/README.md). IMPALA's bf16 training pass alone is fastest unchunked.
+CPU_CHUNKS: dict[tuple[str, str, bool], int | None] = {
+    ("trex_step", "seed_cnn", True): 48,
+    ("trex_step", "seed_cnn", False): 32,
+    ("trex_step", "impala", True): None,
+    ("trex_step", "impala", False): 64,
+    ("reward_forward", "seed_cnn", True): 48,
+    ("reward_forward", "seed_cnn", False): 48,
+    ("reward_forward", "impala", True): 64,
+    ("reward_forward", "impala", False): 64,
+    # PPO's training pass: the IMPALA policy on a minibatch (2048 samples at train-procgen's
+    # settings); the rollout forward (one row per environment, 64) stays one call
+    ("ppo_train", "impala", True): 128,
+    ("ppo_train", "impala", False): 128,
 }
 
 
-def network_chunk(path: str, device: torch.device, bf16: bool) -> int | None:
+def network_chunk(
+    path: str, device: torch.device, bf16: bool, architecture: str = "seed_cnn"
+) -> int | None:
     """Rows per network call for ``path`` (``trex_step``: a T-REX training pass;
-    ``reward_forward``: scoring frames without gradients) on ``device``: None (the whole
-    batch at once) on a GPU, else :data:`CPU_CHUNKS`."""
+    ``reward_forward``: scoring frames without gradients; ``ppo_train``: the policy's
+    features in a PPO minibatch) of a network of ``architecture`` on ``device``: None (the
+    whole batch at once) on a GPU, else :data:`CPU_CHUNKS` (a pair it does not list: the
+    whole batch)."""
     if device.type != "cpu":
         return None
-    return CPU_CHUNKS[(path, bool(bf16))]
+    return CPU_CHUNKS.get((path, architecture, bool(bf16)))
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:

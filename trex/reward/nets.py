@@ -504,7 +504,7 @@ def predict_frame_rewards(
     n = len(frames) if rows is None else len(rows)
     out = np.empty((net.ensemble_size if members else 1, n), dtype=np.float32)
     forward = net.forward_members if members else lambda t: net(t).unsqueeze(0)
-    chunk = network_chunk("reward_forward", device, bf16)
+    chunk = network_chunk("reward_forward", device, bf16, net.architecture)
     was_training = net.training
     net.eval()
     try:

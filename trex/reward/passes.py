@@ -101,7 +101,7 @@ class _BatchInput:
         network runs on chunks of the input, each padded
         (:func:`~trex.reward.nets.forward_in_chunks`), so it sees few shapes."""
         x = self(part)
-        chunk = network_chunk("trex_step", self.device, bf16)
+        chunk = network_chunk("trex_step", self.device, bf16, self.net.architecture)
         with autocast(self.device, bf16):
             return forward_in_chunks(self.net.forward_members, x, chunk)
 

@@ -37,7 +37,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from trex.common.device import autocast, pick_device, use_bf16
+from trex.common.device import autocast, network_chunk, pick_device, use_bf16
 from trex.common.errors import UserError
 from trex.nets.impala import EMBEDDING_DIM, IMPALA_DEPTHS, impala_stacks
 from trex.rl.ppo2 import PPO2
@@ -86,9 +86,18 @@ class ImpalaCNN(BaseFeaturesExtractor):
         self.bf16 = bf16
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """float (N, 3, 64, 64) -> fp32 features (N, 256); on a CPU a large batch (a PPO
+        minibatch) goes through in chunks (:func:`trex.common.device.network_chunk`), which
+        changes no output and is faster there."""
         x = observations
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        chunk = network_chunk("ppo_train", x.device, self.bf16, "impala")
+        if chunk is None or x.shape[0] <= chunk:
+            return self._features(x)
+        return torch.cat([self._features(x[lo : lo + chunk]) for lo in range(0, len(x), chunk)])
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
         with autocast(x.device, self.bf16):
             x = self.stacks(x)
             x = torch.relu(torch.flatten(x, 1))
