@@ -44,6 +44,7 @@ _EXPORTS = {
     "EpisodeStats": "trex.rl.evaluation",
     "episode_quotas": "trex.rl.evaluation",
     "load_act_fn": "trex.rl.evaluation",
+    "load_configured_policy": "trex.rl.evaluation",
     "random_act_fn": "trex.rl.evaluation",
     "run_episodes": "trex.rl.evaluation",
     "BEST": "trex.rl.export",

@@ -9,11 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from trex.common.envs import make_procgen_env
 from trex.common.errors import UserError
+
+if TYPE_CHECKING:
+    from trex.rl.config import PolicyConfig
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +177,21 @@ def load_act_fn(
 
     policy, meta = load_policy(load_path, pick_device(device), precision, expected_env=env_name)
     return (lambda obs: act(policy, obs, deterministic)), meta
+
+
+def load_configured_policy(cfg: PolicyConfig) -> tuple[ActFn, dict, tuple[str, str, bool]]:
+    """The policy a :class:`~trex.rl.config.PolicyConfig` names, seeded by ``cfg.seed`` (the
+    policy samples its actions with torch's generator): (act_fn, checkpoint meta,
+    (env_name, distribution_mode, use_backgrounds) from the flags, else the checkpoint)."""
+    from trex.common.runs import seed_everything
+
+    seed_everything(cfg.seed)
+    act_fn, meta = load_act_fn(
+        cfg.load_path,
+        cfg.env_name,
+        device=cfg.device,
+        precision=cfg.precision,
+        deterministic=cfg.deterministic,
+        seed=cfg.seed,
+    )
+    return act_fn, meta, cfg.game(meta)

@@ -17,19 +17,9 @@ def film_policy(cfg: VisualizePolicyConfig) -> tuple[np.ndarray, Path]:
     from tqdm.auto import tqdm
 
     from trex.common.envs import make_procgen_env
-    from trex.common.runs import seed_everything
-    from trex.rl.evaluation import load_act_fn
+    from trex.rl.evaluation import load_configured_policy
 
-    seed_everything(cfg.seed)  # the policy samples its actions with torch's generator
-    act_fn, meta = load_act_fn(
-        cfg.load_path,
-        cfg.env_name,
-        device=cfg.device,
-        precision=cfg.precision,
-        deterministic=cfg.deterministic,
-        seed=cfg.seed,
-    )
-    env_name, mode, backgrounds = cfg.game(meta)
+    act_fn, meta, (env_name, mode, backgrounds) = load_configured_policy(cfg)
     env = make_procgen_env(
         env_name,
         cfg.num_screens,

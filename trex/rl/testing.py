@@ -120,19 +120,9 @@ class PolicyTest:
         """Load the policy and resolve the test (UserError for a missing or corrupt
         checkpoint, one of another game, or a CSV written by an older version)."""
         from trex.common.files import csv_column_values
-        from trex.common.runs import seed_everything
-        from trex.rl.evaluation import load_act_fn
+        from trex.rl.evaluation import load_configured_policy
 
-        seed_everything(cfg.seed)  # the policy samples its actions with torch's generator
-        act_fn, meta = load_act_fn(
-            cfg.load_path,
-            cfg.env_name,
-            device=cfg.device,
-            precision=cfg.precision,
-            deterministic=cfg.deterministic,
-            seed=cfg.seed,
-        )
-        env_name, mode, backgrounds = cfg.game(meta)
+        act_fn, meta, (env_name, mode, backgrounds) = load_configured_policy(cfg)
         ranges = level_ranges(meta, cfg)
         # absolute, so that plot_policy_returns --test_csv can match rows to runs from any
         # directory
