@@ -199,3 +199,29 @@ def test_reference_curves_in_baselines_format_are_averaged_and_drawn(tmp_path):
         == 2
     )
     assert not bad_out.exists()
+
+
+def test_learned_returns_are_read_and_drawn_on_their_own_axis(tmp_path):
+    """--learned: a run on a learned reward carries its learned return; a true-reward run
+    has none; the figure gets a second y axis only when asked."""
+    import matplotlib.image as mpimg
+
+    from trex.plotting.policy_returns import PlotPolicyReturnsConfig, policy_returns_figure
+
+    hacked, honest = tmp_path / "hacked", tmp_path / "honest"
+    for run, learned in ((hacked, [1.0, 5.0, 9.0]), (honest, [np.nan] * 3)):
+        run.mkdir()
+        pd.DataFrame(
+            {"timesteps": [10, 20, 30], "true_return_mean": [3.0, 2.0, 1.0],
+             "learned_return_mean": learned}
+        ).to_csv(run / "progress.csv", index=False)  # fmt: skip
+    curve = read_curve(hacked, "learned")
+    assert curve.learned_return.tolist() == [1.0, 5.0, 9.0]
+    assert read_curve(honest, "true").learned_return is None
+    outs = {}
+    for flag in (False, True):
+        cfg = PlotPolicyReturnsConfig(
+            runs=[str(hacked), str(honest)], out=str(tmp_path / f"f{flag}.png"), learned=flag
+        )
+        outs[flag] = mpimg.imread(policy_returns_figure(cfg))
+    assert outs[True].shape != outs[False].shape  # the right-hand axis widens the figure

@@ -11,6 +11,8 @@ import pytest
 from trex.common.config import config_parser
 from trex.common.errors import UserError
 from trex.plotting.policy_returns import PlotPolicyReturnsConfig
+from trex.plotting.saliency import PlotRewardSaliencyConfig
+from trex.preferences.config import TrainPreferencesConfig
 from trex.rl.config import (
     ExportPolicyConfig,
     PPOConfig,
@@ -27,6 +29,8 @@ STAGES = {
     "visualize_policy": VisualizePolicyConfig,
     "plot_policy_returns": PlotPolicyReturnsConfig,
     "run_experiments": RunExperimentsConfig,
+    "train_preferences": TrainPreferencesConfig,
+    "plot_reward_saliency": PlotRewardSaliencyConfig,
 }
 
 
@@ -74,6 +78,10 @@ BAD = [
     ("plot_policy_returns", ["--runs", "a", "b", "--labels", "x"], None, "--labels has 1"),
     ("plot_policy_returns", ["--runs", "a"], "set_name: validation\n", "--set_name"),
     ("run_experiments", ["--grid", "rm_id"], None, "--grid rm_id: give the flag"),
+    ("train_preferences", ["--selection", "disagreement"], None, "needs an ensemble"),
+    ("train_preferences", ["--init_reward", "nope_123"], None, "index not found"),
+    ("train_preferences", [], "segment_length: 0\n", "--segment_length"),
+    ("plot_reward_saliency", ["--reward_model", "a.safetensors"], None, "--demo_csv or"),
     ("run_experiments", ["--pass_args", '"unclosed'], None, "--pass_args"),
 ]
 

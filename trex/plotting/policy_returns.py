@@ -37,11 +37,14 @@ TRUE_RETURN_COLUMNS = ("true_return_mean", "ep_return_mean")
 
 @dataclass
 class RunCurve:
-    """A run's true return curve: timesteps int (K,), true_return float (K,)."""
+    """A run's true return curve: timesteps int (K,), true_return float (K,); with a learned
+    (or constant) reward, the return of the reward it optimised, learned_return float (K,)
+    (NaN where no episode had ended; None for a run on the true reward)."""
 
     label: str
     timesteps: np.ndarray
     true_return: np.ndarray
+    learned_return: np.ndarray | None = None
 
 
 @dataclass
@@ -106,6 +109,10 @@ def run_label(run_dir: Path) -> str:
         args = json.loads(cfg_path.read_text()).get("args", {})
     except json.JSONDecodeError:
         return run_dir.name
+    if args.get("num_queries") is not None:  # train_preferences
+        label = f"preferences ({args['num_queries']} queries, {args.get('selection')})"
+        init = args.get("init_reward")
+        return f"T-REX {Path(init).stem} + {label}" if init else label
     if args.get("rm_id") or args.get("reward_model"):
         return f"learned reward ({args.get('rm_id') or Path(args['reward_model']).stem})"
     if args.get("constant_reward") is not None:
@@ -124,8 +131,11 @@ def read_curve(path: str | os.PathLike, label: str | None = None) -> RunCurve:
             f"{csv} lacks the timesteps/true_return_mean columns of a train_policy progress CSV"
         )
     df = df.dropna(subset=[col]).sort_values("timesteps")  # rows before any episode ended
+    learned = None
+    if "learned_return_mean" in df.columns and df["learned_return_mean"].notna().any():
+        learned = df["learned_return_mean"].to_numpy(float)
     return RunCurve(
-        label or run_label(csv.parent), df["timesteps"].to_numpy(), df[col].to_numpy(float)
+        label or run_label(csv.parent), df["timesteps"].to_numpy(), df[col].to_numpy(float), learned
     )
 
 
@@ -196,13 +206,17 @@ def plot_policy_returns(
     random_score: HeldOutScore | None = None,
     held_out_name: str = "unseen levels",
     references: Sequence[CurveGroup] = (),
+    learned: bool = False,
 ) -> Path:
     """True return vs steps, one line per label (runs sharing a label: their mean, with their
     min-max as a band); the demos' 10th-90th percentile return as a band, their median as a
     dotted line and their best as a dashed line. ``held_out[i]`` (optional) are run i's
     test_policy scores, drawn as diamonds with standard-error bars in the run's colour;
     ``random_score`` a random policy's, as a dash-dotted line; ``references`` published curves
-    in black, cut at the runs' last step. Writes a PNG."""
+    in black, cut at the runs' last step. ``learned``: also each run's return of the reward
+    it optimised (learned or constant), dashed in the run's colour on its own right-hand
+    axis, so a learned return rising while the true return falls (reward hacking) shows at a
+    glance. Writes a PNG."""
     fig = _new_figure((7.5, 4.5))
     ax = fig.add_subplot(1, 1, 1)
     if demo_returns is not None and len(demo_returns):
@@ -260,6 +274,16 @@ def plot_policy_returns(
                 capsize=4,
                 zorder=5,
             )
+    if learned and any(c.learned_return is not None for c in curves):
+        twin = ax.twinx()
+        for curve in curves:
+            if curve.learned_return is not None:
+                twin.plot(
+                    curve.timesteps, curve.learned_return, ls="--", lw=1.1,
+                    color=colours[curve.label], alpha=0.8,
+                )  # fmt: skip
+        twin.set_ylabel("learned return (dashed: the reward each run optimised)")
+        ax.plot([], [], ls="--", color="0.3", label="dashed: learned return (right axis)")
     last_step = max(int(g.timesteps[-1]) for g in groups)
     for ref, style in zip(references, ("--", ":", "-.")):
         keep = ref.timesteps <= last_step * 1.02
@@ -331,6 +355,11 @@ class PlotPolicyReturnsConfig(Config):
     reference_name: str = flag(
         "openai/train-procgen", help="who published the reference curves (legend)"
     )
+    learned: bool = flag(
+        False,
+        help="also draw each run's learned (optimised) return, on its own axis: reward "
+        "hacking shows as a learned return rising while the true return falls",
+    )
     title: str = flag("", help=None)
     out: str = flag("figures/policy_returns.png", help=None)
 
@@ -397,4 +426,5 @@ def policy_returns_figure(cfg: PlotPolicyReturnsConfig) -> Path:
         random_score,
         "unseen levels" if cfg.test_level_set == "test" else "training levels",
         references,
+        cfg.learned,
     )

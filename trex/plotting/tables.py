@@ -397,7 +397,7 @@ def _kind_rm_runs(root: Path, spec: TableSpec) -> pd.DataFrame:
 
 
 #: reward kinds in table order, by the first 4 letters of their label
-_KIND_ORDER = {"true": 0, "lear": 1, "cons": 2, "rand": 3}
+_KIND_ORDER = {"true": 0, "lear": 1, "pref": 2, "T-RE": 2, "cons": 3, "rand": 4}
 
 
 def _reward_label(reward: str, load_path: str) -> str:
@@ -410,6 +410,12 @@ def _reward_label(reward: str, load_path: str) -> str:
         return f"learned reward (T-REX {arg})"
     if kind == "constant":
         return f"constant reward (+{arg}/step)"
+    if kind == "preferences":  # train_preferences: <queries>:<selection>[:<initial reward>]
+        queries, _, rest = arg.partition(":")
+        selection, _, init = rest.partition(":")
+        if init:
+            return f"T-REX {init} + preferences ({queries} queries, {selection})"
+        return f"preferences ({queries} queries, {selection})"
     return str(reward)
 
 
@@ -445,7 +451,7 @@ def _kind_policy_groups(root: Path, spec: TableSpec) -> pd.DataFrame:
         ", ".join(spec.csvs),
     )
     df = df.assign(label=[_reward_label(r, p) for r, p in zip(df["reward"], df["load_path"])])
-    labels = sorted(dict.fromkeys(df["label"]), key=lambda s: _KIND_ORDER.get(s[:4], 4))
+    labels = sorted(dict.fromkeys(df["label"]), key=lambda s: _KIND_ORDER.get(s[:4], 5))
     means: dict[str, float] = {}
     out = []
     for label in labels:
@@ -508,7 +514,7 @@ def _kind_policy_runs(root: Path, spec: TableSpec) -> pd.DataFrame:
     paths = sorted(
         first.index,
         key=lambda p: (
-            _KIND_ORDER.get(labels[p][:4], 4),
+            _KIND_ORDER.get(labels[p][:4], 5),
             labels[p],
             str(Path(str(p)).parent),
             first.loc[p, "timesteps"],

@@ -32,6 +32,76 @@ NOT_IDENTITY: frozenset[str] = frozenset(
     {"config", "overwrite", "log_dir", "save_dir", "save_name", "device", "precision"}
 )
 
+#: the flags of the reward network and its optimiser, shared by every stage that trains one
+#: (train_reward, train_preferences): name -> flag() arguments; :func:`reward_flag` makes a field
+_REWARD_FLAGS: dict[str, dict[str, Any]] = {
+    "lr": dict(default=5e-5, type=positive_float, help="reward model learning rate (Adam)"),
+    "lam_l1": dict(default=0.001, type=float, help="L1 penalty on the absolute per-frame rewards"),
+    "weight_decay": dict(default=0.01, type=float, help="Adam weight decay"),
+    "output_abs": dict(default=False, help="take the absolute value of the reward output"),
+    "frame_stack": dict(
+        default=1,
+        type=int,
+        help="frames per network input: frame t and the K-1 before it in its demo/episode "
+        "on the channel axis, the first frame repeated before the start (as in DQN, "
+        "Mnih et al. 2015); used alike in training, evaluation and PPO on the "
+        "learned reward (1 = each frame alone, as upstream)",
+    ),
+    "scale_frames": dict(
+        default=False,
+        help="divide the network's input by 255 (upstream feeds raw 0..255 pixel values)",
+    ),
+    "augment": dict(
+        default="none",
+        help="training-only input augmentation: none, or shift = random shift by up to 4 "
+        "pixels with edge-replicated padding, one shift per demo and batch (RAD, "
+        "Laskin et al. 2020, arXiv 2004.14990; DrAC, Raileanu et al. 2020, "
+        "arXiv 2006.12862)",
+    ),
+    "architecture": dict(
+        default="seed_cnn",
+        help="reward network: seed_cnn (the original project's small CNN) or impala (the "
+        "IMPALA CNN encoder, Espeholt et al. 2018, arXiv 1802.01561, as in Procgen's "
+        "PPO, with a linear reward head)",
+    ),
+    "ensemble": dict(
+        default=1,
+        type=int,
+        help="train K reward networks together (stacked parameters, one call for all; "
+        "they differ by init, each gets the T-REX loss on the same pairs); the "
+        "reward is their mean and the members' disagreement on test-demo returns is "
+        "reported (ensemble_spread); 1 = a single network",
+    ),
+    "batch_size": dict(
+        default=64,
+        type=positive_int,
+        help="snippet pairs per optimizer step (upstream: 1); every distinct frame of a "
+        "batch goes through the network once",
+    ),
+    "lr_scaling": dict(
+        default="sqrt",
+        choices=LR_SCALINGS,
+        help="sqrt: Adam's step size is lr * sqrt(batch_size) (square-root scaling rule, "
+        "Malladi et al. 2022), so --lr keeps the original project's per-pair meaning; "
+        "none: lr as given",
+    ),
+    "max_batch_frames": dict(
+        default=256,
+        type=positive_int,
+        help="most distinct frames in one training pass (~0.9 MB of activations each for "
+        "the upstream CNN, more for impala, K times that for an --ensemble of K); larger "
+        "batches go through in chunks, with exact gradients and one extra forward. "
+        "256 (measured on 20 real starpilot demos: peak RSS 0.98 GB instead of 1.58 GB "
+        "with 1024, at the same speed)",
+    ),
+}
+
+
+def reward_flag(name: str, **changes: Any) -> Any:
+    """The config field of the shared reward flag ``name`` (:data:`_REWARD_FLAGS`), with
+    ``changes`` (e.g. another default) applied."""
+    return flag(**{**_REWARD_FLAGS[name], **changes})
+
 
 def check_plain_name(flag_name: str, value: str | None) -> None:
     """UserError unless ``value`` is None or a plain file-name part (no path separator)."""
@@ -86,10 +156,10 @@ class TrainRewardConfig(Config):
         "upstream), val_loss (the lowest validation loss: a smoother score than accuracy "
         "on a few validation demos), or last (no early stopping; the final epoch)",
     )
-    lr: float = flag(5e-5, type=positive_float, help="reward model learning rate (Adam)")
-    lam_l1: float = flag(0.001, type=float, help="L1 penalty on the absolute per-frame rewards")
-    weight_decay: float = flag(0.01, type=float, help="Adam weight decay")
-    output_abs: bool = flag(False, help="take the absolute value of the reward output")
+    lr: float = reward_flag("lr")
+    lam_l1: float = reward_flag("lam_l1")
+    weight_decay: float = reward_flag("weight_decay")
+    output_abs: bool = reward_flag("output_abs")
     use_snippet_rewards: bool = flag(
         False, help="label pairs by the snippets' true rewards instead of the demos' returns"
     )
@@ -97,39 +167,11 @@ class TrainRewardConfig(Config):
         True, help="the better demo's snippet starts no earlier than the worse one's"
     )
     # variants of the network and its input (the defaults are the original project's)
-    frame_stack: int = flag(
-        1,
-        type=int,
-        help="frames per network input: frame t and the K-1 before it in its demo/episode "
-        "on the channel axis, the first frame repeated before the start (as in DQN, "
-        "Mnih et al. 2015); used alike in training, evaluation and PPO on the "
-        "learned reward (1 = each frame alone, as upstream)",
-    )
-    scale_frames: bool = flag(
-        False,
-        help="divide the network's input by 255 (upstream feeds raw 0..255 pixel values)",
-    )
-    augment: str = flag(
-        "none",
-        help="training-only input augmentation: none, or shift = random shift by up to 4 "
-        "pixels with edge-replicated padding, one shift per demo and batch (RAD, "
-        "Laskin et al. 2020, arXiv 2004.14990; DrAC, Raileanu et al. 2020, "
-        "arXiv 2006.12862)",
-    )
-    architecture: str = flag(
-        "seed_cnn",
-        help="reward network: seed_cnn (the original project's small CNN) or impala (the "
-        "IMPALA CNN encoder, Espeholt et al. 2018, arXiv 1802.01561, as in Procgen's "
-        "PPO, with a linear reward head)",
-    )
-    ensemble: int = flag(
-        1,
-        type=int,
-        help="train K reward networks together (stacked parameters, one call for all; "
-        "they differ by init, each gets the T-REX loss on the same pairs); the "
-        "reward is their mean and the members' disagreement on test-demo returns is "
-        "reported (ensemble_spread); 1 = a single network",
-    )
+    frame_stack: int = reward_flag("frame_stack")
+    scale_frames: bool = reward_flag("scale_frames")
+    augment: str = reward_flag("augment")
+    architecture: str = reward_flag("architecture")
+    ensemble: int = reward_flag("ensemble")
     rank_by: str = flag(
         "return",
         choices=RANK_BY,
@@ -171,28 +213,9 @@ class TrainRewardConfig(Config):
         None, help="suffix: rm_infos_<save_name>.csv and model_files_<save_name>/"
     )
     # ours (not upstream)
-    batch_size: int = flag(
-        64,
-        type=positive_int,
-        help="snippet pairs per optimizer step (upstream: 1); every distinct frame of a "
-        "batch goes through the network once",
-    )
-    lr_scaling: str = flag(
-        "sqrt",
-        choices=LR_SCALINGS,
-        help="sqrt: Adam's step size is lr * sqrt(batch_size) (square-root scaling rule, "
-        "Malladi et al. 2022), so --lr keeps the original project's per-pair meaning; "
-        "none: lr as given",
-    )
-    max_batch_frames: int = flag(
-        256,
-        type=positive_int,
-        help="most distinct frames in one training pass (~0.9 MB of activations each for "
-        "the upstream CNN, more for impala, K times that for an --ensemble of K); larger "
-        "batches go through in chunks, with exact gradients and one extra forward. "
-        "256 (measured on 20 real starpilot demos: peak RSS 0.98 GB instead of 1.58 GB "
-        "with 1024, at the same speed)",
-    )
+    batch_size: int = reward_flag("batch_size")
+    lr_scaling: str = reward_flag("lr_scaling")
+    max_batch_frames: int = reward_flag("max_batch_frames")
     num_val_snippets: int = flag(1000, type=positive_int, help="validation pairs (upstream: 1000)")
     num_test_snippets: int = flag(1000, type=positive_int, help="test pairs (upstream: 1000)")
     max_test_demos: int = flag(

@@ -70,6 +70,31 @@ class LearnedReturnSource:
     learned_episode_returns: deque
 
 
+class TrainingHooks:
+    """What a run that learns alongside PPO plugs into :func:`train_ppo` (e.g. the
+    preference learner): called around every rollout, for extra progress columns, and before
+    every checkpoint (so a checkpoint never exists without the hooks' state of that step)."""
+
+    #: extra progress.csv columns, after :data:`PROGRESS_COLUMNS`
+    columns: tuple[str, ...] = ()
+    #: whether Ctrl-C / SIGTERM saves a last checkpoint mid-rollout (train_policy's habit);
+    #: False keeps every checkpoint on an update boundary (the run resumes from the last one)
+    checkpoint_on_interrupt: bool = True
+
+    def rollout_start(self) -> None:
+        """Before PPO collects a rollout."""
+
+    def rollout_end(self, updates: int) -> None:
+        """After rollout ``updates`` (1-based) is collected, before PPO trains on it."""
+
+    def progress(self) -> dict[str, Any]:
+        """Values of :attr:`columns` for the current progress row."""
+        return {}
+
+    def save(self, timesteps: int) -> None:
+        """Before the checkpoint of ``timesteps`` is written."""
+
+
 class _TrainingMonitor(BaseCallback):
     """Checkpoints, manifest, progress CSV/TensorBoard and progress bar, per PPO update."""
 
@@ -81,10 +106,12 @@ class _TrainingMonitor(BaseCallback):
         total: int,
         learned_source: Any | None,
         writer: Any | None,
+        hooks: TrainingHooks | None = None,
     ) -> None:
         super().__init__()
         self.run_dir, self.cfg, self.meta, self.total = run_dir, cfg, meta, total
         self.learned_source, self.writer = learned_source, writer
+        self.hooks = hooks or TrainingHooks()
         self.steps_per_update = cfg.num_envs * cfg.nsteps
         self.t0 = time.time()
         self.steps_at_start = 0
@@ -111,16 +138,19 @@ class _TrainingMonitor(BaseCallback):
     def _on_rollout_end(self) -> None:
         if self.bar is not None:
             self.bar.update(self.steps_per_update)
+        self.hooks.rollout_end(self.model.num_timesteps // self.steps_per_update)
 
     def _on_rollout_start(self) -> None:
         # runs after the previous update's train(): its losses are in the logger
         updates = self.model.num_timesteps // self.steps_per_update
         if updates == 0 or self.model.num_timesteps == self.steps_at_start:
+            self.hooks.rollout_start()
             return
         if updates % self.cfg.log_interval == 0:
             self.log_progress(updates)
         if updates % self.cfg.save_interval == 0:
             self.save()
+        self.hooks.rollout_start()
 
     def mean_return(self) -> float:
         buf = self.model.ep_info_buffer
@@ -146,8 +176,10 @@ class _TrainingMonitor(BaseCallback):
             "approx_kl": values.get("train/approx_kl", float("nan")),
             "clip_fraction": values.get("train/clip_fraction", float("nan")),
             "explained_variance": values.get("train/explained_variance", float("nan")),
+            **self.hooks.progress(),
         }
-        append_csv_rows(self.run_dir / PROGRESS_NAME, [row], columns=PROGRESS_COLUMNS)
+        columns = [*PROGRESS_COLUMNS, *self.hooks.columns]
+        append_csv_rows(self.run_dir / PROGRESS_NAME, [row], columns=columns)
         if self.writer is not None:
             for key, value in row.items():
                 if key != "timesteps" and value == value:  # skip NaN
@@ -172,6 +204,7 @@ class _TrainingMonitor(BaseCallback):
             }
         mean_ret = self.mean_return()
         meta["mean_return"] = mean_ret
+        self.hooks.save(steps)
         save_checkpoint(self.model, self.run_dir / name, meta)
         fault_point("checkpoint_between_file_and_row")
         append_manifest(self.run_dir, name, steps, mean_ret)
@@ -291,6 +324,7 @@ def train_ppo(
     wrap_env: Callable[[VecEnv], VecEnv] | None = None,
     checkpoint_meta: dict[str, Any] | None = None,
     resume_meta: dict[str, Any] | None = None,
+    hooks: TrainingHooks | None = None,
 ) -> dict[str, Any]:
     """Train PPO on ``cfg.env_name`` until ``cfg.timesteps_per_proc`` total steps.
 
@@ -300,7 +334,8 @@ def train_ppo(
     VecEnv and its result is reward-normalised as train-procgen does: baselines'
     ``VecNormalize(venv, ob=False)``, whose return discount is 0.99 (``norm_gamma``), not the
     PPO discount 0.999. ``resume_meta``: ``load_path``'s metadata when already read and
-    checked by :func:`check_resume` (else it is read here). Returns a summary dict
+    checked by :func:`check_resume` (else it is read here). ``hooks``: what learns alongside
+    (:class:`TrainingHooks`). Returns a summary dict
     (timesteps, last checkpoint, mean training return, wall time, steps/s).
     """
     if load_path is not None and resume_meta is None:
@@ -378,7 +413,9 @@ def train_ppo(
     elif resume_meta and resume_meta.get("fine_tuned_from"):
         meta["fine_tuned_from"] = resume_meta["fine_tuned_from"]
     learned_source = inner if hasattr(inner, "learned_episode_returns") else None
-    monitor = _TrainingMonitor(run_dir, cfg, meta, cfg.timesteps_per_proc, learned_source, writer)
+    monitor = _TrainingMonitor(
+        run_dir, cfg, meta, cfg.timesteps_per_proc, learned_source, writer, hooks
+    )
     remaining = cfg.timesteps_per_proc - model.num_timesteps
     t0 = time.time()
     start_steps = model.num_timesteps
@@ -392,14 +429,22 @@ def train_ppo(
         )
     except KeyboardInterrupt:
         interrupted = True
-        log.warning("interrupted: saving a last checkpoint")
+        if monitor.hooks.checkpoint_on_interrupt:
+            log.warning("interrupted: saving a last checkpoint")
+        else:
+            log.warning("interrupted: the run resumes from its last checkpoint")
     finally:
         if monitor.bar is not None:
             monitor.bar.close()
     updates = model.num_timesteps // (cfg.num_envs * cfg.nsteps)
-    if model.num_timesteps > start_steps:
+    if model.num_timesteps > start_steps and (
+        not interrupted or monitor.hooks.checkpoint_on_interrupt
+    ):
         monitor.log_progress(updates)
-    last = monitor.save() or (run_dir / f"checkpoint_{model.num_timesteps:010d}.zip")
+    if interrupted and not monitor.hooks.checkpoint_on_interrupt:
+        last = run_dir / f"checkpoint_{max(monitor.last_saved, 0):010d}.zip"
+    else:
+        last = monitor.save() or (run_dir / f"checkpoint_{model.num_timesteps:010d}.zip")
     if writer is not None:
         writer.close()
     wall = time.time() - t0

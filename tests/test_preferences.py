@@ -1,0 +1,262 @@
+"""Learning from preferences (train_preferences): the labeller, the schedule, query selection,
+the buffer, and whole toy runs on real Procgen (resumed after kills at named fault points,
+with the environment's reward replaced by NaN on every path but the labeller's, read back by
+eval_reward and train_policy)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_faults import run_stage
+
+from trex.common.errors import UserError
+from trex.preferences.buffer import Comparisons, PreferenceBuffer, load_round, save_round
+from trex.preferences.config import TrainPreferencesConfig
+from trex.preferences.labeller import SyntheticLabeller
+from trex.preferences.schedule import query_schedule
+from trex.preferences.selection import (
+    Segments,
+    candidate_pairs,
+    cut_segments,
+    preference_disagreement,
+    select_pairs,
+)
+
+# ----------------------------------------------------------------------------- the labeller
+
+
+def test_labeller_prefers_the_higher_true_return_and_skips_ties():
+    true = np.zeros((12, 2), dtype=np.float32)  # 12 steps x 2 envs
+    true[1, 0] = 1.0  # segment (env 0, start 0) has return 1
+    true[7, 1] = 3.0  # segment (env 1, start 6) has return 3
+    segs = Segments(np.array([0, 0, 1, 1]), np.array([0, 6, 0, 6]), 6)  # returns 1, 0, 0, 3
+    pairs = np.array([[0, 1], [1, 0], [3, 0], [1, 2], [2, 3]])
+    lab = SyntheticLabeller()
+    labels = lab.query(true, segs, pairs, np.random.default_rng(0))
+    assert labels.keep.tolist() == [True, True, True, False, True]
+    assert labels.prefer[labels.keep].tolist() == [0, 1, 0, 1]
+    assert labels.oriented(pairs).tolist() == [[1, 0], [1, 0], [0, 3], [2, 3]]
+    assert lab.queries == 5  # the tie was asked too
+    lab.query(true, segs, pairs, np.random.default_rng(0), count=False)
+    assert lab.queries == 5
+
+
+@pytest.mark.parametrize("noise", [0.1, 0.3])
+def test_label_noise_flips_answers_at_the_stated_rate(noise):
+    n = 20000
+    returns = np.stack([np.zeros(n), np.ones(n)], axis=1)
+    labels = SyntheticLabeller(noise=noise).answer(returns, np.random.default_rng(1))
+    wrong = 1 - labels.prefer.mean()
+    assert abs(wrong - noise) < 4 * np.sqrt(noise * (1 - noise) / n)
+
+
+def test_boltzmann_labeller_follows_the_return_gap():
+    n = 20000
+    returns = np.stack([np.zeros(n), np.full(n, 1.0)], axis=1)
+    labels = SyntheticLabeller(beta=2.0).answer(returns, np.random.default_rng(2))
+    assert abs(labels.prefer.mean() - 1 / (1 + np.exp(-2.0))) < 0.015
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+@pytest.mark.parametrize(
+    "n,updates,every,frac", [(5000, 31, 1, 0.1), (7, 3, 2, 0.5), (1000, 61, 5, 0.0), (3, 1, 1, 0.1)]
+)
+def test_schedule_spends_exactly_the_budget_and_decays(n, updates, every, frac):
+    sched = query_schedule(n, updates, every, frac)
+    assert sum(sched.values()) == n
+    assert min(sched) == 1 and max(sched) <= updates
+    later = [sched[u] for u in sorted(sched)[1:]]
+    assert all(a >= b for a, b in zip(later, later[1:]))  # a decaying rate
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def test_segments_tile_every_env_and_sum_per_member():
+    segs = cut_segments(10, 3, 3, np.random.default_rng(0))
+    assert len(segs) == 9 and set(segs.env.tolist()) == {0, 1, 2}
+    values = np.arange(30, dtype=float).reshape(10, 3)
+    sums = segs.sums(values)
+    for i in range(len(segs)):
+        s = segs.start[i]
+        assert sums[i] == values[s : s + 3, segs.env[i]].sum()
+    members = segs.sums(np.stack([values, -values], axis=1))  # (T, M, N) -> (M, S)
+    assert np.allclose(members, np.stack([sums, -sums]))
+
+
+def test_disagreement_picks_the_pairs_the_members_disagree_on():
+    # 3 members, 4 segments; members agree on segments 0-1, disagree wildly on 2-3
+    returns = np.array([[0.0, 1.0, 5.0, -5.0], [0.0, 1.0, -5.0, 5.0], [0.0, 1.0, 0.0, 0.0]])
+    candidates = np.array([[0, 1], [2, 3], [1, 0], [0, 2], [3, 2]])
+    var = preference_disagreement(returns, candidates)
+    picked = select_pairs(candidates, 2, "disagreement", returns)
+    assert sorted(map(tuple, picked.tolist())) == [(2, 3), (3, 2)]
+    assert var[0] == pytest.approx(0.0) and var[1] == var.max()
+    assert select_pairs(candidates, 2, "uniform").tolist() == [[0, 1], [2, 3]]
+    with pytest.raises(ValueError, match="ensemble"):
+        select_pairs(candidates, 2, "disagreement", returns[:1])
+    pairs = candidate_pairs(5, 1000, np.random.default_rng(0))
+    assert (pairs[:, 0] != pairs[:, 1]).all() and pairs.max() == 4
+
+
+# ----------------------------------------------------------------------------- buffer
+
+
+def _segments(n: int, length: int = 4) -> list[np.ndarray]:
+    return [np.full((length, 64, 64, 3), i, dtype=np.uint8) for i in range(n)]
+
+
+def test_buffer_keeps_each_frame_once_and_drops_the_oldest(tmp_path):
+    buf = PreferenceBuffer(capacity=3)
+    segs = _segments(5)
+    buf.add(segs, Comparisons.whole([[0, 1], [2, 1], [0, 2]], 4))
+    assert len(buf) == 3 and buf.num_frames == 12  # segments 3, 4 unused: not stored
+    buf.add(segs, Comparisons.whole([[3, 4]], 4))  # drops [0, 1]
+    assert len(buf) == 3 and buf.dropped == 1
+    demos, pairs = buf.training_set()
+    seen = demos.frames[pairs.global_starts(demos)][..., 0, 0, 0].tolist()
+    assert seen == [[2, 1], [0, 2], [3, 4]]
+    buf.add(segs, Comparisons.whole([[4, 3], [3, 3], [4, 4]], 4))  # everything older dropped
+    demos, pairs = buf.training_set()
+    assert buf.num_frames == 8 and len(demos) == 2  # only this round's two segments remain
+    assert demos.frames[pairs.global_starts(demos)][..., 0, 0, 0].tolist() == [
+        [4, 3],
+        [3, 3],
+        [4, 4],
+    ]
+    save_round(tmp_path / "r.npz", segs, Comparisons.whole([[4, 1]], 4))
+    loaded, comps = load_round(tmp_path / "r.npz")
+    assert len(loaded) == 2 and comps.segment.tolist() == [[1, 0]]
+    assert loaded[1][0, 0, 0, 0] == 4
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"selection": "disagreement"}, "needs an ensemble"),
+        ({"segment_length": 300}, "at most --nsteps"),
+        ({"label_noise": 0.7}, "at most 0.5"),
+        ({"init_demos": ["d.csv"], "num_dems": 1}, "--num_dems"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(changes, message):
+    with pytest.raises(UserError, match=message):
+        TrainPreferencesConfig(**changes).check()
+
+
+# ----------------------------------------------------------------------------- whole runs
+
+TOY = [
+    "--env_name", "starpilot", "--num_levels", "20", "--num_envs", "2", "--nsteps", "32",
+    "--timesteps_per_proc", "256", "--segment_length", "8", "--num_queries", "30",
+    "--fit_pairs", "16", "--initial_fit_pairs", "32", "--heldout_pairs", "20",
+    "--save_interval", "1", "--num_threads", "1", "--seed", "3",
+]  # fmt: skip
+
+
+def _progress(run: Path) -> pd.DataFrame:
+    return pd.read_csv(run / "progress.csv")
+
+
+def test_a_killed_run_resumes_and_asks_exactly_the_budget(tmp_path):
+    argv = [*TOY, "--log_dir", str(tmp_path), "--log_name", "r"]
+    run = tmp_path / "starpilot" / "easy" / "r"
+    for fault, sig in (("preferences_after_labels@2", "KILL"), ("preferences_after_fit@3", "INT")):
+        killed = run_stage("trex.train_preferences", argv, fault=fault, sig=sig)
+        assert killed.returncode != 0 or sig == "INT", killed.stderr[-2000:]
+        steps = pd.read_csv(run / "checkpoints.csv")["timesteps"]
+        assert (steps % 64 == 0).all()  # checkpoints on update boundaries only
+    done = run_stage("trex.train_preferences", argv)
+    assert done.returncode == 0, done.stderr[-2000:]
+    progress = _progress(run)
+    assert progress["timesteps"].is_unique and progress["timesteps"].max() == 256
+    assert progress["queries"].iloc[-1] == 30
+    state = json.loads((run / "preferences" / "state_0000000256.json").read_text())
+    assert state["queries"] == 30
+    assert not [p for p in run.rglob(".*tmp*")]
+    again = run_stage("trex.train_preferences", argv)  # complete: nothing more to do
+    assert again.returncode == 0 and "complete" in again.stderr
+    other = run_stage("trex.train_preferences", [*argv, "--num_queries", "40"])
+    assert other.returncode == 2 and "other settings (--num_queries)" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+def test_the_true_reward_is_read_by_the_labeller_only(tmp_path, monkeypatch):
+    """The environment's reward is NaN everywhere but where the labeller reads it: the run
+    completes and makes the same reward model as with the real reward."""
+    from safetensors.torch import load_file
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    import trex.rl.training as training
+    from trex.common.config import parse_config
+    from trex.preferences.config import TrainPreferencesConfig
+    from trex.preferences.loop import PreferenceRewardVecEnv
+    from trex.preferences.run import train_preferences
+
+    def run(name: str) -> bytes:
+        cfg = parse_config(
+            TrainPreferencesConfig, [*TOY, "--log_dir", str(tmp_path), "--log_name", name]
+        )
+        train_preferences(cfg)
+        return load_file(str(cfg.run_dir / "reward_model.safetensors"))
+
+    real = run("real")
+
+    class HiddenReward(VecEnvWrapper):
+        def reset(self):
+            return self.venv.reset()
+
+        def step_wait(self):
+            obs, rew, dones, infos = self.venv.step_wait()
+            for info, r in zip(infos, rew):
+                info["labeller_only"] = float(r)
+            return obs, np.full_like(rew, np.nan), dones, infos
+
+    make = training.make_procgen_env
+    monkeypatch.setattr(training, "make_procgen_env", lambda *a, **k: HiddenReward(make(*a, **k)))
+    monkeypatch.setattr(
+        PreferenceRewardVecEnv,
+        "true_rewards",
+        staticmethod(lambda infos: np.array([i["labeller_only"] for i in infos], np.float32)),
+    )
+    hidden = run("hidden")
+    progress = _progress(tmp_path / "starpilot" / "easy" / "hidden")
+    assert progress["labels"].iloc[-1] > 0
+    assert hidden.keys() == real.keys()
+    assert all(torch.equal(hidden[k], real[k]) for k in real)
+
+
+def test_the_reward_model_is_read_by_eval_reward_and_train_policy(tmp_path):
+    from conftest import make_tiny_demos
+
+    argv = [*TOY, "--log_dir", str(tmp_path), "--log_name", "m", "--timesteps_per_proc", "64"]
+    assert run_stage("trex.train_preferences", argv).returncode == 0
+    model = tmp_path / "starpilot" / "easy" / "m" / "reward_model.safetensors"
+    demo_csv = make_tiny_demos(tmp_path / "demos")
+    out = tmp_path / "eval.csv"
+    evaluated = run_stage(
+        "trex.eval_reward",
+        ["--reward_model", str(model), "--demo_csv", str(demo_csv), "--out", str(out),
+         "--num_bootstrap", "20"],
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert len(pd.read_csv(out)) == 1
+    policy = run_stage(
+        "trex.train_policy",
+        ["--env_name", "starpilot", "--num_envs", "2", "--nsteps", "32", "--nminibatches", "2",
+         "--timesteps_per_proc", "64", "--num_threads", "1", "--log_dir", str(tmp_path / "p"),
+         "--reward_model", str(model)],
+    )  # fmt: skip
+    assert policy.returncode == 0, policy.stderr[-2000:]
+    manifest = next((tmp_path / "p").rglob("checkpoints.csv"))
+    assert f"rm_{model.stem}" in str(manifest) or manifest.parent.name.startswith("rm_")
