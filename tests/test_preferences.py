@@ -240,7 +240,13 @@ def test_the_reward_model_is_read_by_eval_reward_and_train_policy(tmp_path):
     from conftest import make_tiny_demos
 
     argv = [*TOY, "--log_dir", str(tmp_path), "--log_name", "m", "--timesteps_per_proc", "64"]
-    assert run_stage("trex.train_preferences", argv).returncode == 0
+    assert run_stage("trex.train_preferences", [*argv, "--ties", "equal"]).returncode == 0
+    rounds = list((tmp_path / "starpilot" / "easy" / "m" / "preferences").glob("round_*.npz"))
+    from trex.preferences.buffer import load_round
+
+    _, stored = load_round(rounds[0])
+    pairs = {tuple(p) for p in stored.segment.tolist()}
+    assert any((b, a) in pairs for a, b in pairs)  # a tie is stored in both orders
     model = tmp_path / "starpilot" / "easy" / "m" / "reward_model.safetensors"
     demo_csv = make_tiny_demos(tmp_path / "demos")
     out = tmp_path / "eval.csv"

@@ -7,6 +7,9 @@ package stays cheap and the sub-packages import no more of each other than they 
 from trex._lazy import lazy_exports
 
 _EXPORTS = {
+    "PlotRewardSaliencyConfig": "trex.plotting.saliency",
+    "plot_saliency_grid": "trex.plotting.saliency",
+    "reward_saliency_figure": "trex.plotting.saliency",
     "BASELINE_COLUMNS": "trex.plotting.correlations",
     "DemoPrediction": "trex.plotting.correlations",
     "METRIC_COLORS": "trex.plotting.correlations",

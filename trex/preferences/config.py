@@ -81,6 +81,14 @@ class TrainPreferencesConfig(PPOConfig):
         help="Boltzmann rationality: P(b preferred) = sigmoid(beta (R_b - R_a)) "
         "(default: always the higher true return)",
     )
+    ties: str = flag(
+        "skip",
+        choices=("skip", "equal"),
+        group=PREFS_GROUP,
+        help="segments of equal true return: skip (asked, no label) or equal (stored as "
+        "equally preferable, a uniform label: Christiano et al.'s 'equally good' answer, "
+        "the pair kept once in each order)",
+    )
     buffer_size: int = flag(
         3000,
         type=positive_int,

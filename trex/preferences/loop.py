@@ -259,23 +259,28 @@ class PreferenceLearner(TrainingHooks):
         pairs = select_pairs(candidates, n, self.cfg.selection, member_returns)
         labels = self.labeller.query(self.record.true, segs, pairs, rng)
         oriented = labels.oriented(pairs)
+        ties = pairs[~labels.keep]
+        stored = oriented
+        if self.cfg.ties == "equal":  # a uniform label = the pair once in each order
+            stored = np.concatenate([oriented, ties, ties[:, ::-1]])
         frames = [
             self.record.segment_frames(int(e), int(s), segs.length)
             for e, s in zip(segs.env, segs.start)
         ]
-        comparisons = Comparisons.whole(oriented, segs.length)
+        comparisons = Comparisons.whole(stored, segs.length)
         save_round(self.prefs_dir / f"round_{updates:05d}.npz", frames, comparisons)
         self.buffer.add(frames, comparisons)
-        self.state.labels += len(oriented)
+        self.state.labels += len(oriented) + (len(ties) if self.cfg.ties == "equal" else 0)
         self.state.queries = self.labeller.queries
         log.info(
-            "update %d: %d queries (%d in all), %d labelled (%d ties skipped); buffer %d "
+            "update %d: %d queries (%d in all), %d labelled (%d ties %s); buffer %d "
             "comparisons, %.2f GB",
             updates,
             n,
             self.labeller.queries,
             len(oriented),
-            n - len(oriented),
+            len(ties),
+            "stored as equal" if self.cfg.ties == "equal" else "skipped",
             len(self.buffer),
             self.buffer.nbytes / 1e9,
         )

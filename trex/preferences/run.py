@@ -65,7 +65,10 @@ def _check_same_run(cfg: TrainPreferencesConfig, run_dir: Path) -> None:
     except (OSError, ValueError, KeyError):
         raise UserError(f"{run_dir} holds a run without a readable config.json") from None
     now = cfg.to_dict()
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and before.get(k) != now[k])
+    defaults = TrainPreferencesConfig().to_dict()  # a flag added since: its default then
+    changed = sorted(
+        k for k in now if k not in RESUMABLE_CHANGES and before.get(k, defaults[k]) != now[k]
+    )
     if changed:
         raise UserError(
             f"{run_dir} holds a run with other settings ({', '.join('--' + k for k in changed)});"

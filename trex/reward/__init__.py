@@ -8,6 +8,9 @@ package stays cheap and the sub-packages import no more of each other than they 
 from trex._lazy import lazy_exports
 
 _EXPORTS = {
+    "saliency_map": "trex.reward.saliency",
+    "blur_masks": "trex.reward.saliency",
+    "reward_flag": "trex.reward.config",
     "EvalRewardConfig": "trex.reward.config",
     "NOT_IDENTITY": "trex.reward.config",
     "PRECISION_CHOICES": "trex.reward.config",
