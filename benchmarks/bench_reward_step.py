@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from machine import machine_record
-from reference_trex import OriginalRewardNet
+from reference_trex import ReferenceNet, reference_step
 
 from trex.common.device import autocast, network_chunk, use_bf16
 from trex.reward.nets import CnnRewardNet, forward_in_chunks, prepare_net
@@ -110,22 +110,15 @@ def timed(step, repeats: int) -> float:
 def make_trainers(frames: np.ndarray, n: int) -> dict[str, tuple]:
     """name -> (train step, forward of all 2n frames)."""
     torch.manual_seed(0)
-    original_net = OriginalRewardNet()
+    original_net = ReferenceNet()
     original_opt = torch.optim.Adam(original_net.parameters(), lr=5e-5, weight_decay=0.01)
-    ce = torch.nn.CrossEntropyLoss()
-    label = torch.tensor([1])
 
     def original_step() -> None:
-        ti = torch.from_numpy(frames[:n]).float()
-        tj = torch.from_numpy(frames[n:]).float()
-        original_opt.zero_grad()
-        out, abs_r = original_net(ti, tj)
-        loss = ce(out.unsqueeze(0), label) + abs_r * 0.001
-        loss.backward()
-        original_opt.step()
+        reference_step(original_net, original_opt, (frames[:n], frames[n:]), 0.001)
 
+    @torch.no_grad()
     def original_forward() -> None:
-        original_net.predict_batch_rewards(frames, torch.device("cpu"))
+        original_net.rewards(frames)
 
     out = {"original": (original_step, original_forward)}
     demos = DemoSet.from_arrays(

@@ -5,9 +5,10 @@ For each seed, three trainers run one after another, each in a process of its ow
 its peak memory is its own), on the same chosen demos, the same pair sets (sampled once
 from the seed, as (demo, start, length) indices) and the same initial weights:
 
-* ``reference``: a literal copy of the original project's loop (benchmarks/reference_trex.py:
-  one pair per Adam step, fp32, per-pair evaluation of 1000 training, 1000 validation and 1000 test
-  pairs and whole-demo correlations on the test demos after every epoch);
+* ``reference``: the original project's loop (benchmarks/reference_trex.py, written from its
+  behaviour: one pair per Adam step, fp32, per-pair evaluation of 1000 training, 1000
+  validation and 1000 test pairs and whole-demo correlations on the test demos after every
+  epoch);
 * ``ours``: this toolkit's trainer with train_reward's defaults (64 pairs per step, Adam lr
   scaled by sqrt(64), bf16 autocast + channels_last, each distinct frame run once);
 * ``faithful``: this toolkit's trainer with the original project's optimiser (``--batch_size 1
@@ -226,12 +227,12 @@ def run_worker(args: argparse.Namespace) -> dict:
         from reference_trex import ReferenceConfig, ReferenceTrainer
 
         def as_seed_pairs(ds: DemoSet, pairs) -> list:
-            """The original project's pair list: ([clip0, clip1], label) with frame views into
-            the demos."""
+            """The reference's pair list: (worse snippet, preferred snippet), frame views
+            into the demos."""
             g0 = ds.offsets[pairs.demo[:, 0]] + pairs.start[:, 0]
             g1 = ds.offsets[pairs.demo[:, 1]] + pairs.start[:, 1]
             return [
-                ([ds.frames[a : a + n], ds.frames[b : b + n]], np.array([1]))
+                (ds.frames[a : a + n], ds.frames[b : b + n])
                 for a, b, n in zip(g0, g1, pairs.length)
             ]
 
@@ -250,8 +251,7 @@ def run_worker(args: argparse.Namespace) -> dict:
             n_eval=args.n_eval,
             n_test_demos=args.n_test_demos,
         )
-        np.random.seed(args.seed)
-        ref = ReferenceTrainer(rcfg, device, args.seed)
+        ref = ReferenceTrainer(rcfg, device, args.seed, shuffle_seed=args.seed)
         out["setup_s"] = time.perf_counter() - t_setup
         res = ref.learn_reward(
             as_seed_pairs(demos, data.train_pairs),

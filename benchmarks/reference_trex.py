@@ -1,24 +1,26 @@
-"""A reference T-REX trainer that follows the original project's loop literally
-(lzil/procedural-generalization, trex/train_reward.py), for benchmarks only.
+"""The reference T-REX trainer of the benchmarks: what the original project's training loop
+does (lzil/procedural-generalization, ``trex/train_reward.py``), written from its behaviour.
 
-What "literally" means here, step by step as upstream:
+The behaviour it must have, and has (tests/test_reference_trex.py checks it by what it
+produces):
 
-* pairs are lists ``([clip0, clip1], label)`` of frame arrays (numpy views into the demos);
-  :func:`create_dataset` is the original project's sampler (global ``np.random``, one pair per
-  loop);
-* training: one pair per optimizer step; the network runs on every frame of both snippets
-  of the pair (fp32, frames permuted NHWC -> NCHW as upstream does);
-* after every ``epoch_size`` pairs: accuracy and loss pair by pair on ``n_eval`` training
-  pairs, ``n_eval`` validation pairs and all test pairs; correlations on the first
-  ``n_test_demos`` test demos, one forward per whole demo (the original project's
-  ``predict_batch_rewards``); early stopping on validation accuracy with ``patience``; on
-  early stopping the best model is restored and correlations recomputed on all test demos.
+* **one pair per Adam step**, fp32, no batching: each step is the Bradley-Terry loss of one
+  snippet pair (the second preferred) plus the L1 term ``lam_l1 * (sum |r|)`` over both
+  snippets, one ``optimizer.step()``;
+* **each snippet through the network on its own**: one forward call per snippet, frames in the
+  demos' NHWC layout permuted to NCHW (no channels_last, no bf16), so no frame is shared
+  between the snippets of a step or between steps;
+* **epochs**: the training pairs shuffled, the first ``epoch_size`` of them trained on;
+* **pair-by-pair evaluation after each epoch**: accuracy and loss one pair at a time on
+  ``n_eval`` training pairs, ``n_eval`` validation pairs and all test pairs; Pearson and
+  Spearman of the predicted with the true return on the first ``n_test_demos`` test demos, one
+  forward per whole demo;
+* **early stopping on validation accuracy**: the best epoch's weights kept (in memory: no
+  pickle here) and restored after ``patience`` epochs without a better one, and the
+  correlations then computed on all test demos.
 
-Differences, none of which changes what is computed: the best model is kept in memory
-instead of ``torch.save`` (no pickle in this project), no TensorFlow seeding, the
-per-epoch log goes to a list (with wall times) instead of a CSV, and the network is the
-toolkit's :class:`CnnRewardNet` (identical layers and parameter names, so the same seed gives
-both trainers the same initial weights).
+The network is the toolkit's :class:`~trex.reward.nets.CnnRewardNet` (the original project's
+layers), so the same torch seed gives the reference and the toolkit the same initial weights.
 """
 
 from __future__ import annotations
@@ -31,211 +33,159 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
-from torch import nn, optim
 
 from trex.reward.nets import CnnRewardNet
 
 log = logging.getLogger("reference_trex")
 
-
-def create_dataset(
-    dems: list[dict],
-    num_snippets: int,
-    min_snippet_length: int,
-    max_snippet_length: int,
-    use_snippet_rewards: bool = False,
-    use_clip_heuristic: bool = True,
-):
-    """The original project's sampler: a list of ``([clip0, clip1], np.array([1]))`` and the
-    fraction of pairs whose demo-return label agrees with the snippets' true rewards."""
-    data = []
-    n_honest = 0
-    while len(data) < num_snippets:
-        i1, i2 = np.random.choice(len(dems), 2, replace=False)
-        d0, d1 = sorted([dems[i1], dems[i2]], key=lambda x: x["return"])
-        if d0["return"] == d1["return"]:
-            continue
-        cur_min_len = min(d0["length"], d1["length"])
-        cur_max_snippet_len = min(cur_min_len, max_snippet_length)
-        cur_len = np.random.randint(min_snippet_length, cur_max_snippet_len)
-        if use_clip_heuristic:
-            d0_start = np.random.randint(cur_min_len - cur_len + 1)
-            d1_start = np.random.randint(d0_start, d1["length"] - cur_len + 1)
-        else:
-            d0_start = np.random.randint(d0["length"] - cur_len)
-            d1_start = np.random.randint(d1["length"] - cur_len)
-        clip0 = d0["observations"][d0_start : d0_start + cur_len]
-        clip1 = d1["observations"][d1_start : d1_start + cur_len]
-        clip0_rew = np.sum(d0["rewards"][d0_start : d0_start + cur_len])
-        clip1_rew = np.sum(d1["rewards"][d1_start : d1_start + cur_len])
-        if clip0_rew <= clip1_rew:
-            n_honest += 1
-        elif use_snippet_rewards:
-            clip0, clip1 = clip1, clip0
-        data.append(([clip0, clip1], np.array([1])))
-    return data, n_honest / num_snippets
+#: a snippet pair: (worse snippet, preferred snippet), each uint8 frames (T, 64, 64, 3)
+Pair = tuple[np.ndarray, np.ndarray]
 
 
-class OriginalRewardNet(nn.Module):
-    """The original project's CnnRewardNet interface around the same layers."""
+class ReferenceNet(torch.nn.Module):
+    """The original project's CNN, called the way its trainer calls it."""
 
-    def __init__(self, output_abs: bool = False) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.output_abs = output_abs
         self.model = CnnRewardNet().model
 
-    def predict_returns(self, traj: torch.Tensor):
-        x = traj.permute(0, 3, 1, 2)
-        r = torch.abs(self.model(x)) if self.output_abs else self.model(x)
-        return torch.sum(r), torch.sum(torch.abs(r))
+    def rewards(self, frames: np.ndarray) -> torch.Tensor:
+        """Per-frame rewards float32 (T,) of one snippet or demo, uint8 (T, 64, 64, 3), in
+        one fp32 forward on NCHW input (on the network's device)."""
+        device = next(self.parameters()).device
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).float()
+        return self.model(x.permute(0, 3, 1, 2)).flatten()
 
-    def predict_batch_rewards(self, batch_obs: np.ndarray, device: torch.device) -> np.ndarray:
-        with torch.no_grad():
-            x = torch.tensor(batch_obs, dtype=torch.float32).permute(0, 3, 1, 2).to(device)
-            r = torch.abs(self.model(x)) if self.output_abs else self.model(x)
-            return r.cpu().numpy().flatten()
-
-    def forward(self, traj_i: torch.Tensor, traj_j: torch.Tensor):
-        all_r_i, abs_r_i = self.predict_returns(traj_i)
-        all_r_j, abs_r_j = self.predict_returns(traj_j)
-        return torch.stack((all_r_i, all_r_j)), abs_r_i + abs_r_j
+    def pair_returns(self, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+        """(returns (2,), summed |r| over both snippets) of a pair, each snippet on its own."""
+        ra, rb = self.rewards(pair[0]), self.rewards(pair[1])
+        return torch.stack([ra.sum(), rb.sum()]), ra.abs().sum() + rb.abs().sum()
 
 
-def get_corr_with_ground(
-    demos: list[dict], net: OriginalRewardNet, device: torch.device
-) -> tuple[float, float]:
-    """The original project's correlation: one forward per whole demo."""
-    rs = []
-    for dem in demos:
-        r_prediction = np.sum(net.predict_batch_rewards(dem["observations"], device))
-        rs.append((dem["return"], r_prediction))
-    rs_by_var = list(zip(*rs))
-    return float(pearsonr(rs_by_var[0], rs_by_var[1])[0]), float(spearmanr(rs)[0])
+def pair_loss(returns: torch.Tensor, abs_sum: torch.Tensor, lam_l1: float) -> torch.Tensor:
+    """Bradley-Terry loss of one pair, the second preferred (= cross-entropy of the returns as
+    logits with label 1), plus the L1 term."""
+    return F.softplus(returns[0] - returns[1]) + lam_l1 * abs_sum
+
+
+def reference_step(
+    net: ReferenceNet, opt: torch.optim.Optimizer, pair: Pair, lam_l1: float
+) -> float:
+    """One Adam step on one pair; returns its loss."""
+    opt.zero_grad()
+    returns, abs_sum = net.pair_returns(pair)
+    loss = pair_loss(returns, abs_sum, lam_l1)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def pair_by_pair(net: ReferenceNet, pairs: list[Pair], lam_l1: float) -> tuple[float, float]:
+    """(accuracy, mean loss) over ``pairs``, one pair at a time."""
+    right, total = 0, 0.0
+    for pair in pairs:
+        returns, abs_sum = net.pair_returns(pair)
+        right += int(returns[1] > returns[0])
+        total += float(pair_loss(returns, abs_sum, lam_l1))
+    return right / len(pairs), total / len(pairs)
+
+
+@torch.no_grad()
+def demo_correlations(net: ReferenceNet, demos: list[dict]) -> tuple[float, float]:
+    """Pearson and Spearman of predicted against true returns, one forward per whole demo
+    (``demos``: dicts with ``observations`` (T, 64, 64, 3) and ``return``)."""
+    predicted = [float(net.rewards(d["observations"]).sum()) for d in demos]
+    true = [float(d["return"]) for d in demos]
+    return float(pearsonr(true, predicted)[0]), float(spearmanr(true, predicted)[0])
 
 
 @dataclass
 class ReferenceConfig:
+    """The original project's defaults."""
+
     epoch_size: int = 1000
     max_num_epochs: int = 50
     patience: int = 10
     lr: float = 5e-5
     lam_l1: float = 0.001
     weight_decay: float = 0.01
-    output_abs: bool = False
-    n_eval: int = 1000  # upstream: train_set[:1000], val_set[:1000]
-    n_test_demos: int = 100  # upstream: test_dems[:100] every epoch
+    n_eval: int = 1000  # training and validation pairs evaluated per epoch
+    n_test_demos: int = 100  # test demos correlated per epoch
 
 
 @dataclass
 class ReferenceResult:
-    accs: tuple[float, float, float, float, float]  # train, val, test acc, pearson, spearman
+    """The kept epoch's (train acc, val acc, test acc, pearson, spearman) and the history."""
+
+    accs: tuple[float, float, float, float, float]
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
 
 
 class ReferenceTrainer:
-    """The original project's RewardTrainer, literally (see the module docstring)."""
+    """The original project's training loop (see the module docstring)."""
 
-    def __init__(self, cfg: ReferenceConfig, device: torch.device, seed: int) -> None:
+    def __init__(
+        self, cfg: ReferenceConfig, device: torch.device, seed: int, shuffle_seed: int = 0
+    ) -> None:
         torch.manual_seed(seed)
         self.cfg = cfg
-        self.device = device
-        self.net = OriginalRewardNet(output_abs=cfg.output_abs).to(device)
-        self.best_model = copy.deepcopy(self.net.state_dict())
+        self.net = ReferenceNet().to(device)
+        self.rng = np.random.default_rng(shuffle_seed)
 
     def learn_reward(
-        self, train_set: list, val_set: list, test_set: list, test_dems: list[dict]
+        self,
+        train_pairs: list[Pair],
+        val_pairs: list[Pair],
+        test_pairs: list[Pair],
+        test_demos: list[dict],
     ) -> ReferenceResult:
         cfg = self.cfg
-        loss_criterion = nn.CrossEntropyLoss()
-        optimizer = optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        max_val_acc = 0
-        eps_no_max = 0
+        opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        best_val, since_best = -1.0, 0
+        best_state = copy.deepcopy(self.net.state_dict())
         accs = (float("nan"),) * 5
-        history = []
-        t0 = time.perf_counter()
-        c0 = time.process_time()
+        history: list[dict[str, Any]] = []
+        t0, c0 = time.perf_counter(), time.process_time()
         for epoch in range(cfg.max_num_epochs):
-            epoch_loss = 0
-            np.random.shuffle(train_set)
-            for _, ([traj_i, traj_j], label) in enumerate(train_set[: cfg.epoch_size]):
-                ti = torch.from_numpy(traj_i).float().to(self.device)
-                tj = torch.from_numpy(traj_j).float().to(self.device)
-                lb = torch.from_numpy(label).to(self.device)
-                optimizer.zero_grad()
-                outputs, abs_rewards = self.net.forward(ti, tj)
-                outputs = outputs.unsqueeze(0)
-                l1_reg = abs_rewards * cfg.lam_l1
-                loss = loss_criterion(outputs, lb) + l1_reg
-                loss.backward()
-                optimizer.step()
-                epoch_loss += loss.item()
-            epoch_loss /= cfg.epoch_size
-            train_acc, train_loss = self.calc_accuracy(train_set[: cfg.n_eval])
-            val_acc, val_loss = self.calc_accuracy(val_set[: cfg.n_eval])
-            test_acc, test_loss = self.calc_accuracy(test_set)
-            pearson, spearman = get_corr_with_ground(
-                test_dems[: cfg.n_test_demos], self.net, self.device
-            )
+            order = self.rng.permutation(len(train_pairs))[: cfg.epoch_size]
+            losses = [reference_step(self.net, opt, train_pairs[i], cfg.lam_l1) for i in order]
+            train_acc, train_loss = pair_by_pair(self.net, train_pairs[: cfg.n_eval], cfg.lam_l1)
+            val_acc, val_loss = pair_by_pair(self.net, val_pairs[: cfg.n_eval], cfg.lam_l1)
+            test_acc, test_loss = pair_by_pair(self.net, test_pairs, cfg.lam_l1)
+            pearson, spearman = demo_correlations(self.net, test_demos[: cfg.n_test_demos])
             row = {
                 "epoch": epoch,
-                "n_train_samples": (epoch + 1) * cfg.epoch_size,
+                "n_train_samples": (epoch + 1) * len(order),
                 "train_acc": train_acc,
-                "train_loss": float(train_loss),
+                "train_loss": train_loss,
                 "val_acc": val_acc,
-                "val_loss": float(val_loss),
+                "val_loss": val_loss,
                 "test_acc": test_acc,
-                "test_loss": float(test_loss),
+                "test_loss": test_loss,
                 "pearson": pearson,
                 "spearman": spearman,
-                "epoch_loss": epoch_loss,
+                "epoch_loss": float(np.mean(losses)),
                 "wall_s": time.perf_counter() - t0,
                 "cpu_s": time.process_time() - c0,
             }
             history.append(row)
             log.info(
-                "reference epoch %d | loss %.3f | train %.3f val %.3f test %.3f | "
-                "pc %.3f sc %.3f | %.0fs",
-                epoch,
-                epoch_loss,
-                train_acc,
-                val_acc,
-                test_acc,
-                pearson,
-                spearman,
-                row["wall_s"],
-            )
-            if val_acc > max_val_acc:
-                self.best_model = copy.deepcopy(self.net.state_dict())
-                max_val_acc = val_acc
-                eps_no_max = 0
+                "reference epoch %d | loss %.3f | train %.3f val %.3f test %.3f | pc %.3f | %.0fs",
+                epoch, row["epoch_loss"], train_acc, val_acc, test_acc, pearson, row["wall_s"],
+            )  # fmt: skip
+            if val_acc > best_val:
+                best_val, since_best = val_acc, 0
+                best_state = copy.deepcopy(self.net.state_dict())
                 accs = (train_acc, val_acc, test_acc, pearson, spearman)
             else:
-                eps_no_max += 1
-            if eps_no_max >= cfg.patience:
+                since_best += 1
+            if since_best >= cfg.patience:
                 log.info("reference: early stopping after epoch %d", epoch)
-                self.net.load_state_dict(self.best_model)
-                pearson, spearman = get_corr_with_ground(test_dems, self.net, self.device)
-                accs = (*accs[:3], pearson, spearman)
+                self.net.load_state_dict(best_state)
+                accs = (*accs[:3], *demo_correlations(self.net, test_demos))
                 break
         return ReferenceResult(accs, history, time.perf_counter() - t0)
-
-    def calc_accuracy(self, data: list):
-        criterion = nn.CrossEntropyLoss()
-        num_correct = 0.0
-        total_loss = 0.0
-        with torch.no_grad():
-            for [traj_i, traj_j], label in data:
-                ti = torch.from_numpy(traj_i).float().to(self.device)
-                tj = torch.from_numpy(traj_j).float().to(self.device)
-                lb = torch.from_numpy(label).to(self.device)
-                rewards, abs_rewards = self.net(ti, tj)
-                _, pred_label = torch.max(rewards, 0)
-                if pred_label.item() == lb:
-                    num_correct += 1.0
-                loss = (
-                    criterion(rewards.unsqueeze(0), lb).cpu().item() + abs_rewards * self.cfg.lam_l1
-                )
-                total_loss += loss
-        return num_correct / len(data), total_loss / len(data)
