@@ -29,6 +29,10 @@ TINY_REWARD = {
     "--min_snippet_length": "4", "--max_snippet_length": "8",
     "--num_val_snippets": "10", "--num_test_snippets": "10",
 }  # fmt: skip
+TINY_PREFERENCES = {
+    "--segment_length": "8", "--num_queries": "10", "--fit_pairs": "8",
+    "--initial_fit_pairs": "8", "--heldout_pairs": "10",
+}  # fmt: skip
 TINY_DEMOS = {"--max_ep_len": "100", "--num_envs": "3", "--progress": "false"}
 #: per stage: flag -> toy value (str, or a list for several values)
 TOY: dict[str, dict[str, str | list[str]]] = {
@@ -40,6 +44,12 @@ TOY: dict[str, dict[str, str | list[str]]] = {
         **dict(zip(TINY_PPO_FLAGS[::2], TINY_PPO_FLAGS[1::2], strict=True)),
     },
     "test_policy": {"--num_runs": "4", "--num_envs": "2", "--max_steps": "20"},
+    "train_preferences": {
+        "--timesteps_per_proc": "64",
+        **dict(zip(TINY_PPO_FLAGS[::2], TINY_PPO_FLAGS[1::2], strict=True)),
+        **TINY_PREFERENCES,
+    },
+    "plot_reward_saliency": {"--num_frames": "1", "--stride": "16", "--max_steps": "4"},
     "run_experiments": {
         "--num_dems": ["8", "10"],
         "--num_seeds": "1",
@@ -56,6 +66,9 @@ PY_TOY = [
      "max_snippet_length=8, num_val_snippets=10, num_test_snippets=10"),
     ("max_num_epochs=5", "max_num_epochs=1"),
     ("range(100)", "range(3)"),
+    ("timesteps_per_proc=500_000",
+     "timesteps_per_proc=64, num_queries=10, num_envs=2, nsteps=16, nminibatches=2, "
+     "ppo_epochs=1, segment_length=8, fit_pairs=8, initial_fit_pairs=8, heldout_pairs=10"),
 ]  # fmt: skip
 
 
