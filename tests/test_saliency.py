@@ -82,3 +82,20 @@ def test_saliency_stage_draws_models_side_by_side(tmp_path):
 def test_bad_saliency_settings_are_one_line_errors(changes, message):
     with pytest.raises(UserError, match=message):
         PlotRewardSaliencyConfig(**changes).check()
+
+
+def test_saliency_of_policy_frames(tmp_path):
+    from trex.plotting.saliency import reward_saliency_figure
+    from trex.reward.model_file import save_reward_model
+    from trex.reward.nets import build_net
+
+    model = tmp_path / "m.safetensors"
+    save_reward_model(
+        model, build_net("seed_cnn"), env_name="starpilot", mode="easy", num_dems=2, seed=0
+    )
+    cfg = PlotRewardSaliencyConfig(
+        reward_model=[str(model)], load_path="random", num_frames=2, max_steps=6,
+        position=0.9, stride=16, out=str(tmp_path / "p.png"),
+    )  # fmt: skip
+    cfg.check()
+    assert reward_saliency_figure(cfg).is_file()

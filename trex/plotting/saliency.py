@@ -76,11 +76,12 @@ class PlotRewardSaliencyConfig(Config):
     position: float = flag(
         0.5,
         type=float,
-        help="where in each demo the frame is, as a fraction of its length (e.g. 0.95: near "
-        "the end, where coinrun's coin is); with --load_path, the frame after this many "
-        "times --max_steps steps",
+        help="where in each demo or episode the frame is, as a fraction of its length (e.g. "
+        "0.9: near the end, where coinrun's coin is)",
     )
-    max_steps: int = flag(200, type=positive_int, help="policy steps for --load_path frames")
+    max_steps: int = flag(
+        1000, type=positive_int, help="--load_path: episodes are cut at this length"
+    )
     stride: int = flag(2, type=positive_int, help="pixels between blurred points")
     seed: int = flag(0, help="which demos / levels")
     title: str = flag("", help=None)
@@ -123,19 +124,26 @@ def _demo_frames(cfg: PlotRewardSaliencyConfig, env_name: str) -> np.ndarray:
 
 
 def _policy_frames(cfg: PlotRewardSaliencyConfig, env_name: str) -> np.ndarray:
+    """One frame per environment: at ``position`` of its first episode (cut at ``max_steps``)."""
     from trex.common.envs import level_range, make_procgen_env
     from trex.rl.evaluation import load_act_fn
 
     act, _ = load_act_fn(cfg.load_path, env_name, device=cfg.device, precision=cfg.precision)
     start, num = level_range(test_set=True)
-    env = make_procgen_env(
-        env_name, cfg.num_frames, cfg.distribution_mode, start, num, seed=cfg.seed
-    )
+    n = cfg.num_frames
+    env = make_procgen_env(env_name, n, cfg.distribution_mode, start, num, seed=cfg.seed)
     obs = env.reset()
-    for _ in range(max(0, int(cfg.position * cfg.max_steps))):
-        obs, _, _, _ = env.step(act(obs))
+    episodes = np.zeros((cfg.max_steps, n, 64, 64, 3), dtype=np.uint8)
+    length = np.full(n, cfg.max_steps)
+    for t in range(cfg.max_steps):
+        episodes[t] = obs.transpose(0, 2, 3, 1)
+        obs, _, dones, _ = env.step(act(obs))
+        length = np.where(dones & (length == cfg.max_steps), t + 1, length)
+        if (length < cfg.max_steps).all():
+            break
     env.close()
-    return obs.transpose(0, 2, 3, 1).copy()
+    at = np.minimum((cfg.position * length).astype(int), length - 1)
+    return episodes[at, np.arange(n)].copy()
 
 
 def reward_saliency_figure(cfg: PlotRewardSaliencyConfig) -> Path:
