@@ -133,3 +133,26 @@ def test_bad_marker_is_one_error_line_and_changes_nothing(tmp_path, capsys, mark
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert str(bad) in err[0] and "table 1" in err[0]
     assert {p: p.read_text() for p in (good, bad)} == before
+
+
+def test_preference_runs_are_labelled_and_the_best_setting_headlines():
+    import pandas as pd
+
+    from trex.plotting.tables import _best_preferences, _reward_label
+
+    assert (
+        _reward_label("preferences:5000:uniform", "x.zip") == "preferences (5000 queries, uniform)"
+    )
+    assert (
+        _reward_label("preferences:1000:uniform:249_9619", "x.zip")
+        == "T-REX 249_9619 + preferences (1000 queries, uniform)"
+    )
+    loop = pd.DataFrame(
+        {
+            "reward": ["preferences:5000:uniform"] * 2 + ["preferences:1000:disagreement"] * 2,
+            "load_path": ["a", "b", "c", "d"],
+            "return_mean": [6.0, 4.0, 1.0, 2.0],
+        }
+    )
+    cell = _best_preferences(loop)
+    assert cell.startswith("5.00 (4.00 to 6.00), 2 seeds") and "5000 queries, uniform" in cell

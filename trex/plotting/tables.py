@@ -656,6 +656,17 @@ def _kind_progress_groups(root: Path, spec: TableSpec) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- headline
 
 
+def _best_preferences(loop: pd.DataFrame) -> str:
+    """The train_preferences setting with the highest mean unseen-level return: its mean
+    (range over seeds), the seeds and the setting."""
+    prefs = loop[loop["reward"].astype(str).str.startswith("preferences")]
+    means = prefs.groupby("reward")["return_mean"].mean()
+    best = prefs[prefs["reward"] == means.idxmax()]
+    label = _reward_label(str(means.idxmax()), "")
+    label = label.removeprefix("preferences (").removesuffix(")")
+    return f"{fmt_spread(best['return_mean'])}, {best['load_path'].nunique()} seeds ({label})"
+
+
 def _kind_headline(root: Path, spec: TableSpec) -> pd.DataFrame:
     """Per game: the reward setting (variant, demos, pool) with the best mean of ``pick``
     (default test_acc) over its seeds, its unseen-level metrics against the length baseline,
@@ -675,6 +686,9 @@ def _kind_headline(root: Path, spec: TableSpec) -> pd.DataFrame:
         _require(loop, ["env_name", "load_path", "reward", "level_set", "return_mean"], rel)
         for game in dict.fromkeys(loop["env_name"]):
             loops[game] = loop[(loop["env_name"] == game) & (loop["level_set"] == "test")]
+    any_preferences = any(
+        loop["reward"].astype(str).str.startswith("preferences").any() for loop in loops.values()
+    )
     out = []
     for game in dict.fromkeys(df["env_name"]):
         g = df[df["env_name"] == game]
@@ -725,6 +739,13 @@ def _kind_headline(root: Path, spec: TableSpec) -> pd.DataFrame:
             if kind == "learned":
                 cell += f" ({s['reward'].iloc[0].partition(':')[2]})"
             rec[name] = cell
+        if any_preferences:
+            has = loop is not None and loop["reward"].astype(str).str.startswith("preferences")
+            rec["PPO, unseen levels: preferences (best setting)"] = (
+                _best_preferences(loop)
+                if loop is not None and has.any()
+                else ("no run yet" if loop is not None else "no loop yet")
+            )
         if loop is not None:
             r = loop[loop["load_path"] == "random"]
             rec["random policy"] = fmt(r["return_mean"].mean()) if len(r) else "n/a"
