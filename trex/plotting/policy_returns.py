@@ -169,16 +169,21 @@ def _score(row: pd.Series) -> HeldOutScore:
 
 
 def read_held_out_scores(
-    test_csv: str | os.PathLike,
+    test_csv: str | os.PathLike | Sequence[str | os.PathLike],
     run_paths: Sequence[str | os.PathLike],
     level_set: str = "test",
     env_name: str | None = None,
 ) -> tuple[list[list[HeldOutScore]], HeldOutScore | None]:
-    """Scores from a test_policy CSV: for each run (a run directory or its progress.csv), the
-    rows of checkpoints inside that directory on ``level_set``, the latest row per checkpoint,
+    """Scores from test_policy CSV(s) (several: their rows together): for each run (a run
+    directory or its progress.csv), the rows of checkpoints inside that directory on
+    ``level_set``, the latest row per checkpoint,
     sorted by step; and the latest random-policy row on those levels (of ``env_name``, or of
     the runs' game), or None."""
-    df = read_csv_checked(test_csv, "test_policy CSV", TEST_CSV_COLUMNS)
+    paths = [test_csv] if isinstance(test_csv, (str, os.PathLike)) else list(test_csv)
+    df = pd.concat(
+        [read_csv_checked(p, "test_policy CSV", TEST_CSV_COLUMNS) for p in paths],
+        ignore_index=True,
+    )
     df = df[df["level_set"] == level_set]
     is_random = df["load_path"].astype(str) == "random"
     checkpoint_rows = df[~is_random]
@@ -332,9 +337,9 @@ class PlotPolicyReturnsConfig(Config):
     env_name: str | None = flag(None, help="filter the demos (default: all in the CSVs)")
     distribution_mode: str | None = flag(None, help=None)
     set_name: str = flag("train", choices=("train", "test"), help="which demos to draw")
-    test_csv: str | None = flag(
+    test_csv: list[str] | None = flag(
         None,
-        help="test_policy CSV: mark each run's checkpoints' held-out return (and a random "
+        help="test_policy CSV(s): mark each run's checkpoints' held-out return (and a random "
         "policy's)",
     )
     test_level_set: str = flag(
