@@ -685,7 +685,8 @@ def _kind_headline(root: Path, spec: TableSpec) -> pd.DataFrame:
         loop = _read(root, rel)
         _require(loop, ["env_name", "load_path", "reward", "level_set", "return_mean"], rel)
         for game in dict.fromkeys(loop["env_name"]):
-            loops[game] = loop[(loop["env_name"] == game) & (loop["level_set"] == "test")]
+            rows = loop[(loop["env_name"] == game) & (loop["level_set"] == "test")]
+            loops[game] = pd.concat([loops[game], rows]) if game in loops else rows
     any_preferences = any(
         loop["reward"].astype(str).str.startswith("preferences").any() for loop in loops.values()
     )
