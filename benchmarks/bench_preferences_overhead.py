@@ -70,6 +70,11 @@ def main() -> None:
     p.add_argument("--num_queries", type=int, default=5000)
     p.add_argument("--study_updates", type=int, default=31)
     p.add_argument("--architecture", default="seed_cnn")
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="run the two arms one after the other (on a machine with one free core)",
+    )
     p.add_argument("--out", default=None)
     args = p.parse_args()
     from trex.preferences.schedule import query_schedule
@@ -86,22 +91,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         t0 = time.perf_counter()
-        policy = start(
-            "trex.train_policy", [*common, "--log_dir", str(tmp_path / "p")], tmp_path / "p.log"
-        )
-        prefs = start(
-            "trex.train_preferences",
-            [*common, "--log_dir", str(tmp_path / "q"), "--num_queries", str(queries),
-             "--initial_query_frac", f"{schedule[1] / max(queries, 1):.6f}",
-             "--architecture", args.architecture],
-            tmp_path / "q.log",
-        )  # fmt: skip
+        arms = [
+            ("train_policy", "p", [*common, "--log_dir", str(tmp_path / "p")]),
+            ("train_preferences", "q",
+             [*common, "--log_dir", str(tmp_path / "q"), "--num_queries", str(queries),
+              "--initial_query_frac", f"{schedule[1] / max(queries, 1):.6f}",
+              "--architecture", args.architecture]),
+        ]  # fmt: skip
         walls = {}
-        for name, proc, log in (("train_policy", policy, "p"), ("train_preferences", prefs, "q")):
+
+        def finish(name: str, log: str, proc: subprocess.Popen) -> None:
             if proc.wait() != 0:
                 text = (tmp_path / f"{log}.log").read_text()
                 raise SystemExit(f"{name} failed:\n{text[-3000:]}")
             walls[name] = time.perf_counter() - t0
+
+        if args.sequential:
+            for name, log, argv in arms:
+                finish(name, log, start(f"trex.{name}", argv, tmp_path / f"{log}.log"))
+        else:
+            procs = [
+                (n, log, start(f"trex.{n}", argv, tmp_path / f"{log}.log")) for n, log, argv in arms
+            ]
+            for name, log, proc in procs:
+                finish(name, log, proc)
         pol = pd.read_csv(next((tmp_path / "p").rglob("progress.csv")))
         prf = pd.read_csv(next((tmp_path / "q").rglob("progress.csv")))
     fps_policy = float(pol["fps"].iloc[-1])
@@ -135,6 +148,7 @@ def main() -> None:
         "overhead_projected_study_run": projected,
         "buffer_gb_final": float(prf["buffer_gb"].iloc[-1]),
         "buffer_pairs_final": int(prf["buffer_pairs"].iloc[-1]),
+        "arms": "one after the other" if args.sequential else "side by side",
         "wall_s": walls,
     }
     text = json.dumps(record, indent=2)
