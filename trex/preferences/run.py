@@ -169,35 +169,10 @@ def reward_tag(cfg: TrainPreferencesConfig) -> str:
     return f"{tag}:{Path(cfg.init_reward).stem}" if cfg.init_reward else tag
 
 
-def train_preferences(
-    cfg: TrainPreferencesConfig, on_start: Callable[[Path], None] | None = None
-) -> dict[str, Any]:
-    """Run (or continue) ``cfg``'s train_preferences run; returns train_ppo's summary plus the
-    queries and labels. UserError for bad input, before anything is written; ``on_start``
-    gets the run directory just before the first write (e.g. to log into it)."""
-    from trex.rl.training import train_ppo
-
-    cfg.check()
-    run_dir = cfg.run_dir
-    steps_per_update = cfg.num_envs * cfg.nsteps
-    resume = _latest_checkpoint(run_dir)
-    if resume is not None:
-        _check_same_run(cfg, run_dir)
-        if resume[1] >= cfg.timesteps_per_proc:
-            log.info("%s is complete (%d steps)", run_dir, resume[1])
-            return {"timesteps": resume[1], "last_checkpoint": str(resume[0]), "complete": True}
-    seed_everything(cfg.seed)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    device = pick_device(cfg.device)
-    bf16 = use_bf16(cfg.precision, device)
-    net, init_from = _initial_net(cfg, device)
-    net.eval()
-    opt = torch.optim.Adam(
-        net.parameters(), lr=step_lr(cfg.trex_config()), weight_decay=cfg.weight_decay
-    )
+def _model_metadata(cfg: TrainPreferencesConfig, run_dir: Path, init_from: str) -> dict[str, Any]:
+    """What every reward model file of the run records (:func:`save_reward_model`'s keywords)."""
     start_level, num_levels = cfg.level_pool()
-    model_meta = {
+    return {
         "env_name": cfg.env_name,
         "mode": cfg.distribution_mode,
         "num_dems": cfg.num_dems if cfg.init_demos else 0,
@@ -212,21 +187,79 @@ def train_preferences(
             "init_reward": init_from,
         },
     }
+
+
+def _restore(
+    cfg: TrainPreferencesConfig,
+    checkpoint: Path,
+    steps: int,
+    net: RewardNet,
+    opt: torch.optim.Optimizer,
+) -> LearnerState:
+    """Load the reward model, optimiser and counters saved with ``checkpoint`` (UserError if
+    missing or corrupt)."""
+    from safetensors.torch import load_file
+
+    prefs = cfg.run_dir / PREFS_DIR
+    try:
+        state = LearnerState(**json.loads((prefs / f"state_{steps:010d}.json").read_text()))
+        net.load_state_dict(load_file(str(prefs / f"reward_{steps:010d}.safetensors")))
+    except (OSError, ValueError, TypeError) as err:
+        raise UserError(
+            f"{cfg.run_dir}: the preference state of {checkpoint.name} is missing "
+            f"or corrupt ({type(err).__name__})"
+        ) from None
+    load_optimizer(prefs / f"optimizer_{steps:010d}.safetensors", opt)
+    return state
+
+
+def _log_plan(cfg: TrainPreferencesConfig, schedule: dict[int, int], demo_bytes: int) -> None:
+    """The schedule and the memory bound, at start."""
+    bound = cfg.buffer_size * 2 * cfg.segment_length * FRAME_BYTES / 1e9
+    rollout = cfg.num_envs * cfg.nsteps * FRAME_BYTES / 1e9
+    log.info(
+        "%d queries over %d rounds (%d before the first update); buffer of at most %d "
+        "comparisons: at most %.2f GB of frames%s, plus %.2f GB for the rollout",
+        cfg.num_queries,
+        len(schedule),
+        schedule.get(1, 0),
+        cfg.buffer_size,
+        bound,
+        f" (+{demo_bytes / 1e9:.2f} GB of demos)" if cfg.init_demos else "",
+        rollout,
+    )
+
+
+def train_preferences(
+    cfg: TrainPreferencesConfig, on_start: Callable[[Path], None] | None = None
+) -> dict[str, Any]:
+    """Run (or continue) ``cfg``'s train_preferences run; returns train_ppo's summary plus the
+    queries and labels. UserError for bad input, before anything is written; ``on_start``
+    gets the run directory just before the first write (e.g. to log into it)."""
+    from trex.rl.training import train_ppo
+
+    cfg.check()
+    run_dir = cfg.run_dir
+    resume = _latest_checkpoint(run_dir)
+    if resume is not None:
+        _check_same_run(cfg, run_dir)
+        if resume[1] >= cfg.timesteps_per_proc:
+            log.info("%s is complete (%d steps)", run_dir, resume[1])
+            return {"timesteps": resume[1], "last_checkpoint": str(resume[0]), "complete": True}
+    seed_everything(cfg.seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = pick_device(cfg.device)
+    net, init_from = _initial_net(cfg, device)
+    net.eval()
+    opt = torch.optim.Adam(
+        net.parameters(), lr=step_lr(cfg.trex_config()), weight_decay=cfg.weight_decay
+    )
+    checkpoint = None
     if resume is not None:
         checkpoint, steps = resume
-        updates = steps // steps_per_update
-        from safetensors.torch import load_file
-
-        prefs = run_dir / PREFS_DIR
-        try:
-            state = LearnerState(**json.loads((prefs / f"state_{steps:010d}.json").read_text()))
-            net.load_state_dict(load_file(str(prefs / f"reward_{steps:010d}.safetensors")))
-        except (OSError, ValueError, TypeError) as err:
-            raise UserError(
-                f"{run_dir}: the preference state of {checkpoint.name} is missing "
-                f"or corrupt ({type(err).__name__})"
-            ) from None
-        load_optimizer(prefs / f"optimizer_{steps:010d}.safetensors", opt)
+        updates = steps // (cfg.num_envs * cfg.nsteps)
+        state = _restore(cfg, checkpoint, steps, net, opt)
         if on_start is not None:
             on_start(run_dir)
         _clear_after(run_dir, updates, steps)
@@ -239,7 +272,6 @@ def train_preferences(
             len(buffer),
         )
     else:
-        checkpoint = None
         if on_start is not None:
             on_start(run_dir)
         _clear_after(run_dir, -1, -1)
@@ -250,28 +282,16 @@ def train_preferences(
     schedule = query_schedule(
         cfg.num_queries, cfg.total_updates, cfg.query_every, cfg.initial_query_frac
     )
-    bound = cfg.buffer_size * 2 * cfg.segment_length * FRAME_BYTES / 1e9
-    rollout = steps_per_update * FRAME_BYTES / 1e9
-    log.info(
-        "%d queries over %d rounds (%d before the first update); buffer of at most %d "
-        "comparisons: at most %.2f GB of frames%s, plus %.2f GB for the rollout",
-        cfg.num_queries,
-        len(schedule),
-        schedule.get(1, 0),
-        cfg.buffer_size,
-        bound,
-        f" (+{buffer.nbytes / 1e9:.2f} GB of demos)" if cfg.init_demos else "",
-        rollout,
-    )
+    _log_plan(cfg, schedule, buffer.nbytes)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_run_config(
         run_dir / ("config.json" if resume is None else "config_resume.json"),
         cfg.to_dict(),
         run_dir=str(run_dir),
     )
-    learner = PreferenceLearner(
-        cfg, run_dir, net, opt, buffer, schedule, device, bf16, state, model_meta
-    )
+    bf16 = use_bf16(cfg.precision, device)
+    meta = _model_metadata(cfg, run_dir, init_from)
+    learner = PreferenceLearner(cfg, run_dir, net, opt, buffer, schedule, device, bf16, state, meta)
     if resume is None:
         learner.save_model(run_dir / MODEL_NAME)
     summary = train_ppo(
