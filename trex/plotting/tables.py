@@ -664,7 +664,8 @@ def _best_preferences(loop: pd.DataFrame) -> str:
     best = prefs[prefs["reward"] == means.idxmax()]
     label = _reward_label(str(means.idxmax()), "")
     label = label.removeprefix("preferences (").removesuffix(")")
-    return f"{fmt_spread(best['return_mean'])}, {best['load_path'].nunique()} seeds ({label})"
+    n = best["load_path"].nunique()
+    return f"{fmt_spread(best['return_mean'])}, {n} seed{'' if n == 1 else 's'} ({label})"
 
 
 def _kind_headline(root: Path, spec: TableSpec) -> pd.DataFrame:
