@@ -227,7 +227,7 @@ def test_the_true_reward_is_read_by_the_labeller_only(tmp_path, monkeypatch):
     monkeypatch.setattr(
         PreferenceRewardVecEnv,
         "true_rewards",
-        staticmethod(lambda infos: np.array([i["labeller_only"] for i in infos], np.float32)),
+        staticmethod(lambda _, infos: np.array([i["labeller_only"] for i in infos], np.float32)),
     )
     hidden = run("hidden")
     progress = _progress(tmp_path / "starpilot" / "easy" / "hidden")
@@ -265,4 +265,4 @@ def test_the_reward_model_is_read_by_eval_reward_and_train_policy(tmp_path):
     )  # fmt: skip
     assert policy.returncode == 0, policy.stderr[-2000:]
     manifest = next((tmp_path / "p").rglob("checkpoints.csv"))
-    assert f"rm_{model.stem}" in str(manifest) or manifest.parent.name.startswith("rm_")
+    assert manifest.parent.name == "rm_starpilot_m"  # PPO ran on this reward model

@@ -120,16 +120,14 @@ class PreferenceRewardVecEnv(LearnedRewardVecEnv):
         return members.mean(axis=0)
 
     @staticmethod
-    def true_rewards(infos: list[dict[str, Any]]) -> np.ndarray:
+    def true_rewards(rewards: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:
         """The game's rewards of a step (N,): the one place the loop takes them from, for
         the labeller."""
-        return np.array([info["true_reward"] for info in infos], dtype=np.float32)
+        return rewards
 
-    def step_wait(self):  # noqa: ANN201 (SB3's VecEnvStepReturn)
-        obs, rewards, dones, infos = super().step_wait()
-        acted_on, members = self._pending
-        self.record.add(acted_on, members, self.true_rewards(infos))
-        return obs, rewards, dones, infos
+    def stepped(self, acted_on: np.ndarray, true_rewards: np.ndarray, infos: list[dict]) -> None:
+        assert self._pending is not None and self._pending[0] is acted_on
+        self.record.add(acted_on, self._pending[1], self.true_rewards(true_rewards, infos))
 
 
 @dataclass

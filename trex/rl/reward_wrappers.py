@@ -60,6 +60,10 @@ class ReplacedRewardVecEnv(VecEnvWrapper):
         """Hook: ``obs`` (N, 3, 64, 64) are the next observations to act on, and
         ``starts`` (N,) bool says which of them begin an episode."""
 
+    def stepped(self, acted_on: np.ndarray, true_rewards: np.ndarray, infos: list[dict]) -> None:
+        """Hook: a step is done; ``acted_on`` (N, 3, 64, 64) were its observations and
+        ``true_rewards`` (N,) the game's rewards of it (e.g. for a preference labeller)."""
+
     def reset(self) -> np.ndarray:
         self._obs = self.venv.reset()
         self._ep_learned[:] = 0.0
@@ -78,6 +82,7 @@ class ReplacedRewardVecEnv(VecEnvWrapper):
                 info["learned_episode"] = {"r": float(self._ep_learned[i])}
                 self.learned_episode_returns.append(float(self._ep_learned[i]))
         self._ep_learned[dones] = 0.0
+        self.stepped(acted_on, np.asarray(true_rew), infos)
         self._obs = obs
         self.observed(obs, np.asarray(dones, dtype=bool))
         return obs, rewards, dones, infos
