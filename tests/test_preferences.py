@@ -266,3 +266,42 @@ def test_the_reward_model_is_read_by_eval_reward_and_train_policy(tmp_path):
     assert policy.returncode == 0, policy.stderr[-2000:]
     manifest = next((tmp_path / "p").rglob("checkpoints.csv"))
     assert manifest.parent.name == "rm_starpilot_m"  # PPO ran on this reward model
+
+
+def test_center_reward_subtracts_the_rewards_mean_on_the_last_rollout(tmp_path, monkeypatch):
+    """--center_reward: after each fit, PPO's reward is the network's prediction less its mean
+    on the rollout just collected (all 64 frames at this size), and the offset is saved."""
+    from trex.common.config import parse_config
+    from trex.preferences.loop import PreferenceLearner, PreferenceRewardVecEnv
+    from trex.preferences.run import train_preferences
+    from trex.reward.nets import predict_frame_rewards
+
+    seen: dict[str, list] = {"offsets": [], "means": [], "gaps": []}
+    center, rewards_for = PreferenceLearner.center, PreferenceRewardVecEnv.rewards_for
+
+    def spy_center(self, updates):
+        center(self, updates)
+        frames = self.record.obs.reshape(-1, *self.record.obs.shape[2:])
+        full = predict_frame_rewards(self.net, frames, self.device, self.bf16).mean()
+        seen["offsets"].append(self.env.offset)
+        seen["means"].append(float(full))
+
+    def spy_rewards(self, obs):
+        out = rewards_for(self, obs)
+        seen["gaps"].append(float(np.max(np.abs(self._pending[1].mean(0) - self.offset - out))))
+        return out
+
+    monkeypatch.setattr(PreferenceLearner, "center", spy_center)
+    monkeypatch.setattr(PreferenceRewardVecEnv, "rewards_for", spy_rewards)
+    cfg = parse_config(
+        TrainPreferencesConfig,
+        [*TOY, "--log_dir", str(tmp_path), "--log_name", "c", "--center_reward"],
+    )
+    train_preferences(cfg)
+    assert len(seen["offsets"]) == 4 and len(set(seen["offsets"])) == 4
+    assert np.allclose(seen["offsets"], seen["means"], atol=1e-5)
+    assert max(seen["gaps"]) < 1e-5
+    progress = _progress(cfg.run_dir)
+    assert np.allclose(progress["reward_offset"], seen["offsets"], atol=1e-6)
+    state = json.loads((cfg.run_dir / "preferences" / "state_0000000256.json").read_text())
+    assert state["reward_offset"] == pytest.approx(seen["offsets"][-1])

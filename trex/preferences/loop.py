@@ -62,7 +62,10 @@ PREFERENCE_COLUMNS: tuple[str, ...] = (
     "fit_acc",
     "fit_s",
     "label_s",
+    "reward_offset",
 )
+#: frames of the last rollout the reward's mean is measured on (``--center_reward``)
+OFFSET_FRAMES = 1024
 
 
 class RolloutRecord:
@@ -106,18 +109,20 @@ class MemberRewards:
 
 
 class PreferenceRewardVecEnv(LearnedRewardVecEnv):
-    """PPO's reward is the members' mean prediction; every step goes into ``record``."""
+    """PPO's reward is the members' mean prediction less ``offset`` (0 unless
+    ``--center_reward``); every step goes into ``record`` (the members' raw predictions)."""
 
     def __init__(self, venv: VecEnv, rewards: MemberRewards, record: RolloutRecord) -> None:
         super().__init__(venv, rewards)
         self.record = record
+        self.offset = 0.0
         self._pending: tuple[np.ndarray, np.ndarray] | None = None
 
     def rewards_for(self, obs: np.ndarray) -> np.ndarray:
         x = self._stacks if self.frame_stack > 1 else obs
         members = np.asarray(self.reward_fn(x), dtype=np.float32)  # (M, N)
         self._pending = (obs, members)
-        return members.mean(axis=0)
+        return members.mean(axis=0) - np.float32(self.offset)
 
     @staticmethod
     def true_rewards(rewards: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:
@@ -137,6 +142,7 @@ class LearnerState:
     queries: int = 0
     labels: int = 0
     demo_pairs: int = 0
+    reward_offset: float = 0.0  # subtracted from PPO's reward (``--center_reward``)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=1)
@@ -180,6 +186,7 @@ class PreferenceLearner(TrainingHooks):
         self.record = RolloutRecord(self.cfg.nsteps, venv.num_envs, self.net.ensemble_size)
         scorer = MemberRewards(self.net, self.device, self.bf16)
         self.env = PreferenceRewardVecEnv(venv, scorer, self.record)
+        self.env.offset = self.state.reward_offset
         return self.env
 
     def _rng(self, updates: int, purpose: int) -> np.random.Generator:
@@ -204,6 +211,8 @@ class PreferenceLearner(TrainingHooks):
             pairs = self.cfg.initial_fit_pairs if updates == 1 else self.cfg.fit_pairs
             fit = self.fit(updates, pairs)
         self.row.update(fit)
+        if self.cfg.center_reward:
+            self.center(updates)
 
     def progress(self) -> dict[str, Any]:
         row = {
@@ -283,6 +292,26 @@ class PreferenceLearner(TrainingHooks):
             self.buffer.nbytes / 1e9,
         )
         fault_point("preferences_after_labels")
+
+    def center(self, updates: int) -> None:
+        """Set PPO's reward offset for the next rollout: the (refitted) reward's mean on
+        ``OFFSET_FRAMES`` random frames of this rollout, the agent's current behaviour (a
+        frame-stacking reward sees each with the frames before it in its environment, across
+        episode starts: an approximation of the stacks PPO's reward sees)."""
+        assert self.record is not None and self.env is not None
+        obs = self.record.obs  # (T, N, 3, 64, 64)
+        t, n = obs.shape[:2]
+        picked = np.sort(self._rng(updates, 3).choice(t * n, min(OFFSET_FRAMES, t * n), False))
+        step, env = np.divmod(picked, n)
+        k = self.net.frame_stack
+        if k == 1:
+            frames = obs[step, env]  # (F, 3, 64, 64)
+        else:
+            back = np.maximum(step[:, None] - np.arange(k - 1, -1, -1), 0)
+            frames = obs[back, env[:, None]]  # (F, K, 3, 64, 64)
+        rewards = predict_frame_rewards(self.net, frames, self.device, self.bf16, members=True)
+        self.env.offset = self.state.reward_offset = float(rewards.mean())
+        self.row["reward_offset"] = self.env.offset
 
     def fit(self, updates: int, pairs: int) -> dict[str, Any]:
         """Fit the reward on ``pairs`` comparisons of the buffer; write the latest model."""
