@@ -305,3 +305,11 @@ def test_center_reward_subtracts_the_rewards_mean_on_the_last_rollout(tmp_path, 
     assert np.allclose(progress["reward_offset"], seen["offsets"], atol=1e-6)
     state = json.loads((cfg.run_dir / "preferences" / "state_0000000256.json").read_text())
     assert state["reward_offset"] == pytest.approx(seen["offsets"][-1])
+
+
+def test_the_reward_tag_names_every_setting_that_changes_the_reward():
+    from trex.preferences.run import reward_tag
+
+    assert reward_tag(TrainPreferencesConfig()) == "preferences:5000:uniform"
+    tag = reward_tag(TrainPreferencesConfig(ties="equal", center_reward=True, init_reward="a/b.x"))
+    assert tag == "preferences:5000:uniform+ties_equal+centered:b"

@@ -144,6 +144,10 @@ def test_preference_runs_are_labelled_and_the_best_setting_headlines():
         _reward_label("preferences:5000:uniform", "x.zip") == "preferences (5000 queries, uniform)"
     )
     assert (
+        _reward_label("preferences:5000:uniform+ties_equal+centered", "x.zip")
+        == "preferences (5000 queries, uniform, ties equal, centered)"
+    )
+    assert (
         _reward_label("preferences:1000:uniform:249_9619", "x.zip")
         == "T-REX 249_9619 + preferences (1000 queries, uniform)"
     )

@@ -410,9 +410,10 @@ def _reward_label(reward: str, load_path: str) -> str:
         return f"learned reward (T-REX {arg})"
     if kind == "constant":
         return f"constant reward (+{arg}/step)"
-    if kind == "preferences":  # train_preferences: <queries>:<selection>[:<initial reward>]
+    if kind == "preferences":  # train_preferences: <queries>:<selection>[+...][:<initial>]
         queries, _, rest = arg.partition(":")
-        selection, _, init = rest.partition(":")
+        how, _, init = rest.partition(":")
+        selection = ", ".join(how.replace("_", " ").split("+"))
         if init:
             return f"T-REX {init} + preferences ({queries} queries, {selection})"
         return f"preferences ({queries} queries, {selection})"

@@ -164,8 +164,11 @@ def _seed_demo_pairs(cfg: TrainPreferencesConfig, run_dir: Path, buffer: Prefere
 
 def reward_tag(cfg: TrainPreferencesConfig) -> str:
     """What checkpoints (and so test_policy's rows) record as the reward:
-    ``preferences:<num_queries>:<selection>[:<init_reward>]``."""
-    tag = f"preferences:{cfg.num_queries}:{cfg.selection}"
+    ``preferences:<num_queries>:<selection>[+ties_equal][+centered][:<init_reward>]``."""
+    how = "+".join(
+        [cfg.selection] + ["ties_equal"] * (cfg.ties == "equal") + ["centered"] * cfg.center_reward
+    )
+    tag = f"preferences:{cfg.num_queries}:{how}"
     return f"{tag}:{Path(cfg.init_reward).stem}" if cfg.init_reward else tag
 
 
