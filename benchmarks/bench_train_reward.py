@@ -9,8 +9,10 @@ from the seed, as (demo, start, length) indices) and the same initial weights:
   behaviour: one pair per Adam step, fp32, per-pair evaluation of 1000 training, 1000
   validation and 1000 test pairs and whole-demo correlations on the test demos after every
   epoch);
-* ``ours``: this toolkit's trainer with train_reward's defaults (64 pairs per step, Adam lr
-  scaled by sqrt(64), bf16 autocast + channels_last, each distinct frame run once);
+* ``ours``: this toolkit's trainer with train_reward's defaults (bf16 autocast + channels_last,
+  each distinct frame run once; until issue 23 64 pairs per step at Adam lr x sqrt(64), the
+  runs recorded in benchmarks/README.md; now one pair per step, so ``--ours batch_size=64``
+  is that setting);
 * ``faithful``: this toolkit's trainer with the original project's optimiser (``--batch_size 1
   --lr_scaling none``).
 

@@ -73,10 +73,11 @@ _REWARD_FLAGS: dict[str, dict[str, Any]] = {
         "reported (ensemble_spread); 1 = a single network",
     ),
     "batch_size": dict(
-        default=64,
+        default=1,
         type=positive_int,
-        help="snippet pairs per optimizer step (upstream: 1); every distinct frame of a "
-        "batch goes through the network once",
+        help="snippet pairs per optimizer step (the original project's 1: as good as or "
+        "better than batches and no slower per epoch on CPU, docs/results/optimizer.md); "
+        "every distinct frame of a batch goes through the network once",
     ),
     "lr_scaling": dict(
         default="sqrt",

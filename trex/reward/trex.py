@@ -52,7 +52,8 @@ class TrexConfig:
     ``lr`` is the original project's per-pair learning rate (it took one pair per Adam step). With
     ``batch_size`` pairs per step, Adam's step size is ``lr * sqrt(batch_size)`` (the
     square-root scaling rule for Adam, Malladi et al. 2022, arXiv 2205.10287) unless
-    ``lr_scaling="none"``; ``batch_size=1`` is exactly the original project's optimizer.
+    ``lr_scaling="none"``; ``batch_size=1`` (the default since issue 23's equal-pairs
+    comparison, docs/results/optimizer.md) is exactly the original project's optimizer.
 
     Variants (:mod:`trex.reward.variants`; the defaults are the original project's): the network
     (``architecture``, ``frame_stack``, ``scale_frames``, ``ensemble``, with ``output_abs``:
@@ -71,7 +72,7 @@ class TrexConfig:
     output_abs: bool = False
     use_snippet_rewards: bool = False
     use_clip_heuristic: bool = True
-    batch_size: int = 64
+    batch_size: int = 1
     lr_scaling: str = "sqrt"
     num_val_snippets: int = 1000
     num_test_snippets: int = 1000
