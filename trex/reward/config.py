@@ -76,8 +76,8 @@ _REWARD_FLAGS: dict[str, dict[str, Any]] = {
         default=1,
         type=positive_int,
         help="snippet pairs per optimizer step (the original project's 1: as good as or "
-        "better than batches and no slower per epoch on CPU, docs/results/optimizer.md); "
-        "every distinct frame of a batch goes through the network once",
+        "better than batches at equal pairs, docs/results/optimizer.md); every distinct "
+        "frame of a batch goes through the network once",
     ),
     "lr_scaling": dict(
         default="sqrt",
