@@ -4,10 +4,10 @@ docs/results/optimizer.md compares the T-REX optimiser settings at equal pairs (
 script times them. Each setting trains train_reward for ``--epochs`` epochs of 500 pairs (the
 studies' reduced budget, early stopping off) on the same demos and seed, in a process of its
 own with one torch thread, one setting after another, the order rotated in every round so that
-a drift in the machine's load falls on every setting alike. Per setting: the median over rounds
-of the seconds per epoch (training plus the per-epoch evaluation, what a user waits for), wall
-and CPU (process time: less sensitive to a busy other core), and the ratio to one pair per step
-(``b1``, the original project's optimiser) measured in the same run.
+a drift in the machine's load falls on every setting alike. Per setting: the median over all
+its epochs (every round) of the seconds per epoch (training plus the per-epoch evaluation,
+what a user waits for), wall and CPU (process time: less sensitive to a busy other core), and
+the ratio to one pair per step (``b1``, the original project's optimiser) in the same run.
 
     python benchmarks/bench_optimizer_time.py --demo_csv demos/demo_infos.csv --num_dems 50 \
         --out benchmarks/results/optimizer_time_avx512bf16.json

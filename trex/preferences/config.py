@@ -92,10 +92,10 @@ class TrainPreferencesConfig(PPOConfig):
     center_reward: bool = flag(
         False,
         group=PREFS_GROUP,
-        help="subtract the reward's mean on the last rollout's frames (1,024 of them, after "
-        "each fit) from PPO's reward: Christiano et al.'s zero-mean normalisation. Preferences "
-        "leave a per-step offset free, and PPO reads a positive one as pay for long episodes, "
-        "a negative one as pay for short ones",
+        help="subtract the reward's mean on 1,024 frames of the last rollout (measured after "
+        "every update's fit) from PPO's reward: Christiano et al.'s zero-mean normalisation. "
+        "Preferences leave a per-step offset free, and PPO reads a positive one as pay for "
+        "long episodes, a negative one as pay for short ones",
     )
     buffer_size: int = flag(
         3000,
