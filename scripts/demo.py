@@ -87,7 +87,7 @@ def main() -> None:
     p.add_argument("--snippets", type=int, default=3000, help="snippet pairs per reward model")
     p.add_argument("--epochs", type=int, default=4, help="most epochs (500 pairs) per reward model")
     p.add_argument(
-        "--policy_steps", type=int, default=32768, help="PPO steps on each replaced reward"
+        "--policy_steps", type=int, default=16384, help="PPO steps on each replaced reward"
     )
     p.add_argument(
         "--test_episodes", type=int, default=50, help="test_policy episodes per level set"
