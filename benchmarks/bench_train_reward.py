@@ -43,7 +43,6 @@ import dataclasses
 import json
 import logging
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -99,10 +98,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--criterion",
         default="test_acc",
-        choices=("test_acc", "pearson"),
+        choices=("test_acc", "window_pearson", "pearson"),
         help="quality reached besides the validation accuracy: test_acc (accuracy on test "
-        "pairs from unseen levels) or pearson (test-demo Pearson; degenerate on expert "
-        "demos: an untrained net's summed output already tracks episode length)",
+        "pairs from unseen levels), window_pearson (Pearson of predicted with true return "
+        "over fixed 50-frame windows of the test demos: what the reward knows beyond "
+        "episode length) or pearson (test-demo Pearson; degenerate on expert demos: an "
+        "untrained net's summed output already tracks episode length)",
     )
     p.add_argument(
         "--ours",
@@ -162,8 +163,8 @@ def peak_rss_mb() -> float:
 def first_reaching(
     history: list[dict], val_acc: float, second: float, criterion: str
 ) -> dict | None:
-    """The first epoch whose validation accuracy and ``criterion`` (test_acc or pearson) both reach
-    the target."""
+    """The first epoch whose validation accuracy and ``criterion`` (test_acc, window_pearson or
+    pearson) both reach the target."""
     for row in history:
         if row["val_acc"] >= val_acc and row[criterion] >= second:
             return row
@@ -242,6 +243,7 @@ def run_worker(args: argparse.Namespace) -> dict:
             {
                 "observations": test.frames[test.offsets[i] : test.offsets[i + 1]],
                 "return": float(test.returns[i]),
+                "rewards": test.rewards[test.offsets[i] : test.offsets[i + 1]],
             }
             for i in range(len(test))
         ]
@@ -381,6 +383,7 @@ def summarise(run: dict, target: tuple[float, float], criterion: str) -> dict:
         "cpu_to_target_s": round(hit["cpu_s"], 2) if hit else None,
         "val_acc": round((hit or last)["val_acc"], 4),
         "pearson": round((hit or last)["pearson"], 4),
+        "window_pearson": round((hit or last)["window_pearson"], 4),
         "test_acc": round((hit or last)["test_acc"], 4),
         "total_train_s": round(last["wall_s"], 2),
         "setup_s": round(run["setup_s"], 2),
@@ -440,15 +443,11 @@ def main(argv: list[str] | None = None) -> None:
     from trex.common.files import write_json_atomic
 
     setup_logging()
-    import torch
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import machine_record
 
     results: dict = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "torch": torch.__version__,
-            "load_avg_before": os.getloadavg(),
-        },
+        "machine": {**machine_record(args.threads), "load_avg_before": os.getloadavg()},
         "args": {
             k: v
             for k, v in vars(args).items()
@@ -514,7 +513,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{'seed':>4} {'trainer':>9} {'target val/' + args.criterion:>18} "
         f"{'epoch':>5} {'time s':>8} "
-        f"{'speedup':>8} {'peak MB':>8} {'val acc':>7} {'test acc':>8} {'pearson':>7}"
+        f"{'speedup':>8} {'peak MB':>8} {'val acc':>7} {'test acc':>8} {'pearson':>7} "
+        f"{'window':>7}"
     )
     for seed, per in results["seeds"].items():
         for trainer, s in per["summary"].items():
@@ -523,7 +523,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{seed:>4} {trainer:>9} {tgt:>18} "
                 f"{s['epoch_at_target'] if s['reached'] else '-':>5} "
                 f"{s['time_to_target_s'] if s['reached'] else 'no':>8} {s['speedup'] or '-':>8} "
-                f"{s['peak_rss_mb']:>8} {s['val_acc']:>7} {s['test_acc']:>8} {s['pearson']:>7}"
+                f"{s['peak_rss_mb']:>8} {s['val_acc']:>7} {s['test_acc']:>8} {s['pearson']:>7} "
+                f"{s['window_pearson']:>7}"
             )
     for trainer in args.trainers:
         sp = [per["summary"][trainer]["speedup"] for per in results["seeds"].values()]

@@ -331,9 +331,9 @@ def test_test_policy_same_seed_same_numbers(tiny_expert, tmp_path):
                     "--num_runs",
                     "6",
                     "--num_envs",
-                    "2",
+                    "6",
                     "--max_steps",
-                    "300",
+                    "150",
                     "--level_sets",
                     "train",
                     "--seed",
@@ -347,6 +347,10 @@ def test_test_policy_same_seed_same_numbers(tiny_expert, tmp_path):
     df = pd.concat([pd.read_csv(o) for o in outs], ignore_index=True)
     stats = ["return_mean", "return_std", "length_mean", "length_std", "truncated"]
     pd.testing.assert_series_equal(df.loc[0, stats], df.loc[1, stats], check_names=False)
+    # episode by episode, not only on average
+    episodes = [pd.read_csv(o.with_name(o.stem + "_episodes.csv")) for o in outs]
+    cols = [c for c in episodes[0].columns if c in ("return", "length", "level_seed")]
+    assert cols and episodes[0][cols].equals(episodes[1][cols])
 
 
 def test_test_policy_writes_every_episode(tiny_expert, tmp_path):

@@ -100,6 +100,27 @@ def test_bootstrap_intervals_bracket_the_estimate():
     assert m == reward_metrics(pred, true, offsets, num_bootstrap=300, seed=1)  # seeded
 
 
+def test_ranks_and_correlations_are_scipys():
+    """Average ranks (ties averaged, a NaN row all NaN) and Pearson/Spearman agree with
+    scipy.stats, which the toolkit no longer imports for them."""
+    from scipy import stats
+
+    from trex.reward.metrics import average_ranks, correlations
+
+    rng = np.random.default_rng(0)
+    for trial in range(50):
+        n = int(rng.integers(2, 30))
+        shape = (5, n)
+        a = rng.integers(0, 4, shape).astype(float) if trial % 2 else rng.normal(size=shape)
+        np.testing.assert_allclose(average_ranks(a), stats.rankdata(a, axis=1))
+        t = rng.normal(size=n)
+        if np.ptp(a[0]) > 0:
+            r, rho = correlations(a[0], t)
+            assert r == pytest.approx(stats.pearsonr(a[0], t)[0], abs=1e-12)
+            assert rho == pytest.approx(stats.spearmanr(a[0], t)[0], abs=1e-12)
+    assert np.isnan(average_ranks(np.array([[1.0, np.nan, 2.0]]))).all()
+
+
 # ----------------------------------------------------------------------------- split and pools
 
 

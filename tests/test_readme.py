@@ -2,15 +2,18 @@
 
 The quickstart's shell lines run as written, with each stage's sizes shrunk (``TOY``: flag
 values replaced or added, nothing else changed), in a scratch folder where ``pretrained/`` is
-the repository's; then the Python API block runs in the same folder with its sizes shrunk by
-the textual replacements in ``PY_TOY`` (each must occur, so an edit of the README that the
-test no longer covers fails here). The ``make`` block is the two commands themselves: CI runs
-``make test``, and benchmarks/README.md times ``make demo``. Output excerpts are ``text``
-blocks and are not run.
+the repository's: each ``python -m trex.<stage> ARGS`` as ``trex.<stage>.main(ARGS)`` in this
+process (what ``-m`` runs, without a new interpreter's imports for each line; stages that
+start processes of their own, such as run_experiments, still do). Then the Python API block
+runs in the same folder with its sizes shrunk by the textual replacements in ``PY_TOY`` (each
+must occur, so an edit of the README that the test no longer covers fails here). The ``make``
+block is the two commands themselves: CI runs ``make test``, and benchmarks/README.md times
+``make demo``. Output excerpts are ``text`` blocks and are not run.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shlex
@@ -112,7 +115,7 @@ def toy_command(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", argv[2], *out]
 
 
-def test_readme_blocks_run_at_toy_sizes(tmp_path):
+def test_readme_blocks_run_at_toy_sizes(tmp_path, monkeypatch):
     blocks = code_blocks(README.read_text())
     shell = [body for lang, body in blocks if lang in ("bash", "sh")]
     python = [body for lang, body in blocks if lang == "python"]
@@ -120,6 +123,9 @@ def test_readme_blocks_run_at_toy_sizes(tmp_path):
     (tmp_path / "pretrained").symlink_to(REPO / "pretrained")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     ran = 0
+    monkeypatch.chdir(tmp_path)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # for the stages' own subprocesses
+        monkeypatch.setenv(var, "1")
     for body in shell:
         commands = shell_commands(body)
         if commands and commands[0][0] == "make":
@@ -127,8 +133,8 @@ def test_readme_blocks_run_at_toy_sizes(tmp_path):
             continue
         for argv in commands:
             cmd = toy_command(argv)
-            proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
-            assert proc.returncode == 0, f"{shlex.join(argv)}\n{proc.stderr[-2000:]}"
+            status = importlib.import_module(cmd[2]).main(cmd[3:])
+            assert status == 0, f"{shlex.join(argv)} exited with {status} (its log is above)"
             ran += 1
     assert ran >= 5, "the README's quickstart lost its commands"
     for body in python:

@@ -72,3 +72,31 @@ def test_reference_learns_evaluates_pair_by_pair_and_keeps_the_best_epoch():
     assert all(row["n_train_samples"] == 20 * (row["epoch"] + 1) for row in result.history)
     acc, _ = pair_by_pair(trainer.net, [(b, a) for a, b in pairs[30:]], cfg.lam_l1)
     assert acc == 0.0  # the same pairs the other way round: all wrong, one at a time
+
+
+def test_window_pearson_is_the_toolkits_metric_on_the_same_forwards():
+    """The benchmark's window criterion: the reference's per-epoch ``window_pearson`` is
+    :func:`window_correlation` of its per-frame outputs, and NaN without true rewards."""
+    from reference_trex import demo_correlations
+
+    from trex.reward.metrics import window_correlation
+
+    rng = np.random.default_rng(1)
+    demos = [
+        {
+            "observations": _frames(120, v, v),
+            "return": float(v),
+            "rewards": rng.normal(size=120).astype(np.float32),
+        }
+        for v in (0, 100, 200)
+    ]
+    net = ReferenceNet()
+    pearson, _, window = demo_correlations(net, demos)
+    with torch.no_grad():
+        per_frame = np.concatenate([net.rewards(d["observations"]).numpy() for d in demos])
+    expected = window_correlation(
+        per_frame, np.concatenate([d["rewards"] for d in demos]), np.array([0, 120, 240, 360])
+    )
+    assert np.isfinite(window) and window == pytest.approx(expected, abs=1e-6)
+    without_rewards = [{k: v for k, v in d.items() if k != "rewards"} for d in demos]
+    assert np.isnan(demo_correlations(net, without_rewards)[2])

@@ -163,6 +163,7 @@ def test_outputs(tmp_path, store, capsys):
         "test_acc",
         "pearson",
         "spearman",
+        "window_pearson",
         "n_train_samples",
     } <= set(log.columns)
     cfg = json.loads((run / "config.json").read_text())

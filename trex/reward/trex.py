@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from trex.common.errors import UserError
-from trex.reward.metrics import correlations, pair_accuracy, pair_loss
+from trex.reward.metrics import correlations, pair_accuracy, pair_loss, window_correlation
 from trex.reward.nets import (
     RewardNet,
     build_net,
@@ -276,12 +276,14 @@ def evaluate(
         out["test_acc"] = pair_accuracy(ret)
         out["test_loss"] = pair_loss(ret, absr, cfg.lam_l1)
         out["pearson"], out["spearman"] = correlations(data.test.demo_sums(rt), data.test.returns)
+        out["window_pearson"] = window_correlation(rt, data.test.rewards, data.test.offsets)
     else:
         out.update(
             test_acc=float("nan"),
             test_loss=float("nan"),
             pearson=float("nan"),
             spearman=float("nan"),
+            window_pearson=float("nan"),
         )
     return out
 
