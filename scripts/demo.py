@@ -1,5 +1,5 @@
-"""`make demo`: the procgen-trex pipeline on the shipped starpilot experts, in about 15 minutes
-on 2 CPU cores. Every step is the real stage, run from the shell as a user would run it:
+"""`make demo`: the procgen-trex pipeline on the shipped starpilot experts, in 6-9 minutes
+on a 2-core VM. Every step is the real stage, run from the shell as a user would run it:
 
  1. gen_demos         training demos from a pool of 200 levels and test demos from unseen
                       levels, from the shipped checkpoints (pretrained/starpilot/), spread
@@ -85,9 +85,9 @@ def main() -> None:
     p.add_argument("--test_demos", type=int, default=60, help="test demos (unseen levels)")
     p.add_argument("--num_dems", type=int, default=40, help="demos each reward model learns from")
     p.add_argument("--snippets", type=int, default=3000, help="snippet pairs per reward model")
-    p.add_argument("--epochs", type=int, default=4, help="most epochs (500 pairs) per reward model")
+    p.add_argument("--epochs", type=int, default=2, help="most epochs (500 pairs) per reward model")
     p.add_argument(
-        "--policy_steps", type=int, default=16384, help="PPO steps on each replaced reward"
+        "--policy_steps", type=int, default=8192, help="PPO steps on each replaced reward"
     )
     p.add_argument(
         "--test_episodes", type=int, default=50, help="test_policy episodes per level set"

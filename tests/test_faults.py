@@ -1,10 +1,15 @@
 """Fault injection: runs killed for real (SIGKILL / SIGINT / SIGTERM to a child process) at
 named points (``$TREX_FAULT``, trex.common.runs.fault_point), then retried: nothing lost,
-nothing doubled, no row without its file and no file without its row."""
+nothing doubled, no row without its file and no file without its row. The killed runs are
+child processes; the retries, which nothing kills, run the stage's ``main`` in this process
+(the same code ``python -m`` runs, without a new interpreter's imports)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib
+import io
 import os
 import signal
 import subprocess
@@ -26,9 +31,29 @@ def _ctrl_c_as_in_a_terminal() -> None:
 
 
 def run_stage(
-    module: str, argv: list[str], fault: str | None = None, sig: str = "KILL", timeout: int = 300
+    module: str,
+    argv: list[str],
+    fault: str | None = None,
+    sig: str = "KILL",
+    timeout: int = 300,
+    in_process: bool | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m <module> argv`` in its own process group, dying at ``fault``."""
+    """Run ``python -m <module> argv`` in its own process group, dying at ``fault``; without
+    a fault (unless ``in_process=False``), ``<module>.main(argv)`` in this process from the
+    repository root, its stdout and stderr captured the same way."""
+    if in_process is None:
+        in_process = fault is None
+    if in_process:
+        assert fault is None, "a fault kills its process: run it in a child"
+        out, err = io.StringIO(), io.StringIO()
+        cwd = os.getcwd()
+        os.chdir(ROOT)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                status = importlib.import_module(module).main(argv)
+        finally:
+            os.chdir(cwd)
+        return subprocess.CompletedProcess([module, *argv], status, out.getvalue(), err.getvalue())
     env = {k: v for k, v in os.environ.items() if k not in ("TREX_FAULT", "TREX_FAULT_SIGNAL")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     if fault:
@@ -292,6 +317,7 @@ def test_train_policy_killed_while_checkpointing_then_resumed(tmp_path, sig):
                 "--log_dir",
                 str(tmp_path),
             ],
+            in_process=False,  # its TMPDIR is read once per process
         )
         assert again.returncode == 0, again.stderr[-2000:]
     finally:
