@@ -1,7 +1,13 @@
-"""Shared fixtures: a tiny real PPO checkpoint directory, made once per test session."""
+"""Shared fixtures: a tiny real PPO checkpoint directory, made once per test session; and
+:func:`run_main`, a stage run in the test's own process."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +24,21 @@ TINY_PPO_FLAGS = [
     "--save_interval",
     "1",
 ]
+
+
+def run_main(module: str, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m <module> argv`` from ``cwd``, as ``<module>.main(argv)`` in this process
+    (the same code, without a new interpreter's imports): its exit status and its stdout and
+    stderr, captured as a child's would be."""
+    out, err = io.StringIO(), io.StringIO()
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = importlib.import_module(module).main(argv)
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess([module, *argv], status, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,7 @@ child processes; the retries, which nothing kills, run the stage's ``main`` in t
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import importlib
-import io
 import os
 import signal
 import subprocess
@@ -45,15 +42,9 @@ def run_stage(
         in_process = fault is None
     if in_process:
         assert fault is None, "a fault kills its process: run it in a child"
-        out, err = io.StringIO(), io.StringIO()
-        cwd = os.getcwd()
-        os.chdir(ROOT)
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                status = importlib.import_module(module).main(argv)
-        finally:
-            os.chdir(cwd)
-        return subprocess.CompletedProcess([module, *argv], status, out.getvalue(), err.getvalue())
+        from tests.conftest import run_main
+
+        return run_main(module, argv, ROOT)
     env = {k: v for k, v in os.environ.items() if k not in ("TREX_FAULT", "TREX_FAULT_SIGNAL")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     if fault:

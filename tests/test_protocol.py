@@ -68,6 +68,14 @@ def test_window_metric_ignores_a_constant_per_frame():
         assert m1[key] == pytest.approx(m2[key], abs=1e-9)
 
 
+def test_window_flag_reaches_the_per_epoch_metric():
+    """--window sets the windows of train_log.csv's per-epoch window_pearson too, not only
+    rm_infos' final one."""
+    from trex.reward.config import TrainRewardConfig
+
+    assert TrainRewardConfig(window=80).trex_config().window == 80
+
+
 def test_window_sums_match_a_naive_loop():
     rng, lengths, offsets, true = _episodes(2, n=7)
     sums, demo = window_sums(true, offsets, 30)

@@ -13,7 +13,6 @@ block is the two commands themselves: CI runs ``make test``, and benchmarks/READ
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import shlex
@@ -22,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY_PPO_FLAGS
+from conftest import TINY_PPO_FLAGS, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -123,7 +122,6 @@ def test_readme_blocks_run_at_toy_sizes(tmp_path, monkeypatch):
     (tmp_path / "pretrained").symlink_to(REPO / "pretrained")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     ran = 0
-    monkeypatch.chdir(tmp_path)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # for the stages' own subprocesses
         monkeypatch.setenv(var, "1")
     for body in shell:
@@ -133,8 +131,8 @@ def test_readme_blocks_run_at_toy_sizes(tmp_path, monkeypatch):
             continue
         for argv in commands:
             cmd = toy_command(argv)
-            status = importlib.import_module(cmd[2]).main(cmd[3:])
-            assert status == 0, f"{shlex.join(argv)} exited with {status} (its log is above)"
+            done = run_main(cmd[2], cmd[3:], tmp_path)
+            assert done.returncode == 0, f"{shlex.join(argv)}\n{done.stderr[-2000:]}"
             ran += 1
     assert ran >= 5, "the README's quickstart lost its commands"
     for body in python:

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from trex.common.errors import UserError
-from trex.reward.metrics import correlations, pair_accuracy, pair_loss, window_correlation
+from trex.reward.metrics import (
+    DEFAULT_WINDOW,
+    correlations,
+    pair_accuracy,
+    pair_loss,
+    window_correlation,
+)
 from trex.reward.nets import (
     RewardNet,
     build_net,
@@ -85,6 +91,8 @@ class TrexConfig:
     augment: str = "none"
     ensemble: int = 1
     select_by: str = "val_acc"
+    #: frames per window of the per-epoch fixed-window Pearson on the test demos
+    window: int = DEFAULT_WINDOW
 
     def check(self) -> None:
         """UserError (one line, naming the flag) for bad snippet lengths, a negative penalty,
@@ -276,7 +284,9 @@ def evaluate(
         out["test_acc"] = pair_accuracy(ret)
         out["test_loss"] = pair_loss(ret, absr, cfg.lam_l1)
         out["pearson"], out["spearman"] = correlations(data.test.demo_sums(rt), data.test.returns)
-        out["window_pearson"] = window_correlation(rt, data.test.rewards, data.test.offsets)
+        out["window_pearson"] = window_correlation(
+            rt, data.test.rewards, data.test.offsets, cfg.window
+        )
     else:
         out.update(
             test_acc=float("nan"),
