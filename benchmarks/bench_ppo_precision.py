@@ -1,20 +1,24 @@
 """Claim: PPO env-steps/s with ``--precision auto`` (channels_last, bf16 autocast where the CPU
-has native bf16, minibatches in chunks) against plain fp32 (``--precision fp32``).
+has native bf16, minibatches in chunks) against plain fp32: ``--precision fp32`` (NCHW, the
+minibatch in the same chunks) and, with ``--configs fast fp32 fp32_whole``, stock
+stable-baselines3's fp32 (NCHW, the minibatch in one call).
 
-Same configuration for both (train-procgen's PPO on starpilot, IMPALA CNN); the two are
-interleaved in one process (auto, fp32, auto, fp32, ...) so machine noise hits both alike;
+Same configuration for all (train-procgen's PPO on starpilot, IMPALA CNN); they are
+interleaved in one process (auto, fp32, auto, fp32, ...) so machine noise hits them alike;
 the first update of each is a warm-up and is not timed. The record carries the CPU model and
 flags (benchmarks/machine.py).
 
     python benchmarks/bench_ppo_precision.py --num_envs 64 --nsteps 256 --updates 2
     # train-procgen's minibatch (2048 samples) at a smaller rollout, an AVX2 CPU emulated:
-    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 TREX_CPU_FLAGS="avx2 fma" \
-        python benchmarks/bench_ppo_precision.py --num_envs 32 --nsteps 128 --nminibatches 2
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        TREX_CPU_FLAGS="avx2 fma" python benchmarks/bench_ppo_precision.py --num_envs 32 \
+        --nsteps 128 --nminibatches 2 --configs fast fp32 fp32_whole
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -28,12 +32,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from machine import machine_record  # noqa: E402
 
+from trex.common.device import CPU_CHUNKS  # noqa: E402
 from trex.common.envs import make_procgen_env
 from trex.rl.policy import build_ppo
 
+#: the configurations compared: name -> (--precision, PPO minibatch in chunks on a CPU)
+CONFIGS = {"fast": ("auto", True), "fp32": ("fp32", True), "fp32_whole": ("fp32", False)}
 
-def time_updates(precision: str, args: argparse.Namespace, seed: int) -> float:
+
+@contextlib.contextmanager
+def minibatch_chunks(enabled: bool):
+    """The policy's CPU chunking of a PPO minibatch as it is (enabled) or off: the whole
+    minibatch in one call, what stock stable-baselines3 runs."""
+    key = ("ppo_train", "impala", False)
+    saved = CPU_CHUNKS[key]
+    if not enabled:
+        CPU_CHUNKS[key] = None
+    try:
+        yield
+    finally:
+        CPU_CHUNKS[key] = saved
+
+
+def time_updates(config: str, args: argparse.Namespace, seed: int) -> float:
     """Env-steps/s over ``args.updates`` PPO updates after one warm-up update."""
+    precision, chunks = CONFIGS[config]
+    with minibatch_chunks(chunks):
+        return _time_updates(precision, args, seed)
+
+
+def _time_updates(precision: str, args: argparse.Namespace, seed: int) -> float:
     env = VecNormalize(
         make_procgen_env(args.env_name, args.num_envs, seed=seed),
         norm_obs=False,
@@ -72,24 +100,37 @@ def main() -> None:
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)"
     )
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        choices=sorted(CONFIGS),
+        default=["fast", "fp32"],
+        help=(
+            "what to compare: fast (--precision auto), fp32 (--precision fp32: NCHW, the "
+            "minibatch in chunks), fp32_whole (--precision fp32 with the minibatch in one call: "
+            "stock stable-baselines3); the first is the numerator of every ratio"
+        ),
+    )
     p.add_argument("--out", default=None, help="write the summary as JSON here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    results: dict[str, list[float]] = {"fast": [], "fp32": []}
+    results: dict[str, list[float]] = {name: [] for name in args.configs}
     for rep in range(args.repeats):
-        for name, precision in (("fast", "auto"), ("fp32", "fp32")):
-            sps = time_updates(precision, args, seed=rep)
+        for name in args.configs:
+            sps = time_updates(name, args, seed=rep)
             results[name].append(sps)
-            print(f"rep {rep} {name:>4}: {sps:7.1f} env-steps/s", flush=True)
-    fast, fp32 = (sum(v) / len(v) for v in (results["fast"], results["fp32"]))
+            print(f"rep {rep} {name:>10}: {sps:7.1f} env-steps/s", flush=True)
+    mean = {name: sum(v) / len(v) for name, v in results.items()}
+    first = args.configs[0]
     summary = {
         "config": vars(args),
         "machine": machine_record(torch.get_num_threads()),
-        "fast_steps_per_s": round(fast, 1),
-        "fp32_steps_per_s": round(fp32, 1),
-        "ratio": round(fast / fp32, 2),
+        **{f"{name}_steps_per_s": round(v, 1) for name, v in mean.items()},
+        **{f"ratio_{first}_vs_{n}": round(mean[first] / mean[n], 2) for n in args.configs[1:]},
         "runs": results,
     }
+    if "ratio_fast_vs_fp32" in summary:
+        summary["ratio"] = summary["ratio_fast_vs_fp32"]  # the key of earlier records
     print(json.dumps(summary, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=1))

@@ -29,7 +29,9 @@ CPU_FLAGS_ENV = "TREX_CPU_FLAGS"
 
 
 @functools.cache
-def _proc_cpu_flags() -> frozenset[str]:
+def hardware_cpu_flags() -> frozenset[str]:
+    """The flags /proc/cpuinfo lists for this CPU, whatever ``$TREX_CPU_FLAGS`` says (empty
+    where there is no /proc/cpuinfo)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -46,7 +48,7 @@ def cpu_flags() -> frozenset[str]:
     override = os.environ.get(CPU_FLAGS_ENV)
     if override is not None:
         return frozenset(override.replace(",", " ").split())
-    return _proc_cpu_flags()
+    return hardware_cpu_flags()
 
 
 def cpu_has_fast_bf16(flags: frozenset[str] | None = None) -> bool:
