@@ -12,6 +12,7 @@ from trex.common.device import (
     CPU_FLAGS_ENV,
     cpu_flags,
     cpu_has_fast_bf16,
+    hardware_cpu_flags,
     network_chunk,
     use_bf16,
 )
@@ -44,6 +45,15 @@ def test_auto_choice_follows_the_cpu_flags(monkeypatch, flags, fast_bf16):
 def test_flag_override_accepts_commas(monkeypatch):
     monkeypatch.setenv(CPU_FLAGS_ENV, "avx2,avx512_bf16")
     assert cpu_flags() == {"avx2", "avx512_bf16"}
+
+
+def test_hardware_flags_ignore_the_override(monkeypatch):
+    monkeypatch.delenv(CPU_FLAGS_ENV, raising=False)
+    real = cpu_flags()
+    assert hardware_cpu_flags() == real
+    monkeypatch.setenv(CPU_FLAGS_ENV, "made_up_flag")
+    assert cpu_flags() == {"made_up_flag"}
+    assert hardware_cpu_flags() == real
 
 
 def test_gpu_runs_whole_batches():
