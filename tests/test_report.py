@@ -159,4 +159,10 @@ def test_preference_runs_are_labelled_and_the_best_setting_headlines():
         }
     )
     cell = _best_preferences(loop)
-    assert cell.startswith("5.00 (4.00 to 6.00), 2 seeds") and "5000 queries, uniform" in cell
+    assert cell == "5.00 (4.00 to 6.00), 2 seeds (5000 queries, uniform)"
+    loop["reward"] = ["preferences:5000:uniform"] * 2 + ["preferences:1000:uniform:249_9619"] * 2
+    loop["return_mean"] = [1.0, 2.0, 6.0, 4.0]
+    assert (
+        _best_preferences(loop)
+        == "5.00 (4.00 to 6.00), 2 seeds (T-REX 249_9619 + 1000 queries, uniform)"
+    )

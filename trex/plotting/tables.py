@@ -664,7 +664,7 @@ def _best_preferences(loop: pd.DataFrame) -> str:
     means = prefs.groupby("reward")["return_mean"].mean()
     best = prefs[prefs["reward"] == means.idxmax()]
     label = _reward_label(str(means.idxmax()), "")
-    label = label.removeprefix("preferences (").removesuffix(")")
+    label = label.replace("preferences (", "", 1).removesuffix(")")  # "[T-REX x + ]q queries, s"
     n = best["load_path"].nunique()
     return f"{fmt_spread(best['return_mean'])}, {n} seed{'' if n == 1 else 's'} ({label})"
 

@@ -215,20 +215,17 @@ class RewardFunction:
     def __call__(
         self, frames: np.ndarray | torch.Tensor, offsets: np.ndarray | None = None
     ) -> np.ndarray:
-        return predict_frame_rewards(
-            self.net,
-            frames,
-            self.device,
-            self.bf16,
-            self.channels_last,
-            self.batch_size,
-            offsets=offsets,
-        )
+        return self._predict(frames, offsets, members=False)
 
     def members(
         self, frames: np.ndarray | torch.Tensor, offsets: np.ndarray | None = None
     ) -> np.ndarray:
         """Every ensemble member's per-frame rewards float32 (M, N) (M = 1 for one network)."""
+        return self._predict(frames, offsets, members=True)
+
+    def _predict(
+        self, frames: np.ndarray | torch.Tensor, offsets: np.ndarray | None, members: bool
+    ) -> np.ndarray:
         return predict_frame_rewards(
             self.net,
             frames,
@@ -237,7 +234,7 @@ class RewardFunction:
             self.channels_last,
             self.batch_size,
             offsets=offsets,
-            members=True,
+            members=members,
         )
 
     @property
