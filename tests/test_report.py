@@ -166,3 +166,6 @@ def test_preference_runs_are_labelled_and_the_best_setting_headlines():
         _best_preferences(loop)
         == "5.00 (4.00 to 6.00), 2 seeds (T-REX 249_9619 + 1000 queries, uniform)"
     )
+    one_seed = {"reward": "preferences:1000:disagreement", "load_path": "e", "return_mean": 9.0}
+    loop = pd.concat([loop, pd.DataFrame([one_seed])], ignore_index=True)
+    assert _best_preferences(loop).startswith("5.00 (4.00 to 6.00), 2 seeds")  # not the 1-seed 9.0

@@ -659,8 +659,12 @@ def _kind_progress_groups(root: Path, spec: TableSpec) -> pd.DataFrame:
 
 def _best_preferences(loop: pd.DataFrame) -> str:
     """The train_preferences setting with the highest mean unseen-level return: its mean
-    (range over seeds), the seeds and the setting."""
+    (range over seeds), the seeds and the setting. Settings with at least 2 seeds are
+    preferred, so that a single run does not headline."""
     prefs = loop[loop["reward"].astype(str).str.startswith("preferences")]
+    seeds = prefs.groupby("reward")["load_path"].nunique()
+    if (seeds >= 2).any():
+        prefs = prefs[prefs["reward"].isin(seeds.index[seeds >= 2])]
     means = prefs.groupby("reward")["return_mean"].mean()
     best = prefs[prefs["reward"] == means.idxmax()]
     label = _reward_label(str(means.idxmax()), "")
