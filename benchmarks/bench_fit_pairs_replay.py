@@ -37,7 +37,9 @@ from trex.common.device import pick_device, use_bf16  # noqa: E402
 from trex.preferences.buffer import Comparisons, PreferenceBuffer, load_round  # noqa: E402
 from trex.preferences.config import TrainPreferencesConfig  # noqa: E402
 from trex.preferences.fitting import fit_on_buffer  # noqa: E402
-from trex.reward.nets import predict_frame_rewards, prepare_net  # noqa: E402
+from trex.reward.metrics import pair_accuracy  # noqa: E402
+from trex.reward.nets import prepare_net  # noqa: E402
+from trex.reward.passes import frame_rewards, pair_returns  # noqa: E402
 from trex.reward.trex import step_lr  # noqa: E402
 
 
@@ -50,13 +52,11 @@ def round_accuracy(
 ) -> float:
     """Share of a round's comparisons (second preferred) the net's snippet returns order
     right; segments uint8 (L_i, 64, 64, 3)."""
-    frames = np.concatenate(segments)
-    offsets = np.concatenate([[0], np.cumsum([len(s) for s in segments])])
-    r = predict_frame_rewards(net, frames, device, bf16)
-    cum = np.concatenate([[0.0], np.cumsum(r, dtype=np.float64)])
-    lo = offsets[comparisons.segment] + comparisons.start  # (P, 2)
-    ret = cum[lo + comparisons.length[:, None]] - cum[lo]
-    return float(np.mean(ret[:, 1] > ret[:, 0]))
+    held_out = PreferenceBuffer(max(len(comparisons), 1))
+    held_out.add(segments, comparisons)
+    demos, pairs = held_out.training_set()
+    rewards = frame_rewards(net, demos.frames, device, bf16, offsets=demos.offsets)
+    return pair_accuracy(pair_returns(demos, rewards, pairs)[0])
 
 
 def replay(
