@@ -113,6 +113,25 @@ def test_policy_groups_pool_episodes_and_share_of_true(tmp_path):
     assert "| 50% |" in text and "| 20% |" in text
 
 
+def test_policy_groups_reads_a_true_only_reward_column_as_text(tmp_path):
+    # a loop with only true-reward runs so far: pandas would parse the column as bool True
+    rows = pd.DataFrame(
+        {
+            "load_path": ["a/t1/c.zip"],
+            "reward": ["true"],
+            "level_set": ["test"],
+            "episodes": [100],
+            "return_mean": [4.0],
+            "return_std": [0.0],
+            "length_mean": [100.0],
+        }
+    )
+    rows.to_csv(tmp_path / "loop.csv", index=False)
+    doc = _doc(tmp_path, "loop.csv kind=policy_groups")
+    assert main(["--root", str(tmp_path), "--docs", str(doc)]) == 0
+    assert "| true reward | 1 |" in doc.read_text()
+
+
 @pytest.mark.parametrize(
     "marker, message",
     [

@@ -59,16 +59,19 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def read_csv_checked(path: str | os.PathLike, what: str, columns: Sequence[str] = ()):
+def read_csv_checked(
+    path: str | os.PathLike, what: str, columns: Sequence[str] = (), text: Sequence[str] = ()
+):
     """``pandas.read_csv`` of a file the user pointed at; UserError (naming the file and
-    ``what`` it should be) if it is missing, not a CSV, or lacks any of ``columns``."""
+    ``what`` it should be) if it is missing, not a CSV, or lacks any of ``columns``. Columns
+    named in ``text`` stay strings (a column of only ``true`` would otherwise read as bool)."""
     import pandas as pd
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no {what} at {path}")
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype={c: str for c in text})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise UserError(f"{path} is not a valid CSV ({type(err).__name__})") from None
     missing = [c for c in columns if c not in df.columns]

@@ -261,7 +261,7 @@ def _count(mask: pd.Series, n: int) -> str:
 def _read(root: Path, rel: str) -> pd.DataFrame:
     from trex.common.files import read_csv_checked
 
-    return read_csv_checked(root / rel, "rows CSV")
+    return read_csv_checked(root / rel, "rows CSV", text=("reward", "load_path"))
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
