@@ -742,7 +742,8 @@ def _kind_headline(root: Path, spec: TableSpec) -> pd.DataFrame:
             if s.empty:
                 rec[name] = "n/a"
                 continue
-            cell = f"{fmt_spread(s['return_mean'])}, {s['load_path'].nunique()} seeds"
+            runs = s["load_path"].nunique()
+            cell = f"{fmt_spread(s['return_mean'])}, {runs} seed{'s' if runs != 1 else ''}"
             if kind == "learned":
                 cell += f" ({s['reward'].iloc[0].partition(':')[2]})"
             rec[name] = cell
