@@ -225,3 +225,22 @@ def test_learned_returns_are_read_and_drawn_on_their_own_axis(tmp_path):
         )
         outs[flag] = mpimg.imread(policy_returns_figure(cfg))
     assert outs[True].shape != outs[False].shape  # the right-hand axis widens the figure
+
+
+def test_a_preference_runs_unfitted_first_update_is_not_drawn(tmp_path):
+    """train_preferences from a fresh network: update 1's learned return is the unfitted
+    network's, so it is left out; from --init_reward (a fitted T-REX model) it is kept."""
+    import json
+
+    rows = {"timesteps": [10, 20], "updates": [1, 2], "true_return_mean": [1.0, 2.0],
+            "learned_return_mean": [470.0, 3.0]}  # fmt: skip
+    kept = {}
+    for name, init in (("fresh", None), ("refined", "450_8576")):
+        run = tmp_path / name
+        run.mkdir()
+        pd.DataFrame(rows).to_csv(run / "progress.csv", index=False)
+        args = {"num_queries": 1000, "selection": "uniform", "init_reward": init}
+        (run / "config.json").write_text(json.dumps({"args": args}))
+        kept[name] = read_curve(run).learned_return.tolist()
+    assert np.isnan(kept["fresh"][0]) and kept["fresh"][1] == 3.0
+    assert kept["refined"] == [470.0, 3.0]

@@ -120,6 +120,17 @@ def run_label(run_dir: Path) -> str:
     return "true reward"
 
 
+def _starts_unfitted(run_dir: Path) -> bool:
+    """Whether a run is train_preferences' from a fresh reward network (no ``--init_reward``):
+    its first update's learned return is the unfitted network's, collected before the first
+    fit (its scale is arbitrary, often 10-100x the fitted reward's)."""
+    try:
+        args = json.loads((run_dir / "config.json").read_text()).get("args", {})
+    except (OSError, json.JSONDecodeError):
+        return False
+    return args.get("num_queries") is not None and not args.get("init_reward")
+
+
 def read_curve(path: str | os.PathLike, label: str | None = None) -> RunCurve:
     """Read a run directory's (or a direct) progress.csv; UserError naming the file if unusable."""
     p = Path(path)
@@ -134,6 +145,9 @@ def read_curve(path: str | os.PathLike, label: str | None = None) -> RunCurve:
     learned = None
     if "learned_return_mean" in df.columns and df["learned_return_mean"].notna().any():
         learned = df["learned_return_mean"].to_numpy(float)
+        if "updates" in df.columns and _starts_unfitted(csv.parent):
+            # its first rollout ran on the network before any fit: not the reward it learned
+            learned = np.where(df["updates"].to_numpy() == 1, np.nan, learned)
     return RunCurve(
         label or run_label(csv.parent), df["timesteps"].to_numpy(), df[col].to_numpy(float), learned
     )
