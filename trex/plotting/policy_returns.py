@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -100,14 +101,18 @@ def read_reference_curves(paths: Sequence[str | os.PathLike], label: str) -> Cur
     return _combine(label, curves)
 
 
+def _run_args(run_dir: Path) -> dict[str, Any] | None:
+    """The flags in a run's config.json, or None where it has none (or an unreadable one)."""
+    try:
+        return json.loads((run_dir / "config.json").read_text()).get("args", {})
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def run_label(run_dir: Path) -> str:
     """A label from the run's config.json: which reward it was trained on."""
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        return run_dir.name
-    try:
-        args = json.loads(cfg_path.read_text()).get("args", {})
-    except json.JSONDecodeError:
+    args = _run_args(run_dir)
+    if args is None:
         return run_dir.name
     if args.get("num_queries") is not None:  # train_preferences
         label = f"preferences ({args['num_queries']} queries, {args.get('selection')})"
@@ -124,10 +129,7 @@ def _starts_unfitted(run_dir: Path) -> bool:
     """Whether a run is train_preferences' from a fresh reward network (no ``--init_reward``):
     its first update's learned return is the unfitted network's, collected before the first
     fit (its scale is arbitrary, often 10-100x the fitted reward's)."""
-    try:
-        args = json.loads((run_dir / "config.json").read_text()).get("args", {})
-    except (OSError, json.JSONDecodeError):
-        return False
+    args = _run_args(run_dir) or {}
     return args.get("num_queries") is not None and not args.get("init_reward")
 
 
