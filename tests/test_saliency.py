@@ -3,8 +3,11 @@ salient only within reach of that region, and the stage draws a grid for real mo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from trex.common.errors import UserError
 from trex.plotting.saliency import PlotRewardSaliencyConfig
@@ -99,3 +102,22 @@ def test_saliency_of_policy_frames(tmp_path):
     )  # fmt: skip
     cfg.check()
     assert reward_saliency_figure(cfg).is_file()
+
+
+def test_policy_frames_are_the_same_for_the_same_seed():
+    """A shipped expert samples its actions: the seed fixes them, as it fixes the levels."""
+    from trex.plotting.saliency import _policy_frames
+
+    expert = Path(__file__).resolve().parents[1] / "pretrained/starpilot"
+
+    def frames(seed: int) -> np.ndarray:
+        cfg = PlotRewardSaliencyConfig(
+            load_path=str(expert / "checkpoint_0000081920.safetensors"), num_frames=3,
+            max_steps=40, position=0.9, seed=seed,
+        )  # fmt: skip
+        return _policy_frames(cfg, "starpilot")
+
+    first = frames(0)
+    torch.manual_seed(12345)  # whatever ran before in this process
+    assert np.array_equal(frames(0), first)
+    assert not np.array_equal(frames(1), first)

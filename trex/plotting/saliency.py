@@ -124,11 +124,17 @@ def _demo_frames(cfg: PlotRewardSaliencyConfig, env_name: str) -> np.ndarray:
 
 
 def _policy_frames(cfg: PlotRewardSaliencyConfig, env_name: str) -> np.ndarray:
-    """One frame per environment: at ``position`` of its first episode (cut at ``max_steps``)."""
+    """One frame per environment: at ``position`` of its first episode (cut at ``max_steps``).
+    The policy samples its actions with torch's generator, seeded by ``seed`` like the levels,
+    so the same flags give the same frames."""
     from trex.common.envs import level_range, make_procgen_env
+    from trex.common.runs import seed_everything
     from trex.rl.evaluation import load_act_fn
 
-    act, _ = load_act_fn(cfg.load_path, env_name, device=cfg.device, precision=cfg.precision)
+    seed_everything(cfg.seed)
+    act, _ = load_act_fn(
+        cfg.load_path, env_name, device=cfg.device, precision=cfg.precision, seed=cfg.seed
+    )
     start, num = level_range(test_set=True)
     n = cfg.num_frames
     env = make_procgen_env(env_name, n, cfg.distribution_mode, start, num, seed=cfg.seed)
