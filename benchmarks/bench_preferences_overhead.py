@@ -13,6 +13,9 @@ over ``--study_updates`` updates).
 
     python benchmarks/bench_preferences_overhead.py --env_name coinrun --updates 4 \
         --out benchmarks/results/preferences_overhead_avx512bf16.json
+    # the cheaper fit of the replay (bench_fit_pairs_replay.py)
+    python benchmarks/bench_preferences_overhead.py --env_name coinrun --updates 4 --sequential \
+        --fit_pairs 128 --initial_fit_pairs 1000 --out benchmarks/results/prefs_overhead_cheap.json
 """
 
 from __future__ import annotations
@@ -71,6 +74,15 @@ def main() -> None:
     p.add_argument("--study_updates", type=int, default=31)
     p.add_argument("--architecture", default="seed_cnn")
     p.add_argument(
+        "--fit_pairs", type=int, default=None, help="train_preferences --fit_pairs (its default)"
+    )
+    p.add_argument(
+        "--initial_fit_pairs",
+        type=int,
+        default=None,
+        help="train_preferences --initial_fit_pairs (its default)",
+    )
+    p.add_argument(
         "--sequential",
         action="store_true",
         help="run the two arms one after the other (on a machine with one free core)",
@@ -84,6 +96,11 @@ def main() -> None:
     steps = per_update * args.updates
     schedule = query_schedule(args.num_queries, args.study_updates, 1, 0.1)
     queries = sum(schedule[u] for u in range(1, args.updates + 1))
+    fit_flags = [
+        f"--{name}={value}"
+        for name in ("fit_pairs", "initial_fit_pairs")
+        if (value := getattr(args, name)) is not None
+    ]
     common = [
         "--env_name", args.env_name, "--num_levels", "200", "--timesteps_per_proc", str(steps),
         "--num_threads", "1", "--save_interval", str(args.updates), "--seed", "1",
@@ -96,7 +113,7 @@ def main() -> None:
             ("train_preferences", "q",
              [*common, "--log_dir", str(tmp_path / "q"), "--num_queries", str(queries),
               "--initial_query_frac", f"{schedule[1] / max(queries, 1):.6f}",
-              "--architecture", args.architecture]),
+              "--architecture", args.architecture, *fit_flags]),
         ]  # fmt: skip
         walls = {}
 
@@ -135,6 +152,7 @@ def main() -> None:
         "updates": args.updates,
         "env_steps": steps,
         "queries": queries,
+        "fit_flags": fit_flags,
         "train_policy_steps_per_s": fps_policy,
         "train_preferences_steps_per_s": fps_prefs,
         "overhead_measured": fps_policy / fps_prefs - 1,

@@ -137,6 +137,59 @@ def test_buffer_keeps_each_frame_once_and_drops_the_oldest(tmp_path):
     assert loaded[1][0, 0, 0, 0] == 4
 
 
+class _ZeroReward:
+    """A reward of 0 for every frame, as one member: (1, N)."""
+
+    frame_stack = 1
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.zeros((1, len(obs)), dtype=np.float32)
+
+
+def test_end_penalty_lands_on_failed_episode_ends_only():
+    """The labeller's rewards (the rollout record's) are the game's, less --end_penalty where
+    an episode ended without a completed level; PPO's reward is untouched by it."""
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    from trex.common.envs import make_procgen_env
+    from trex.preferences.loop import PreferenceRewardVecEnv, RolloutRecord
+
+    class Outcomes(VecEnvWrapper):  # env 0 plays on, env 1 completes a level, env 2 dies
+        def reset(self):
+            return self.venv.reset()
+
+        def step_wait(self):
+            obs, _, dones, _ = self.venv.step_wait()
+            infos = [{}, {"episode": {}, "level_complete": True}, {"episode": {}}]
+            return obs, np.array([1.0, 10.0, 0.0], np.float32), dones, infos
+
+    for penalty, expected in [(0.0, [1.0, 10.0, 0.0]), (5.0, [1.0, 10.0, -5.0])]:
+        record = RolloutRecord(2, 3, 1)
+        env = PreferenceRewardVecEnv(
+            Outcomes(make_procgen_env("fruitbot", 3, seed=1)), _ZeroReward(), record, penalty
+        )
+        env.reset()
+        _, rew, _, _ = env.step(np.zeros(3, dtype=np.int64))
+        np.testing.assert_array_equal(record.true[0], expected)
+        np.testing.assert_array_equal(rew, 0.0)
+
+    # real fruitbot episodes: a random agent hits walls; completed levels keep their reward
+    record = RolloutRecord(200, 8, 1)
+    env = PreferenceRewardVecEnv(make_procgen_env("fruitbot", 8, seed=2), _ZeroReward(), record, 10)
+    plain = make_procgen_env("fruitbot", 8, seed=2)
+    env.reset(), plain.reset()
+    rng = np.random.default_rng(0)
+    failed = 0
+    for t in range(200):
+        actions = rng.integers(0, 15, 8)
+        _, _, _, infos = env.step(actions)
+        _, true, dones, plain_infos = plain.step(actions)
+        ended = dones & ~np.array([i.get("level_complete", False) for i in plain_infos])
+        np.testing.assert_allclose(record.true[t], true - 10.0 * ended)
+        failed += int(ended.sum())
+    assert failed > 0
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -240,7 +293,10 @@ def test_the_reward_model_is_read_by_eval_reward_and_train_policy(tmp_path):
     from conftest import make_tiny_demos
 
     argv = [*TOY, "--log_dir", str(tmp_path), "--log_name", "m", "--timesteps_per_proc", "64"]
-    assert run_stage("trex.train_preferences", [*argv, "--ties", "equal"]).returncode == 0
+    extra = ["--ties", "equal", "--end_penalty", "2"]
+    assert run_stage("trex.train_preferences", [*argv, *extra]).returncode == 0
+    config = json.loads((tmp_path / "starpilot" / "easy" / "m" / "config.json").read_text())
+    assert config["args"]["end_penalty"] == 2.0
     rounds = list((tmp_path / "starpilot" / "easy" / "m" / "preferences").glob("round_*.npz"))
     from trex.preferences.buffer import load_round
 
@@ -313,3 +369,5 @@ def test_the_reward_tag_names_every_setting_that_changes_the_reward():
     assert reward_tag(TrainPreferencesConfig()) == "preferences:5000:uniform"
     tag = reward_tag(TrainPreferencesConfig(ties="equal", center_reward=True, init_reward="a/b.x"))
     assert tag == "preferences:5000:uniform+ties_equal+centered:b"
+    tag = reward_tag(TrainPreferencesConfig(num_queries=1000, end_penalty=10.0))
+    assert tag == "preferences:1000:uniform+end_penalty_10"

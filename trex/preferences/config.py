@@ -20,6 +20,15 @@ NET_GROUP = "reward network and its optimiser (as train_reward's)"
 START_GROUP = "starting points"
 
 
+def _nonnegative_float(text: str) -> float:
+    import argparse
+
+    value = float(text)
+    if not value >= 0.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
 def _probability(text: str) -> float:
     import argparse
 
@@ -96,6 +105,15 @@ class TrainPreferencesConfig(PPOConfig):
         "every update's fit) from PPO's reward: Christiano et al.'s zero-mean normalisation. "
         "Preferences leave a per-step offset free, and PPO reads a positive one as pay for "
         "long episodes, a negative one as pay for short ones",
+    )
+    end_penalty: float = flag(
+        0.0,
+        type=_nonnegative_float,
+        group=PREFS_GROUP,
+        help="the labeller's penalty for an episode end without a completed level (a death or "
+        "the time limit), subtracted from that step's true reward; a completed level keeps its "
+        "reward. The original project's christiano/ learner replaced every episode end's "
+        "reward with -10 (its env_wrapper.py). 0: the game's reward only",
     )
     buffer_size: int = flag(
         3000,

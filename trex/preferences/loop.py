@@ -110,12 +110,21 @@ class MemberRewards:
 
 class PreferenceRewardVecEnv(LearnedRewardVecEnv):
     """PPO's reward is the members' mean prediction less ``offset`` (0 unless
-    ``--center_reward``); every step goes into ``record`` (the members' raw predictions)."""
+    ``--center_reward``); every step goes into ``record`` (the members' raw predictions, and
+    the labeller's rewards: the game's, less ``end_penalty`` at an episode end without a
+    completed level)."""
 
-    def __init__(self, venv: VecEnv, rewards: MemberRewards, record: RolloutRecord) -> None:
+    def __init__(
+        self,
+        venv: VecEnv,
+        rewards: MemberRewards,
+        record: RolloutRecord,
+        end_penalty: float = 0.0,
+    ) -> None:
         super().__init__(venv, rewards)
         self.record = record
         self.offset = 0.0
+        self.end_penalty = float(end_penalty)
         self._pending: tuple[np.ndarray, np.ndarray] | None = None
 
     def rewards_for(self, obs: np.ndarray) -> np.ndarray:
@@ -130,9 +139,18 @@ class PreferenceRewardVecEnv(LearnedRewardVecEnv):
         the labeller."""
         return rewards
 
+    @staticmethod
+    def failed_ends(infos: list[dict[str, Any]]) -> np.ndarray:
+        """bool (N,): the steps that ended an episode without completing its level (a death
+        or the time limit; Procgen's ``prev_level_complete``, as ``level_complete``)."""
+        return np.array(["episode" in i and not i.get("level_complete", False) for i in infos])
+
     def stepped(self, acted_on: np.ndarray, true_rewards: np.ndarray, infos: list[dict]) -> None:
         assert self._pending is not None and self._pending[0] is acted_on
-        self.record.add(acted_on, self._pending[1], self.true_rewards(true_rewards, infos))
+        labeller = np.asarray(self.true_rewards(true_rewards, infos), dtype=np.float32)
+        if self.end_penalty > 0:
+            labeller = labeller - np.float32(self.end_penalty) * self.failed_ends(infos)
+        self.record.add(acted_on, self._pending[1], labeller)
 
 
 @dataclass
@@ -185,7 +203,7 @@ class PreferenceLearner(TrainingHooks):
         """train_ppo's ``wrap_env``: the raw Procgen VecEnv -> the preference reward's."""
         self.record = RolloutRecord(self.cfg.nsteps, venv.num_envs, self.net.ensemble_size)
         scorer = MemberRewards(self.net, self.device, self.bf16)
-        self.env = PreferenceRewardVecEnv(venv, scorer, self.record)
+        self.env = PreferenceRewardVecEnv(venv, scorer, self.record, self.cfg.end_penalty)
         self.env.offset = self.state.reward_offset
         return self.env
 
