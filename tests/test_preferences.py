@@ -293,10 +293,10 @@ def test_the_reward_model_is_read_by_eval_reward_and_train_policy(tmp_path):
     from conftest import make_tiny_demos
 
     argv = [*TOY, "--log_dir", str(tmp_path), "--log_name", "m", "--timesteps_per_proc", "64"]
-    extra = ["--ties", "equal", "--end_penalty", "2"]
+    extra = ["--ties", "equal", "--end_penalty", "2", "--continuous"]
     assert run_stage("trex.train_preferences", [*argv, *extra]).returncode == 0
     config = json.loads((tmp_path / "starpilot" / "easy" / "m" / "config.json").read_text())
-    assert config["args"]["end_penalty"] == 2.0
+    assert config["args"]["end_penalty"] == 2.0 and config["args"]["continuous"] is True
     rounds = list((tmp_path / "starpilot" / "easy" / "m" / "preferences").glob("round_*.npz"))
     from trex.preferences.buffer import load_round
 
@@ -371,3 +371,5 @@ def test_the_reward_tag_names_every_setting_that_changes_the_reward():
     assert tag == "preferences:5000:uniform+ties_equal+centered:b"
     tag = reward_tag(TrainPreferencesConfig(num_queries=1000, end_penalty=10.0))
     assert tag == "preferences:1000:uniform+end_penalty_10"
+    tag = reward_tag(TrainPreferencesConfig(num_queries=1000, end_penalty=10.0, continuous=True))
+    assert tag == "preferences:1000:uniform+end_penalty_10+continuous"

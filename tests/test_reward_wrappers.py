@@ -10,7 +10,7 @@ import torch
 from trex.common.envs import make_procgen_env
 from trex.reward.model_file import RewardFunction
 from trex.reward.nets import build_net, predict_frame_rewards, prepare_net
-from trex.rl.reward_wrappers import ConstantRewardVecEnv, LearnedRewardVecEnv
+from trex.rl.reward_wrappers import ConstantRewardVecEnv, ContinuousVecEnv, LearnedRewardVecEnv
 
 
 def _reward_fn() -> RewardFunction:
@@ -70,3 +70,20 @@ def test_constant_reward():
     for _, rew, _, infos in _roll(env, 5):
         np.testing.assert_array_equal(rew, [0.5, 0.5])
         assert all("true_reward" in i for i in infos)
+
+
+def test_continuous_env_hides_episode_ends_from_ppo_only():
+    """PPO never sees done; the game, its rewards and the episode statistics are unchanged."""
+    env = ContinuousVecEnv(make_procgen_env("fruitbot", 4, seed=3))
+    plain = make_procgen_env("fruitbot", 4, seed=3)
+    ends = 0
+    for (obs, rew, done, infos), (p_obs, p_rew, p_done, p_infos) in zip(
+        _roll(env, 200), _roll(plain, 200)
+    ):
+        np.testing.assert_array_equal(obs, p_obs)
+        np.testing.assert_array_equal(rew, p_rew)
+        assert not done.any()
+        assert [bool(i.get("episode_end")) for i in infos] == list(p_done)
+        assert ["episode" in i for i in infos] == ["episode" in i for i in p_infos]
+        ends += int(p_done.sum())
+    assert ends > 0

@@ -115,6 +115,15 @@ class TrainPreferencesConfig(PPOConfig):
         "reward. The original project's christiano/ learner replaced every episode end's "
         "reward with -10 (its env_wrapper.py). 0: the game's reward only",
     )
+    continuous: bool = flag(
+        False,
+        group=PREFS_GROUP,
+        help="PPO plays on through episode ends (never told done: a death or a completed "
+        "level is one more step into the next level), as the original project's christiano/ "
+        "learner did; with --end_penalty, a reward that punishes dying then costs once per "
+        "death, so dying less often pays, where an episode's one end costs the same early or "
+        "late",
+    )
     buffer_size: int = flag(
         3000,
         type=positive_int,

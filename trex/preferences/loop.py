@@ -42,7 +42,7 @@ from trex.preferences.selection import candidate_pairs, cut_segments, select_pai
 from trex.reward.model_file import save_reward_model
 from trex.reward.nets import RewardNet, predict_frame_rewards
 from trex.reward.trex import TrexConfig
-from trex.rl.reward_wrappers import LearnedRewardVecEnv
+from trex.rl.reward_wrappers import ContinuousVecEnv, LearnedRewardVecEnv
 from trex.rl.training import TrainingHooks
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ class PreferenceLearner(TrainingHooks):
         scorer = MemberRewards(self.net, self.device, self.bf16)
         self.env = PreferenceRewardVecEnv(venv, scorer, self.record, self.cfg.end_penalty)
         self.env.offset = self.state.reward_offset
-        return self.env
+        return ContinuousVecEnv(self.env) if self.cfg.continuous else self.env
 
     def _rng(self, updates: int, purpose: int) -> np.random.Generator:
         """A stream per (seed, update, purpose): the same after a resume, whatever ran before."""

@@ -165,12 +165,13 @@ def _seed_demo_pairs(cfg: TrainPreferencesConfig, run_dir: Path, buffer: Prefere
 def reward_tag(cfg: TrainPreferencesConfig) -> str:
     """What checkpoints (and so test_policy's rows) record as the reward:
     ``preferences:<num_queries>:<selection>[+ties_equal][+centered][+end_penalty_<P>]
-    [:<init_reward>]``."""
+    [+continuous][:<init_reward>]``."""
     how = "+".join(
         [cfg.selection]
         + ["ties_equal"] * (cfg.ties == "equal")
         + ["centered"] * cfg.center_reward
         + [f"end_penalty_{cfg.end_penalty:g}"] * (cfg.end_penalty > 0)
+        + ["continuous"] * cfg.continuous
     )
     tag = f"preferences:{cfg.num_queries}:{how}"
     return f"{tag}:{Path(cfg.init_reward).stem}" if cfg.init_reward else tag

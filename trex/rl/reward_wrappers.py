@@ -136,6 +136,23 @@ class ConstantRewardVecEnv(ReplacedRewardVecEnv):
         return np.full(len(obs), self.constant, dtype=np.float32)
 
 
+class ContinuousVecEnv(VecEnvWrapper):
+    """PPO plays on through episode ends: ``dones`` are always False, so a death or a
+    completed level is one more step (Procgen starts the next level by itself) and the
+    value bootstraps across it, as in the original project's ``Gym_procgen_continuous``
+    (christiano/env_wrapper.py). Episode statistics still come from ``info["episode"]``;
+    ``info["episode_end"]`` marks the hidden ends."""
+
+    def reset(self) -> np.ndarray:
+        return self.venv.reset()
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for i in np.flatnonzero(dones):
+            infos[i]["episode_end"] = True
+        return obs, rewards, np.zeros_like(dones), infos
+
+
 def reward_setup(
     cfg: TrainPolicyConfig,
 ) -> tuple[Callable[[VecEnv], VecEnv] | None, dict[str, Any], str | None]:
