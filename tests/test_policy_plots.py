@@ -244,3 +244,25 @@ def test_a_preference_runs_unfitted_first_update_is_not_drawn(tmp_path):
         kept[name] = read_curve(run).learned_return.tolist()
     assert np.isnan(kept["fresh"][0]) and kept["fresh"][1] == 3.0
     assert kept["refined"] == [470.0, 3.0]
+
+
+def test_preference_runs_with_other_reward_settings_get_other_labels(tmp_path):
+    """A run's label names every reward setting its checkpoints' reward tag names, so runs
+    of different settings are never averaged into one curve."""
+    import json
+
+    from trex.plotting.policy_returns import run_label
+
+    def label(**extra):
+        run = tmp_path / str(len(list(tmp_path.iterdir())))
+        run.mkdir()
+        args = {"num_queries": 1000, "selection": "uniform", "init_reward": None, **extra}
+        (run / "config.json").write_text(json.dumps({"args": args}))
+        return run_label(run)
+
+    assert label() == "preferences (1000 queries, uniform)"
+    assert label(end_penalty=0.0, continuous=False) == "preferences (1000 queries, uniform)"
+    assert (
+        label(ties="equal", center_reward=True, end_penalty=10.0, continuous=True)
+        == "preferences (1000 queries, uniform, ties equal, centered, end penalty 10, continuous)"
+    )

@@ -114,8 +114,14 @@ def run_label(run_dir: Path) -> str:
     args = _run_args(run_dir)
     if args is None:
         return run_dir.name
-    if args.get("num_queries") is not None:  # train_preferences
-        label = f"preferences ({args['num_queries']} queries, {args.get('selection')})"
+    if args.get("num_queries") is not None:  # train_preferences: as its reward tag reads
+        how = [str(args.get("selection"))]
+        how += ["ties equal"] * (args.get("ties") == "equal")
+        how += ["centered"] * bool(args.get("center_reward"))
+        if args.get("end_penalty"):
+            how.append(f"end penalty {args['end_penalty']:g}")
+        how += ["continuous"] * bool(args.get("continuous"))
+        label = f"preferences ({args['num_queries']} queries, {', '.join(how)})"
         init = args.get("init_reward")
         return f"T-REX {Path(init).stem} + {label}" if init else label
     if args.get("rm_id") or args.get("reward_model"):
