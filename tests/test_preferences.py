@@ -190,6 +190,22 @@ def test_end_penalty_lands_on_failed_episode_ends_only():
     assert failed > 0
 
 
+def test_frames_before_failed_ends_and_after_starts_are_told_apart():
+    """scripts/reward_at_episode_ends.py's frame kinds: the k frames up to a failed end are 1,
+    an episode's first k frames 2 (a frame that is both counts as 1), the rest 0; a completed
+    level's end is a start's predecessor only."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from reward_at_episode_ends import frame_kinds
+
+    dones = np.zeros((10, 1), dtype=bool)
+    dones[[4, 8]] = True
+    failed = dones.copy()
+    failed[8] = False  # step 8 completes its level
+    assert frame_kinds(dones, failed, 2)[:, 0].tolist() == [2, 2, 0, 1, 1, 2, 2, 0, 0, 2]
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

@@ -157,17 +157,17 @@ def test_bad_marker_is_one_error_line_and_changes_nothing(tmp_path, capsys, mark
 def test_preference_runs_are_labelled_and_the_best_setting_headlines():
     import pandas as pd
 
-    from trex.plotting.tables import _best_preferences, _reward_label
+    from trex.plotting.tables import _best_preferences, reward_label
 
     assert (
-        _reward_label("preferences:5000:uniform", "x.zip") == "preferences (5000 queries, uniform)"
+        reward_label("preferences:5000:uniform", "x.zip") == "preferences (5000 queries, uniform)"
     )
     assert (
-        _reward_label("preferences:5000:uniform+ties_equal+centered", "x.zip")
+        reward_label("preferences:5000:uniform+ties_equal+centered", "x.zip")
         == "preferences (5000 queries, uniform, ties equal, centered)"
     )
     assert (
-        _reward_label("preferences:1000:uniform:249_9619", "x.zip")
+        reward_label("preferences:1000:uniform:249_9619", "x.zip")
         == "T-REX 249_9619 + preferences (1000 queries, uniform)"
     )
     loop = pd.DataFrame(

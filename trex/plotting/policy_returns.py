@@ -30,6 +30,8 @@ from trex.common.config import Config, flag, require
 from trex.common.errors import UserError
 from trex.common.files import read_csv_checked
 from trex.plotting.correlations import _new_figure, save_png
+from trex.plotting.tables import reward_label
+from trex.preferences.tags import reward_tag
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +116,8 @@ def run_label(run_dir: Path) -> str:
     args = _run_args(run_dir)
     if args is None:
         return run_dir.name
-    if args.get("num_queries") is not None:  # train_preferences: as its reward tag reads
-        how = [str(args.get("selection"))]
-        how += ["ties equal"] * (args.get("ties") == "equal")
-        how += ["centered"] * bool(args.get("center_reward"))
-        if args.get("end_penalty"):
-            how.append(f"end penalty {args['end_penalty']:g}")
-        how += ["continuous"] * bool(args.get("continuous"))
-        label = f"preferences ({args['num_queries']} queries, {', '.join(how)})"
-        init = args.get("init_reward")
-        return f"T-REX {Path(init).stem} + {label}" if init else label
+    if args.get("num_queries") is not None:  # train_preferences: labelled by its reward tag
+        return reward_label(reward_tag(args))
     if args.get("rm_id") or args.get("reward_model"):
         return f"learned reward ({args.get('rm_id') or Path(args['reward_model']).stem})"
     if args.get("constant_reward") is not None:

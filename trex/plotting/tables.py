@@ -400,7 +400,8 @@ def _kind_rm_runs(root: Path, spec: TableSpec) -> pd.DataFrame:
 _KIND_ORDER = {"true": 0, "lear": 1, "pref": 2, "T-RE": 2, "cons": 3, "rand": 4}
 
 
-def _reward_label(reward: str, load_path: str) -> str:
+def reward_label(reward: str, load_path: str = "") -> str:
+    """A reward tag as tables and figures name it (``random`` for a random policy's rows)."""
     if str(load_path) == "random":
         return "random policy"
     kind, _, arg = str(reward).partition(":")
@@ -451,7 +452,7 @@ def _kind_policy_groups(root: Path, spec: TableSpec) -> pd.DataFrame:
         ],
         ", ".join(spec.csvs),
     )
-    df = df.assign(label=[_reward_label(r, p) for r, p in zip(df["reward"], df["load_path"])])
+    df = df.assign(label=[reward_label(r, p) for r, p in zip(df["reward"], df["load_path"])])
     labels = sorted(dict.fromkeys(df["label"]), key=lambda s: _KIND_ORDER.get(s[:4], 5))
     means: dict[str, float] = {}
     out = []
@@ -511,7 +512,7 @@ def _kind_policy_runs(root: Path, spec: TableSpec) -> pd.DataFrame:
         ", ".join(spec.csvs),
     )
     first = df.groupby("load_path", sort=False).first()
-    labels = {p: _reward_label(first.loc[p].get("reward", ""), p) for p in first.index}
+    labels = {p: reward_label(first.loc[p].get("reward", ""), p) for p in first.index}
     paths = sorted(
         first.index,
         key=lambda p: (
@@ -527,7 +528,7 @@ def _kind_policy_runs(root: Path, spec: TableSpec) -> pd.DataFrame:
         t = g["timesteps"].iloc[0]
         rec = {"checkpoint": _run_name(path), "steps": "n/a" if pd.isna(t) else f"{int(t):,}"}
         if "reward" in g:
-            rec["PPO reward"] = _reward_label(g["reward"].iloc[0], path)
+            rec["PPO reward"] = reward_label(g["reward"].iloc[0], path)
         for ls, name in _LEVEL_SETS:
             s = g[g["level_set"] == ls]
             if s.empty:
@@ -667,7 +668,7 @@ def _best_preferences(loop: pd.DataFrame) -> str:
         prefs = prefs[prefs["reward"].isin(seeds.index[seeds >= 2])]
     means = prefs.groupby("reward")["return_mean"].mean()
     best = prefs[prefs["reward"] == means.idxmax()]
-    label = _reward_label(str(means.idxmax()), "")
+    label = reward_label(str(means.idxmax()), "")
     label = label.replace("preferences (", "", 1).removesuffix(")")  # "[T-REX x + ]q queries, s"
     n = best["load_path"].nunique()
     return f"{fmt_spread(best['return_mean'])}, {n} seed{'' if n == 1 else 's'} ({label})"

@@ -31,7 +31,6 @@ _EXPORTS = {
     "PreferenceRewardVecEnv": "trex.preferences.loop",
     "RolloutRecord": "trex.preferences.loop",
     "RESUMABLE_CHANGES": "trex.preferences.run",
-    "reward_tag": "trex.preferences.run",
     "train_preferences": "trex.preferences.run",
     "HALF_RATE_FRACTION": "trex.preferences.schedule",
     "query_rounds": "trex.preferences.schedule",
@@ -42,6 +41,7 @@ _EXPORTS = {
     "cut_segments": "trex.preferences.selection",
     "preference_disagreement": "trex.preferences.selection",
     "select_pairs": "trex.preferences.selection",
+    "reward_tag": "trex.preferences.tags",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

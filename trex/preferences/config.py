@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from trex.common.cli import nonnegative_int, positive_float, positive_int
+from trex.common.cli import nonnegative_float, nonnegative_int, positive_float, positive_int
 from trex.common.config import flag, require
 from trex.preferences.selection import SELECTIONS
 from trex.reward.config import reward_flag
@@ -18,15 +18,6 @@ from trex.rl.config import PPOConfig
 PREFS_GROUP = "preferences (Christiano et al. 2017)"
 NET_GROUP = "reward network and its optimiser (as train_reward's)"
 START_GROUP = "starting points"
-
-
-def _nonnegative_float(text: str) -> float:
-    import argparse
-
-    value = float(text)
-    if not value >= 0.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
 
 
 def _probability(text: str) -> float:
@@ -108,7 +99,7 @@ class TrainPreferencesConfig(PPOConfig):
     )
     end_penalty: float = flag(
         0.0,
-        type=_nonnegative_float,
+        type=nonnegative_float,
         group=PREFS_GROUP,
         help="the labeller's penalty for an episode end without a completed level (a death or "
         "the time limit), subtracted from that step's true reward; a completed level keeps its "

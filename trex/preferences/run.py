@@ -35,6 +35,7 @@ from trex.preferences.config import TrainPreferencesConfig
 from trex.preferences.fitting import load_optimizer
 from trex.preferences.loop import MODEL_NAME, PREFS_DIR, LearnerState, PreferenceLearner
 from trex.preferences.schedule import query_schedule
+from trex.preferences.tags import reward_tag
 from trex.reward.nets import RewardNet, prepare_net
 from trex.reward.trex import step_lr
 
@@ -160,21 +161,6 @@ def _seed_demo_pairs(cfg: TrainPreferencesConfig, run_dir: Path, buffer: Prefere
     buffer.add(segments, comparisons)
     log.info("buffer seeded with %d snippet pairs of %d demos", len(pairs), len(demos))
     return len(pairs)
-
-
-def reward_tag(cfg: TrainPreferencesConfig) -> str:
-    """What checkpoints (and so test_policy's rows) record as the reward:
-    ``preferences:<num_queries>:<selection>[+ties_equal][+centered][+end_penalty_<P>]
-    [+continuous][:<init_reward>]``."""
-    how = "+".join(
-        [cfg.selection]
-        + ["ties_equal"] * (cfg.ties == "equal")
-        + ["centered"] * cfg.center_reward
-        + [f"end_penalty_{cfg.end_penalty:g}"] * (cfg.end_penalty > 0)
-        + ["continuous"] * cfg.continuous
-    )
-    tag = f"preferences:{cfg.num_queries}:{how}"
-    return f"{tag}:{Path(cfg.init_reward).stem}" if cfg.init_reward else tag
 
 
 def _model_metadata(cfg: TrainPreferencesConfig, run_dir: Path, init_from: str) -> dict[str, Any]:
