@@ -129,10 +129,11 @@ def test_stacked_training_and_evaluation_equal_a_naive_loop():
     opt = torch.optim.SGD(net.parameters(), lr=0.0)
     one = train_step(net, opt, demos, pairs, 0.01, CPU, False, False, max_frames=10_000)
     g1 = [p.grad.clone() for p in net.parameters()]
-    two = train_step(net, opt, demos, pairs, 0.01, CPU, False, False, max_frames=7)
-    assert two[0] == pytest.approx(one[0], rel=1e-5)
-    for p, g in zip(net.parameters(), g1):
-        assert float((p.grad - g).norm() / g.norm()) < 1e-4
+    for max_frames in (7, 40):  # pairs in chunks or alone; groups of pairs
+        two = train_step(net, opt, demos, pairs, 0.01, CPU, False, False, max_frames=max_frames)
+        assert two[0] == pytest.approx(one[0], rel=1e-5)
+        for p, g in zip(net.parameters(), g1):
+            assert float((p.grad - g).norm() / g.norm()) < 1e-4
 
 
 # ----------------------------------------------------------------------------- scaling, shift
@@ -249,12 +250,25 @@ def test_ensemble_members_get_their_own_loss_gradient(vmap):
         ens, opt, demos, pairs, 0.01, CPU, False, True, 10_000, "shift", np.random.default_rng(5)
     )
     g1 = [p.grad.clone() for p in ens.parameters()]
-    two = train_step(
-        ens, opt, demos, pairs, 0.01, CPU, False, True, 9, "shift", np.random.default_rng(5)
-    )
-    assert two[0] == pytest.approx(one[0], rel=1e-5) and one[1].shape == (5, 2)
-    for p, g in zip(ens.parameters(), g1):
-        assert float((p.grad - g).norm() / g.norm()) < 1e-4
+    # 9 frames: pairs in chunks or alone; 20: groups of pairs, one pass each
+    for max_frames in (9, 20):
+        two = train_step(
+            ens,
+            opt,
+            demos,
+            pairs,
+            0.01,
+            CPU,
+            False,
+            True,
+            max_frames,
+            "shift",
+            np.random.default_rng(5),
+        )
+        assert two[0] == pytest.approx(one[0], rel=1e-5) and one[1].shape == (5, 2)
+        torch.testing.assert_close(two[1], one[1], rtol=1e-5, atol=1e-4)
+        for p, g in zip(ens.parameters(), g1):
+            assert float((p.grad - g).norm() / g.norm()) < 1e-4
 
 
 def test_ensemble_spread():

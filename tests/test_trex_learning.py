@@ -267,7 +267,7 @@ def test_batched_training_step_equals_naive_per_pair_loss_and_gradients():
         assert float((a - b).norm() / b.norm()) < 1e-3
     # the optimizer step: one pass, and split into chunks of 7 frames (two-pass, bounded memory)
     opt = torch.optim.SGD(net.parameters(), lr=0.0)
-    for max_frames in (10_000, 7):
+    for max_frames in (10_000, 30, 7):  # one pass; groups of pairs; pairs in chunks
         loss2, ret2, _, _ = train_step(
             net,
             opt,

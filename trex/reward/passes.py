@@ -82,8 +82,8 @@ class _BatchInput:
         elif augment != "none":
             raise UserError(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
 
-    def __call__(self, part: slice = slice(None)) -> torch.Tensor:
-        """float (u, 3K, 64, 64) for the distinct frames ``uniq[part]``."""
+    def __call__(self, part: slice | np.ndarray = slice(None)) -> torch.Tensor:
+        """float (u, 3K, 64, 64) for the distinct frames ``uniq[part]`` (a slice or indices)."""
         x = gather_input(
             self.demos.frames,
             self.uniq[part],
@@ -96,7 +96,7 @@ class _BatchInput:
             x = random_shift(x, self.shifts[part])
         return x
 
-    def rewards(self, part: slice = slice(None), bf16: bool = False) -> torch.Tensor:
+    def rewards(self, part: slice | np.ndarray = slice(None), bf16: bool = False) -> torch.Tensor:
         """Every member's rewards (M, u) of the frames ``uniq[part]``, with gradients; the
         network runs on chunks of the input, each padded
         (:func:`~trex.reward.nets.forward_in_chunks`), so it sees few shapes."""
@@ -145,10 +145,11 @@ def train_step(
     frames).
 
     Up to ``max_frames`` distinct frames: one forward/backward over them. More: activations
-    would not fit (~0.9 MB per frame), so the frames go through the network in chunks twice
-    -- a no-grad forward gives the per-frame rewards, the loss's gradient with respect to
-    each frame's reward follows from them, and a second forward/backward per chunk
-    accumulates the exact parameter gradient (memory bounded by the chunk, one extra forward).
+    would not fit (~0.9 MB per frame), so the pairs go through in groups of at most
+    ``max_frames`` snippet frames, one forward/backward each, whose gradients add up to the
+    batch's exactly (the loss is a mean over pairs; memory bounded by the group, no extra
+    forward); only a single pair over ``max_frames`` takes two passes in chunks
+    (:func:`_group_pass`).
 
     An ensemble of M members minimises the sum of the members' T-REX losses on the same
     pairs (each member gets exactly its own loss's gradient); the loss reported is their
@@ -164,21 +165,77 @@ def train_step(
         loss = trex_loss(ret, absr, lam_l1)
         loss.backward()
     else:
-        chunks = [slice(lo, lo + max_frames) for lo in range(0, len(uniq), max_frames)]
-        with torch.no_grad():
-            parts = []
-            for c in chunks:
-                parts.append(inputs.rewards(c, bf16).float())
-        r = torch.cat(parts, dim=1).requires_grad_(True)
-        ret, absr = _segment_returns(r, inv, seg, len(pairs))
-        loss = trex_loss(ret, absr, lam_l1)
-        loss.backward()
-        grad = r.grad
-        for c in chunks:
-            inputs.rewards(c, bf16).float().backward(grad[:, c])
+        rets, absrs, losses = [], [], []
+        for group in _pair_groups(pairs, max_frames):
+            ret, absr, loss = _group_pass(
+                inputs, demos, pairs, group, uniq, lam_l1, bf16, max_frames
+            )
+            rets.append(ret)
+            absrs.append(absr)
+            losses.append(loss)
+        ret, absr = torch.cat(rets, dim=-2), torch.cat(absrs, dim=-2)
+        loss = torch.stack(losses).sum()
     opt.step()
     m = ret.shape[0]
     return float(loss.detach()) / m, ret.detach().mean(0), absr.detach().mean(0), len(uniq)
+
+
+def _pair_groups(pairs: PairSet, max_frames: int) -> list[slice]:
+    """Consecutive runs of pairs whose snippet frames (2 x length each, an upper bound on
+    their distinct frames) add up to at most ``max_frames``; a pair longer than that on
+    its own is a group of one."""
+    groups: list[slice] = []
+    lo, frames = 0, 0
+    for i, n in enumerate(2 * pairs.length.astype(np.int64)):
+        if i > lo and frames + n > max_frames:
+            groups.append(slice(lo, i))
+            lo, frames = i, 0
+        frames += int(n)
+    groups.append(slice(lo, len(pairs)))
+    return groups
+
+
+def _group_pass(
+    inputs: _BatchInput,
+    demos: DemoSet,
+    pairs: PairSet,
+    group: slice,
+    uniq: np.ndarray,
+    lam_l1: float,
+    bf16: bool,
+    max_frames: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward and backward of the pairs ``group`` of a batch that does not fit
+    ``max_frames``: their loss weighted by their share of the batch, so the groups'
+    gradients add up to the whole batch's (the loss is a mean over pairs). A group's
+    distinct frames (indices into the batch's ``uniq``) go through the network once; a
+    single pair over ``max_frames`` goes in chunks twice (a no-grad forward gives the
+    per-frame rewards and the loss's gradient with respect to them, then a forward/backward
+    per chunk accumulates the exact parameter gradient). Returns the group's returns and
+    |r| sums (M, b, 2) and its weighted loss, all detached."""
+    sub = pairs.take(group)
+    frames, inv, seg = _batch_frames(demos, sub)
+    rows = np.searchsorted(uniq, frames)
+    weight = len(sub) / len(pairs)
+    if len(rows) <= max_frames:
+        r = inputs.rewards(rows, bf16)
+        ret, absr = _segment_returns(r, inv, seg, len(sub))
+        loss = trex_loss(ret, absr, lam_l1) * weight
+        loss.backward()
+        return ret.detach(), absr.detach(), loss.detach()
+    chunks = [rows[lo : lo + max_frames] for lo in range(0, len(rows), max_frames)]
+    with torch.no_grad():
+        r = torch.cat([inputs.rewards(c, bf16).float() for c in chunks], dim=1)
+    r.requires_grad_(True)
+    ret, absr = _segment_returns(r, inv, seg, len(sub))
+    loss = trex_loss(ret, absr, lam_l1) * weight
+    loss.backward()
+    grad = r.grad
+    at = 0
+    for c in chunks:
+        inputs.rewards(c, bf16).float().backward(grad[:, at : at + len(c)])
+        at += len(c)
+    return ret.detach(), absr.detach(), loss.detach()
 
 
 def trex_loss(returns: torch.Tensor, abs_sums: torch.Tensor, lam_l1: float) -> torch.Tensor:
