@@ -20,6 +20,7 @@ from trex.reward.model_file import (
 from trex.reward.nets import (
     RM_COLUMNS,
     CnnRewardNet,
+    MaxPool4x2,
     frames_to_input,
     predict_frame_rewards,
     prepare_net,
@@ -117,6 +118,25 @@ def test_predict_matches_seed_style_forward():
         )
     ours = predict_frame_rewards(prepare_net(net, CPU, True), frames, CPU, bf16=False, batch_size=4)
     np.testing.assert_allclose(ours, seed_way, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("hw", [(62, 62), (28, 29), (5, 4), (13, 8)])
+def test_pooling_without_autograd_equals_max_pool2d(dtype, hw):
+    pool = MaxPool4x2()
+    x = torch.randn(3, 5, *hw).to(dtype)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = x.contiguous(memory_format=fmt)
+        want = torch.nn.functional.max_pool2d(x, 4, 2)
+        with torch.no_grad():
+            got = pool(x)
+        assert got.shape == want.shape and torch.equal(got, want)
+    # with autograd it is nn.MaxPool2d's own pass: the gradient reaches each window's maximum
+    a = x.detach().requires_grad_(True)
+    b = x.detach().requires_grad_(True)
+    pool(a).sum().backward()
+    torch.nn.functional.max_pool2d(b, 4, 2).sum().backward()
+    assert torch.equal(a.grad, b.grad)
 
 
 def test_frames_to_input_shapes():
