@@ -113,6 +113,28 @@ def test_policy_groups_pool_episodes_and_share_of_true(tmp_path):
     assert "| 50% |" in text and "| 20% |" in text
 
 
+def test_policy_groups_relabel_splits_runs_of_one_reward_kind(tmp_path):
+    rows = pd.DataFrame(
+        {
+            "load_path": ["a/true_s1/c.zip", "a/pref_s1/c.zip", "a/cheap_s1/c.zip"],
+            "reward": ["true", "preferences:5000:uniform", "preferences:5000:uniform"],
+            "level_set": ["test"] * 3,
+            "episodes": [100] * 3,
+            "return_mean": [4.0, 3.0, 2.0],
+            "return_std": [0.0] * 3,
+            "length_mean": [100.0] * 3,
+        }
+    )
+    rows.to_csv(tmp_path / "loop.csv", index=False)
+    doc = _doc(tmp_path, 'loop.csv kind=policy_groups "relabel=cheap_:preferences, small fit"')
+    assert main(["--root", str(tmp_path), "--docs", str(doc)]) == 0
+    text = doc.read_text()
+    assert "| preferences (5000 queries, uniform) | 1 | n/a | 3.00 [3.00, 3.00] |" in text
+    assert "| preferences, small fit | 1 | n/a | 2.00 [2.00, 2.00] | one run | 100 | 50% |" in text
+    bad = _doc(tmp_path, "loop.csv kind=policy_groups relabel=cheap_")
+    assert main(["--root", str(tmp_path), "--docs", str(bad)]) == 2
+
+
 def test_policy_groups_reads_a_true_only_reward_column_as_text(tmp_path):
     # a loop with only true-reward runs so far: pandas would parse the column as bool True
     rows = pd.DataFrame(

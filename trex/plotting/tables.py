@@ -437,7 +437,9 @@ _LEVEL_SETS = (("train", "training levels"), ("test", "unseen levels"))
 
 def _kind_policy_groups(root: Path, spec: TableSpec) -> pd.DataFrame:
     """test_policy rows per reward kind: runs, mean return [95% interval over all episodes] on
-    training and unseen levels, the runs' range, episode length, fraction of the true reward's."""
+    training and unseen levels, the runs' range, episode length, fraction of the true reward's.
+    ``relabel=PATH_PART:LABEL`` (repeatable) groups the runs whose checkpoint path contains
+    PATH_PART under LABEL (settings the reward kind does not name, e.g. the fit's size)."""
     df = _concat(root, spec)
     _require(
         df,
@@ -453,6 +455,11 @@ def _kind_policy_groups(root: Path, spec: TableSpec) -> pd.DataFrame:
         ", ".join(spec.csvs),
     )
     df = df.assign(label=[reward_label(r, p) for r, p in zip(df["reward"], df["load_path"])])
+    for rule in spec.options.get("relabel", []):
+        part, sep, label = rule.partition(":")
+        if not sep or not part or not label:
+            raise UserError(f"relabel={rule!r}: expected PATH_PART:LABEL")
+        df.loc[df["load_path"].astype(str).str.contains(part, regex=False), "label"] = label
     labels = sorted(dict.fromkeys(df["label"]), key=lambda s: _KIND_ORDER.get(s[:4], 5))
     means: dict[str, float] = {}
     out = []
