@@ -91,19 +91,28 @@ def test_rendered_from_a_tiny_csv(tmp_path):
     assert main(["--root", str(tmp_path), "--docs", str(doc), "--check"]) == 0
 
 
-def test_policy_groups_pool_episodes_and_share_of_true(tmp_path):
-    rows = pd.DataFrame(
+def _test_policy_rows(load_paths, rewards, means) -> pd.DataFrame:
+    """test_policy rows on unseen levels: 100 episodes of 100 steps each, no spread."""
+    n = len(load_paths)
+    return pd.DataFrame(
         {
-            "load_path": ["a/t1/c.zip", "a/t2/c.zip", "a/r1/c.zip", "random"],
-            "timesteps": [10, 10, 10, None],
-            "reward": ["true", "true", "learned:123_4567", "true"],
-            "level_set": ["test"] * 4,
-            "episodes": [100] * 4,
-            "return_mean": [4.0, 6.0, 2.5, 1.0],
-            "return_std": [0.0, 0.0, 0.0, 0.0],
-            "length_mean": [100.0] * 4,
+            "load_path": load_paths,
+            "reward": rewards,
+            "level_set": ["test"] * n,
+            "episodes": [100] * n,
+            "return_mean": means,
+            "return_std": [0.0] * n,
+            "length_mean": [100.0] * n,
         }
     )
+
+
+def test_policy_groups_pool_episodes_and_share_of_true(tmp_path):
+    rows = _test_policy_rows(
+        ["a/t1/c.zip", "a/t2/c.zip", "a/r1/c.zip", "random"],
+        ["true", "true", "learned:123_4567", "true"],
+        [4.0, 6.0, 2.5, 1.0],
+    ).assign(timesteps=[10, 10, 10, None])
     rows.to_csv(tmp_path / "loop.csv", index=False)
     doc = _doc(tmp_path, "loop.csv kind=policy_groups")
     assert main(["--root", str(tmp_path), "--docs", str(doc)]) == 0
@@ -114,16 +123,11 @@ def test_policy_groups_pool_episodes_and_share_of_true(tmp_path):
 
 
 def test_policy_groups_relabel_splits_runs_of_one_reward_kind(tmp_path):
-    rows = pd.DataFrame(
-        {
-            "load_path": ["a/true_s1/c.zip", "a/pref_s1/c.zip", "a/cheap_s1/c.zip"],
-            "reward": ["true", "preferences:5000:uniform", "preferences:5000:uniform"],
-            "level_set": ["test"] * 3,
-            "episodes": [100] * 3,
-            "return_mean": [4.0, 3.0, 2.0],
-            "return_std": [0.0] * 3,
-            "length_mean": [100.0] * 3,
-        }
+    pref = "preferences:5000:uniform"
+    rows = _test_policy_rows(
+        ["a/true_s1/c.zip", "a/pref_s1/c.zip", "a/cheap_s1/c.zip"],
+        ["true", pref, pref],
+        [4.0, 3.0, 2.0],
     )
     rows.to_csv(tmp_path / "loop.csv", index=False)
     doc = _doc(tmp_path, 'loop.csv kind=policy_groups "relabel=cheap_:preferences, small fit"')
@@ -137,17 +141,7 @@ def test_policy_groups_relabel_splits_runs_of_one_reward_kind(tmp_path):
 
 def test_policy_groups_reads_a_true_only_reward_column_as_text(tmp_path):
     # a loop with only true-reward runs so far: pandas would parse the column as bool True
-    rows = pd.DataFrame(
-        {
-            "load_path": ["a/t1/c.zip"],
-            "reward": ["true"],
-            "level_set": ["test"],
-            "episodes": [100],
-            "return_mean": [4.0],
-            "return_std": [0.0],
-            "length_mean": [100.0],
-        }
-    )
+    rows = _test_policy_rows(["a/t1/c.zip"], ["true"], [4.0])
     rows.to_csv(tmp_path / "loop.csv", index=False)
     doc = _doc(tmp_path, "loop.csv kind=policy_groups")
     assert main(["--root", str(tmp_path), "--docs", str(doc)]) == 0
