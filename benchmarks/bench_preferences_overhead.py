@@ -83,6 +83,12 @@ def main() -> None:
         help="train_preferences --initial_fit_pairs (its default)",
     )
     p.add_argument(
+        "--batch_size",
+        type=int,
+        default=None,
+        help="train_preferences --batch_size, comparisons per Adam step (its default)",
+    )
+    p.add_argument(
         "--sequential",
         action="store_true",
         help="run the two arms one after the other (on a machine with one free core)",
@@ -98,7 +104,7 @@ def main() -> None:
     queries = sum(schedule[u] for u in range(1, args.updates + 1))
     fit_flags = [
         f"--{name}={value}"
-        for name in ("fit_pairs", "initial_fit_pairs")
+        for name in ("fit_pairs", "initial_fit_pairs", "batch_size")
         if (value := getattr(args, name)) is not None
     ]
     common = [
