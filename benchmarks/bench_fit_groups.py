@@ -38,13 +38,7 @@ from trex.common.device import pick_device, use_bf16  # noqa: E402
 from trex.preferences.buffer import PreferenceBuffer, load_round  # noqa: E402
 from trex.preferences.config import TrainPreferencesConfig  # noqa: E402
 from trex.reward.nets import prepare_net  # noqa: E402
-from trex.reward.passes import (  # noqa: E402
-    _batch_frames,
-    _BatchInput,
-    _segment_returns,
-    train_step,
-    trex_loss,
-)
+from trex.reward.passes import _batch_frames, _BatchInput, _group_pass, train_step  # noqa: E402
 from trex.reward.trex import step_lr  # noqa: E402
 
 
@@ -52,23 +46,17 @@ def two_pass_step(
     net, opt, demos, pairs, lam_l1, device, bf16, channels_last=True, max_frames=1024,
     augment="none", rng=None,
 ):  # fmt: skip
-    """The reference: the earlier train_step over more than ``max_frames`` distinct frames
-    (a no-grad forward of every chunk, then a forward/backward per chunk)."""
+    """The reference: the earlier train_step over more than ``max_frames`` distinct frames,
+    which is train_step's two-pass path (a no-grad forward of every chunk, then a
+    forward/backward per chunk) run on the whole batch as one group."""
     opt.zero_grad(set_to_none=True)
-    uniq, inv, seg = _batch_frames(demos, pairs)
+    uniq, _, _ = _batch_frames(demos, pairs)
     inputs = _BatchInput(net, demos, uniq, device, channels_last, augment, rng)
-    chunks = [slice(lo, lo + max_frames) for lo in range(0, len(uniq), max_frames)]
-    with torch.no_grad():
-        r = torch.cat([inputs.rewards(c, bf16).float() for c in chunks], dim=1)
-    r.requires_grad_(True)
-    ret, absr = _segment_returns(r, inv, seg, len(pairs))
-    loss = trex_loss(ret, absr, lam_l1)
-    loss.backward()
-    for c in chunks:
-        inputs.rewards(c, bf16).float().backward(r.grad[:, c])
+    whole = slice(0, len(pairs))
+    ret, absr, loss = _group_pass(inputs, demos, pairs, whole, uniq, lam_l1, bf16, max_frames)
     opt.step()
     m = ret.shape[0]
-    return float(loss.detach()) / m, ret.detach().mean(0), absr.detach().mean(0), len(uniq)
+    return float(loss) / m, ret.mean(0), absr.mean(0), len(uniq)
 
 
 def fit_once(step, net0, buffer, pairs, cfg, device, bf16, seed):
